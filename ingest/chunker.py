@@ -1,0 +1,206 @@
+"""Token-aware, structure-aware chunking.
+
+Contract: every chunk's `context_text()` (title › section, then body) counts at most `max_tokens` with the
+`count_tokens` it is given (the reading model's tokenizer, special tokens included). Splitting prefers structure:
+
+1. headings (`#` lines, and `第X章/节` lines) open sections; a chunk never spans two sections;
+2. within a section the units are articles (`第X条` up to the next article) when the document has them, else
+   paragraphs and list items; whole units are packed together up to the budget, never split when they fit;
+3. a unit over the budget is split into sentences (。！？；. ! ? ;), packed with `overlap` tokens of trailing
+   sentences repeated at the start of the next piece;
+4. a sentence over the budget is cut at the longest prefix that fits (binary search on characters).
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from .identity import chunk_id_for
+from .types import Chunk, Document, context_text
+
+CountTokens = Callable[[str], int]
+
+_CN_NUM = "零〇一二三四五六七八九十百千万两0-9０-９"
+_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
+_CN_HEADING = re.compile(rf"^第[{_CN_NUM}]+([编章节])(?:\s+\S.*)?$")
+_ARTICLE = re.compile(rf"^第[{_CN_NUM}]+条(?:之[{_CN_NUM}]+)?(?:\s|$|　)")
+_LIST_ITEM = re.compile(rf"^(?:[-*+•]\s|\d{{1,3}}[.)、]\s?|[（(][{_CN_NUM}]+[）)]|[{_CN_NUM}]+、)")
+# Sentence ends: CJK terminators stand alone; Latin ones need a following space (so "3.5" and "e.g." mostly survive).
+_SENTENCE_END = re.compile(r"(?<=[。！？；!?;…])|(?<=[.!?])(?=\s)")
+_CN_LEVEL = {"编": 1, "章": 2, "节": 3}
+_MAX_HEAD_CHARS = 160
+
+
+@dataclass(frozen=True)
+class _Unit:
+    start: int
+    end: int
+    section: tuple[str, ...]
+
+
+def _lines(text: str) -> Iterator[tuple[int, str]]:
+    pos = 0
+    for line in text.split("\n"):
+        yield pos, line
+        pos += len(line) + 1
+
+
+def _units(text: str) -> list[_Unit]:
+    """Cut the text into structural units (articles, paragraphs, list items), each tagged with its heading path."""
+    has_articles = any(_ARTICLE.match(line) for _, line in _lines(text))
+    headings: list[str] = []
+    units: list[_Unit] = []
+    start: int | None = None
+    end = 0
+
+    def close() -> None:
+        nonlocal start
+        if start is not None and text[start:end].strip():
+            units.append(_Unit(start, end, tuple(headings)))
+        start = None
+
+    for pos, raw in _lines(text):
+        line = raw.strip()
+        md = _HEADING.match(line)
+        cn = None if md else _CN_HEADING.match(line)
+        if md or (cn and len(line) <= 40):
+            close()
+            level = len(md.group(1)) if md else _CN_LEVEL[cn.group(1)]
+            del headings[level - 1:]
+            headings.extend([""] * (level - 1 - len(headings)))
+            headings.append(md.group(2) if md else line)
+            continue
+        if not line:
+            if not has_articles:  # a blank line ends a paragraph; inside an article it does not
+                close()
+            continue
+        boundary = _ARTICLE.match(line) if has_articles else (_LIST_ITEM.match(line) or start is None)
+        if boundary:
+            close()
+        if start is None:
+            start = pos
+        end = pos + len(raw)
+    close()
+    return units
+
+
+def _section_label(path: tuple[str, ...], title: str) -> str:
+    parts = [p for p in path if p]
+    if parts and parts[0] == title:  # the H1 usually repeats the title
+        parts = parts[1:]
+    return " › ".join(parts)[:_MAX_HEAD_CHARS]
+
+
+def _sentences(text: str, base: int) -> list[tuple[int, int]]:
+    spans, last = [], 0
+    for match in _SENTENCE_END.finditer(text):
+        cut = match.start()
+        if cut > last and text[last:cut].strip():
+            spans.append((base + last, base + cut))
+            last = cut
+    if text[last:].strip():
+        spans.append((base + last, base + len(text)))
+    return spans
+
+
+class _Packer:
+    """Collects (start, end) spans of the document into chunks under the token budget."""
+
+    def __init__(self, doc: Document, count_tokens: CountTokens, max_tokens: int, overlap: int):
+        self.doc, self.count, self.max, self.overlap = doc, count_tokens, max_tokens, overlap
+        self.title = doc.title[:_MAX_HEAD_CHARS]
+        self.pieces: list[tuple[int, int, str]] = []  # (start, end, section)
+
+    def fits(self, start: int, end: int, section: str) -> bool:
+        return self.count(context_text(self.title, section, self.doc.text[start:end].strip())) <= self.max
+
+    def pack_units(self, units: list[_Unit]) -> None:
+        current: tuple[int, int] | None = None
+        section = ""
+        for unit in units:
+            label = _section_label(unit.section, self.doc.title)
+            if current and label == section and self.fits(current[0], unit.end, label):
+                current = (current[0], unit.end)
+                continue
+            if current:
+                self.pieces.append((*current, section))
+            section, current = label, None
+            if self.fits(unit.start, unit.end, label):
+                current = (unit.start, unit.end)
+            else:
+                self.split_long(unit.start, unit.end, label)
+        if current:
+            self.pieces.append((*current, section))
+
+    def split_long(self, start: int, end: int, section: str) -> None:
+        """Sentences packed greedily with a trailing-sentence overlap; an over-long sentence is cut by tokens."""
+        spans = _sentences(self.doc.text[start:end], start)
+        i = 0
+        while i < len(spans):
+            if not self.fits(spans[i][0], spans[i][1], section):
+                self.cut_tokens(spans[i][0], spans[i][1], section)
+                i += 1
+                continue
+            j = i
+            while j + 1 < len(spans) and self.fits(spans[i][0], spans[j + 1][1], section):
+                j += 1
+            self.pieces.append((spans[i][0], spans[j][1], section))
+            nxt = j + 1
+            if nxt >= len(spans):
+                break
+            # Step back over this piece's trailing sentences worth at most `overlap` tokens (always past `i`, so
+            # every piece moves forward), then forward again until the next sentence still fits with them.
+            k = nxt
+            while k - 1 > i and self.count(self.doc.text[spans[k - 1][0]:spans[j][1]]) <= self.overlap:
+                k -= 1
+            while k < nxt and not self.fits(spans[k][0], spans[nxt][1], section):
+                k += 1
+            i = k
+
+    def cut_tokens(self, start: int, end: int, section: str) -> None:
+        while start < end:
+            lo, hi = start + 1, end
+            while lo < hi:  # largest `stop` with fits(start, stop)
+                mid = (lo + hi + 1) // 2
+                if self.fits(start, mid, section):
+                    lo = mid
+                else:
+                    hi = mid - 1
+            if not self.fits(start, lo, section):
+                raise ValueError(f"max_tokens={self.max} leaves no room for text after the title and section "
+                                 f"of {self.doc.source}; raise max_tokens")
+            self.pieces.append((start, lo, section))
+            start = lo
+
+
+def chunk(doc: Document, count_tokens: CountTokens, max_tokens: int = 512, overlap: int = 32) -> list[Chunk]:
+    """Split a document into chunks whose `context_text()` never exceeds `max_tokens` (see module docstring).
+
+    `overlap` (tokens) applies where a unit had to be split into sentences. Raises ValueError for a budget too
+    small to hold any text.
+    """
+    if max_tokens < 16:
+        raise ValueError(f"max_tokens must be at least 16, got {max_tokens}")
+    if overlap < 0 or overlap >= max_tokens // 2:
+        raise ValueError(f"overlap must be in [0, max_tokens/2), got {overlap} with max_tokens={max_tokens}")
+    packer = _Packer(doc, count_tokens, max_tokens, overlap)
+    packer.pack_units(_units(doc.text))
+    offsets = doc.meta.get("page_offsets") or []
+    chunks = []
+    for position, (start, end, section) in enumerate(packer.pieces):
+        body = doc.text[start:end].strip()
+        page = bisect.bisect_right(offsets, start) if offsets else None
+        chunks.append(Chunk(
+            chunk_id=chunk_id_for(doc.doc_id, position, body),
+            doc_id=doc.doc_id,
+            text=body,
+            title=packer.title,
+            section=section,
+            page=page,
+            n_tokens=count_tokens(context_text(packer.title, section, body)),
+            meta={"source": doc.source, "position": position, "start": start, "acl": list(doc.meta.get("acl", []))},
+        ))
+    return chunks

@@ -1,0 +1,73 @@
+"""Text cleaning shared by every loader, and by the reranker for candidate text.
+
+Pure functions, no I/O. Chinese punctuation is left alone (no NFKC): full-width "，。" carry sentence structure.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections import Counter
+
+# C0/C1 control characters except tab and newline, plus zero-width characters and the BOM.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200d\u2060\ufeff]")
+# Horizontal whitespace, including NBSP and the ideographic space that Chinese documents indent with.
+_HSPACE = re.compile(r"[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
+_BLANK_LINES = re.compile(r"\n{3,}")
+_TAG = re.compile(r"<[a-zA-Z!/][^>]*>")
+
+
+def clean_text(text: str) -> str:
+    """Normalise line ends, drop control characters, collapse runs of spaces and blank lines, trim lines."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = _CONTROL.sub("", text)
+    lines = [_HSPACE.sub(" ", line).strip() for line in text.split("\n")]
+    return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
+
+
+def strip_markup(text: str) -> str:
+    """Text a person would read from a snippet that may hold HTML: tags removed, entities decoded, cleaned.
+
+    Cheap when there is no markup (the common case for chunk text); BeautifulSoup only when a tag is seen.
+    """
+    if _TAG.search(text):
+        from bs4 import BeautifulSoup
+
+        soup = BeautifulSoup(text, "lxml")
+        for node in soup(["script", "style", "noscript", "template"]):
+            node.decompose()
+        text = soup.get_text("\n")
+    elif "&" in text:
+        text = html.unescape(text)
+    return clean_text(text)
+
+
+def _signature(line: str) -> str:
+    # Page numbers change from page to page; a header "Policy – page 3 of 9" must still match its twins.
+    return re.sub(r"\d+", "#", line.strip())
+
+
+def drop_repeated_lines(pages: list[str], edge_lines: int = 2, min_share: float = 0.6) -> list[str]:
+    """Remove running headers and footers from PDF pages.
+
+    A line among the first or last `edge_lines` of a page is dropped when the same line (digits ignored, so page
+    numbers match) stands at an edge of at least `min_share` of the pages. Needs three pages or more to judge.
+    """
+    if len(pages) < 3:
+        return pages
+    counts: Counter[str] = Counter()
+    for page in pages:
+        lines = [line for line in page.split("\n") if line.strip()]
+        edges = set(lines[:edge_lines] + lines[-edge_lines:])
+        counts.update({_signature(line) for line in edges})
+    repeated = {sig for sig, n in counts.items() if n >= max(2, min_share * len(pages))}
+    if not repeated:
+        return pages
+    cleaned = []
+    for page in pages:
+        lines = page.split("\n")
+        nonblank = [i for i, line in enumerate(lines) if line.strip()]
+        edge_idx = set(nonblank[:edge_lines] + nonblank[-edge_lines:])
+        kept = [line for i, line in enumerate(lines) if not (i in edge_idx and _signature(line) in repeated)]
+        cleaned.append("\n".join(kept))
+    return cleaned

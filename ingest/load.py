@@ -1,0 +1,93 @@
+"""`load(path) -> Document`: pick a loader by suffix, read, clean, identify. Every failure is an `IngestError`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .clean import clean_text
+from .errors import IngestError
+from .identity import content_hash, doc_id_for, source_of
+from .loaders import LOADERS
+from .types import Document
+
+SUPPORTED_SUFFIXES = frozenset(LOADERS)
+SIDECAR_SUFFIX = ".meta.json"
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+
+
+def sidecar_path(path: Path) -> Path:
+    """`policy.pdf` → `policy.pdf.meta.json`: optional JSON metadata (``acl``, ``title``) next to a file."""
+    return path.with_name(path.name + SIDECAR_SUFFIX)
+
+
+def _read_sidecar(path: Path) -> dict[str, Any]:
+    side = sidecar_path(path)
+    if not side.is_file():
+        return {}
+    try:
+        meta = json.loads(side.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise IngestError(side, f"sidecar metadata is not valid JSON ({exc}); fix it or delete it") from exc
+    if not isinstance(meta, dict):
+        raise IngestError(side, 'sidecar metadata must be a JSON object such as {"acl": ["hr"]}')
+    return meta
+
+
+def normalise_acl(value: Any, where: str) -> list[str]:
+    """Access groups as a sorted list of non-empty strings; ``"hr, it"`` and ``["hr", "it"]`` both work."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise IngestError(where, f"acl must be a list of group names, got {value!r}")
+    return sorted({v.strip() for v in value if v.strip()})
+
+
+def load_bytes(name: str, data: bytes, source: str, extra_meta: dict[str, Any] | None = None,
+               max_bytes: int = DEFAULT_MAX_BYTES) -> Document:
+    """Build a Document from a file's name (for the suffix and a fallback title) and bytes."""
+    suffix = Path(name).suffix.lower()
+    loader = LOADERS.get(suffix)
+    if loader is None:
+        raise IngestError(source, f"unsupported file type '{suffix or name}'; supported: "
+                                  f"{', '.join(sorted(SUPPORTED_SUFFIXES))}")
+    if not data:
+        raise IngestError(source, "empty file (0 bytes)")
+    if len(data) > max_bytes:
+        raise IngestError(source, f"file is {len(data) / 2**20:.1f} MB, over the {max_bytes / 2**20:.0f} MB limit; "
+                                  "split it or raise KB_MAX_FILE_MB")
+    try:
+        loaded = loader(name, data)
+    except ValueError as exc:
+        raise IngestError(source, str(exc)) from exc
+    text = clean_text(loaded.text)
+    if not text:
+        raise IngestError(source, "no text found in the file")
+    meta: dict[str, Any] = {"format": suffix.lstrip("."), "content_hash": content_hash(data), "bytes": len(data)}
+    meta.update(loaded.meta)
+    meta.update(extra_meta or {})
+    meta["acl"] = normalise_acl(meta.get("acl"), source)
+    title = clean_text(str(meta.pop("title", "") or loaded.title)).replace("\n", " ")
+    return Document(doc_id=doc_id_for(source), source=source, title=title, text=text, meta=meta)
+
+
+def load(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Document:
+    """Load one local file. Raises IngestError naming the file for anything unsupported, empty, too big or broken."""
+    path = Path(path)
+    source = source_of(path)
+    if not path.is_file():
+        raise IngestError(source, "no such file")
+    size = path.stat().st_size
+    if size > max_bytes:  # refuse before reading 50 MB into memory
+        raise IngestError(source, f"file is {size / 2**20:.1f} MB, over the {max_bytes / 2**20:.0f} MB limit; "
+                                  "split it or raise KB_MAX_FILE_MB")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise IngestError(source, f"cannot read file ({exc.strerror})") from exc
+    extra = _read_sidecar(path)
+    extra["mtime"] = path.stat().st_mtime
+    return load_bytes(path.name, data, source, extra, max_bytes)

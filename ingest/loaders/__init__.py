@@ -1,0 +1,31 @@
+"""Format loaders. Each takes the file's name and bytes and returns a `Loaded` (title, text, extra meta).
+
+A loader raises `ValueError` with a reason a person can act on; `ingest.load` turns it into an `IngestError` that
+names the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .base import Loaded
+from .docx import load_docx
+from .html import load_html
+from .markdown import load_markdown
+from .pdf import load_pdf
+from .text import load_text
+
+LoaderFn = Callable[[str, bytes], Loaded]
+
+LOADERS: dict[str, LoaderFn] = {
+    ".html": load_html,
+    ".htm": load_html,
+    ".pdf": load_pdf,
+    ".docx": load_docx,
+    ".md": load_markdown,
+    ".markdown": load_markdown,
+    ".txt": load_text,
+    ".text": load_text,
+}
+
+__all__ = ["LOADERS", "Loaded", "LoaderFn"]

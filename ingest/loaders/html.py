@@ -1,0 +1,48 @@
+"""HTML with BeautifulSoup: boilerplate (scripts, styles, navigation, footers, comments) removed; headings become
+`#` lines, list items `- ` lines and table rows `| a | b |` lines, so the chunker sees the page's structure."""
+
+from __future__ import annotations
+
+from pathlib import PurePath
+
+from bs4 import BeautifulSoup, Comment, NavigableString
+
+from .base import Loaded
+
+_DROP = ["script", "style", "noscript", "template", "nav", "footer", "aside", "form", "iframe", "svg", "button"]
+_BLOCKS = ["p", "div", "section", "article", "main", "blockquote", "pre", "dd", "dt", "br", "hr", "table", "ul", "ol"]
+
+
+def html_to_text(markup: bytes | str) -> tuple[str, str]:
+    """Return (title, structured text) of an HTML page. Encoding comes from the page (meta charset) or detection."""
+    soup = BeautifulSoup(markup, "lxml")
+    for comment in soup.find_all(string=lambda s: isinstance(s, Comment)):
+        comment.extract()
+    for tag in soup(_DROP):
+        tag.decompose()
+    title_tag = soup.find("title")
+    h1 = soup.find("h1")
+    title = (title_tag.get_text(" ", strip=True) if title_tag else "") or (h1.get_text(" ", strip=True) if h1 else "")
+    if title_tag:
+        title_tag.decompose()
+    for level in range(1, 7):
+        for tag in soup.find_all(f"h{level}"):
+            tag.replace_with(NavigableString(f"\n\n{'#' * level} {tag.get_text(' ', strip=True)}\n\n"))
+    for row in soup.find_all("tr"):
+        cells = [cell.get_text(" ", strip=True) for cell in row.find_all(["td", "th"])]
+        row.replace_with(NavigableString("\n| " + " | ".join(cells) + " |\n"))
+    for item in soup.find_all("li"):
+        item.insert_before(NavigableString("\n- "))
+        item.insert_after(NavigableString("\n"))
+    for tag in soup.find_all(_BLOCKS):
+        tag.insert_after(NavigableString("\n\n" if tag.name not in ("br",) else "\n"))
+    root = soup.body or soup
+    return title, root.get_text()
+
+
+def load_html(name: str, data: bytes) -> Loaded:
+    try:
+        title, text = html_to_text(data)
+    except RecursionError as exc:
+        raise ValueError("HTML is nested too deeply to parse; simplify the page or save it as text") from exc
+    return Loaded(title=title or PurePath(name).stem, text=text)

@@ -4,10 +4,10 @@ from .chunker import CountTokens, chunk
 from .clean import clean_text, strip_markup
 from .discover import Discovery, discover
 from .errors import IngestError
-from .load import SUPPORTED_SUFFIXES, load, load_bytes
+from .load import SUPPORTED_SUFFIXES, fingerprint, load, load_bytes
 from .types import Chunk, Document, context_text
 
 __all__ = [
     "Chunk", "CountTokens", "Discovery", "Document", "IngestError", "SUPPORTED_SUFFIXES", "chunk", "clean_text",
-    "context_text", "discover", "load", "load_bytes", "strip_markup",
+    "context_text", "discover", "fingerprint", "load", "load_bytes", "strip_markup",
 ]

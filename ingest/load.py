@@ -22,6 +22,17 @@ def sidecar_path(path: Path) -> Path:
     return path.with_name(path.name + SIDECAR_SUFFIX)
 
 
+def fingerprint(path: Path) -> str:
+    """Hash of the file's bytes and its sidecar's: what `meta["content_hash"]` of the loaded Document will be.
+
+    Cheap (no parsing), so a sync can tell an unchanged file without loading it; a changed sidecar (new access
+    groups) counts as a change.
+    """
+    data = path.read_bytes()
+    side = sidecar_path(path)
+    return content_hash(data + side.read_bytes()) if side.is_file() else content_hash(data)
+
+
 def _read_sidecar(path: Path) -> dict[str, Any]:
     side = sidecar_path(path)
     if not side.is_file():
@@ -90,4 +101,7 @@ def load(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Document:
         raise IngestError(source, f"cannot read file ({exc.strerror})") from exc
     extra = _read_sidecar(path)
     extra["mtime"] = path.stat().st_mtime
+    side = sidecar_path(path)
+    if side.is_file():
+        extra["content_hash"] = content_hash(data + side.read_bytes())  # as fingerprint(path) computes it
     return load_bytes(path.name, data, source, extra, max_bytes)

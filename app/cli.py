@@ -1,0 +1,199 @@
+"""`kb`: the one entry point (typer). Every command reads defaults from settings and overrides per call.
+
+Exit codes: 0 success; 2 user error (bad argument, missing index or model, index locked); 3 ingest finished but
+some files were skipped; 1 an unexpected failure (a bug: please report it with the traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .settings import get_settings
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Enterprise knowledge-base search: ingest documents, search them, rerank, evaluate, serve.")
+out = Console()
+err = Console(stderr=True)
+
+IndexOpt = Annotated[Optional[Path], typer.Option("--index", help="index folder [default: settings index_dir]")]
+EmbedderOpt = Annotated[Optional[str], typer.Option("--embedder", help="hub name or local folder")]
+RerankerOpt = Annotated[Optional[str], typer.Option("--reranker", help="hub name, local folder, or 'none'")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+
+def fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _quiet_libraries() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for ours in ("retrieval", "rerank", "app"):  # the CLI prints our warnings itself, once
+        logging.getLogger(ours).setLevel(logging.ERROR)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="files or folders to ingest")],
+    index: IndexOpt = None,
+    embedder: EmbedderOpt = None,
+    no_delete: Annotated[bool, typer.Option("--no-delete", help="keep documents whose files disappeared")] = False,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="start a new index (e.g. for another embedder)")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add, update and delete documents so that the index matches the given files and folders."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from retrieval.embedder import Embedder
+    from retrieval.index import IndexMismatch
+    from retrieval.models import ModelNotAvailable
+    from retrieval.storage import IndexLocked
+
+    from .ingest_sync import sync
+
+    _quiet_libraries()
+    s = get_settings()
+    index_dir = index if index is not None else s.index_dir
+    try:
+        emb = Embedder(embedder if embedder is not None else s.embedder, s.device, s.dtype, str(s.models_dir)).load()
+    except (ModelNotAvailable, ValueError) as exc:
+        fail(str(exc))
+    if emb.warning:
+        err.print(f"[yellow]warning:[/] {emb.warning}", highlight=False)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, disable=as_json, transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        try:
+            report = sync(paths, Path(index_dir), emb, s.chunk_max_tokens, s.chunk_overlap,
+                          int(s.max_file_mb * 2**20), s.ann_threshold, delete=not no_delete, rebuild=rebuild,
+                          progress=progress)
+        except (IndexLocked, IndexMismatch) as exc:
+            fail(str(exc))
+    if as_json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False))
+    else:
+        for file, reason in report.skipped:
+            err.print(f"[yellow]skipped[/] {file}: {reason}", highlight=False)
+        out.print(f"{report.files_seen} files read: {len(report.added)} added, {len(report.updated)} updated, "
+                  f"{report.unchanged} unchanged, {len(report.deleted)} deleted, {len(report.skipped)} skipped; "
+                  f"{report.chunks_written} chunks embedded; index {index_dir} now holds {report.total_documents} "
+                  f"documents, {report.total_chunks} chunks ({report.seconds:.1f} s)", highlight=False)
+    raise typer.Exit(report.exit_code)
+
+
+def _print_result(res, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(res.to_dict(), ensure_ascii=False))
+        return
+    for w in res.warnings:
+        err.print(f"[yellow]warning:[/] {w}", highlight=False)
+    table = Table(title=f"{res.query}  ({res.timings_ms['total']:.0f} ms)", show_lines=True)
+    for col in ("rank", "score", "band", "raw", "retrieval", "source", "text"):
+        table.add_column(col, overflow="fold")
+    for r in res.results:
+        d = r.to_dict()
+        where = " › ".join(x for x in (d["title"], d["section"]) if x) + (f" p.{d['page']}" if d["page"] else "")
+        table.add_row(str(r.rank), "-" if r.score is None else f"{r.score:.4f}", r.band or "-",
+                      "-" if r.raw_score is None else f"{r.raw_score:.3f}", f"{r.hit.retrieval_score:.4f}",
+                      where, d["text"][:300])
+    out.print(table)
+    if res.below_threshold:
+        out.print(f"{len(res.below_threshold)} more below the threshold {res.params['threshold']}")
+
+
+@app.command()
+def search(
+    query: Annotated[Optional[str], typer.Argument(help="the question")] = None,
+    queries: Annotated[Optional[Path], typer.Option("--queries", help="file with one query per line")] = None,
+    index: IndexOpt = None,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", help="recall size K")] = None,
+    top_n: Annotated[Optional[int], typer.Option("--top-n", help="results shown N")] = None,
+    threshold: Annotated[Optional[float], typer.Option("--threshold", help="minimum score 0..1")] = None,
+    mode: Annotated[Optional[str], typer.Option("--mode", help="hybrid | dense | lexical")] = None,
+    groups: Annotated[Optional[str], typer.Option("--groups", help="comma-separated access groups")] = None,
+    embedder: EmbedderOpt = None,
+    reranker: RerankerOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search the index: recall K chunks, rerank them, show the N best above the threshold."""
+    from retrieval.index import IndexMismatch, IndexNotFound
+    from retrieval.models import ModelNotAvailable
+
+    from .search import SearchService
+
+    _quiet_libraries()
+    if (query is None) == (queries is None):
+        fail("give either a QUERY or --queries FILE")
+    if queries is not None and not queries.is_file():
+        fail(f"--queries {queries}: no such file")
+    items = [query] if query is not None else [
+        line.strip() for line in queries.read_text(encoding="utf-8").splitlines() if line.strip()]
+    group_list = [g.strip() for g in groups.split(",") if g.strip()] if groups is not None else None
+    service = SearchService(get_settings(), index, embedder, reranker)
+    try:
+        service.load()
+    except (ModelNotAvailable, IndexNotFound, IndexMismatch, ValueError) as exc:
+        fail(str(exc))
+    for q in items:
+        try:
+            res = service.search(q, top_k, top_n, threshold, group_list, mode)
+        except ValueError as exc:
+            fail(str(exc))
+        _print_result(res, as_json)
+
+
+def _not_yet(name: str, issue: str):
+    def command() -> None:
+        fail(f"`kb {name}` is not implemented yet ({issue})")
+
+    command.__doc__ = f"Not implemented yet ({issue})."
+    return command
+
+
+def _register_optional() -> None:
+    """Commands that live in their own modules register themselves; missing ones are clear stubs."""
+    try:
+        from .cli_rerank import register
+    except ImportError:
+        app.command("rerank")(_not_yet("rerank", "reranker issue"))
+    else:
+        register(app)
+    for name, issue in (("eval", "evaluation issue"), ("serve", "API issue"), ("ui", "app issue"),
+                        ("bench", "performance issue")):
+        app.command(name)(_not_yet(name, issue))
+
+
+_register_optional()
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted; the index keeps its last complete version")
+        sys.exit(130)

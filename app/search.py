@@ -1,0 +1,170 @@
+"""`SearchService`: the one place where the stages meet. recall K → rerank → threshold → top N.
+
+The CLI, the API and the app all call it. Models and index are loaded once (`load()`); each `search()` call is
+cheap to set up and reports per-stage timings. When the reranker cannot be loaded the service says so
+(`reranker_error`) and serves recall-only results whose `score`/`raw_score`/`band` are None: a retrieval score
+is never passed off as a reranker score.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rerank.types import Scored, band_of
+from retrieval.embedder import Embedder
+from retrieval.index import KnowledgeIndex
+from retrieval.recall import recall
+from retrieval.types import Hit
+
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+PRESETS = {"strict": 0.75, "balanced": 0.5, "recall": 0.4}
+
+
+@dataclass(frozen=True)
+class Result:
+    rank: int
+    hit: Hit
+    raw_score: float | None
+    score: float | None
+    band: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.hit.chunk
+        return {"rank": self.rank, "chunk_id": c.chunk_id, "doc_id": c.doc_id, "source": c.meta.get("source", ""),
+                "title": c.title, "section": c.section, "page": c.page, "text": c.text,
+                "retrieval_score": self.hit.retrieval_score, "leg": self.hit.leg,
+                "raw_score": self.raw_score, "score": self.score, "band": self.band}
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    query: str
+    embedder: str
+    reranker: str | None
+    device: str
+    dtype: str
+    timings_ms: dict[str, float]
+    results: list[Result]
+    below_threshold: list[Result] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self, include_hidden: bool = False) -> dict[str, Any]:
+        out = {"query": self.query, "embedder": self.embedder, "reranker": self.reranker, "device": self.device,
+               "dtype": self.dtype, "timings_ms": self.timings_ms, "params": self.params,
+               "results": [r.to_dict() for r in self.results], "hidden": len(self.below_threshold)}
+        if self.warnings:
+            out["warnings"] = self.warnings
+        if include_hidden:
+            out["below_threshold"] = [r.to_dict() for r in self.below_threshold]
+        return out
+
+
+def check_params(top_k: int, top_n: int, threshold: float) -> None:
+    if not 1 <= top_k <= 1000:
+        raise ValueError(f"top_k must be between 1 and 1000; got {top_k}")
+    if not 1 <= top_n <= 100:
+        raise ValueError(f"top_n must be between 1 and 100; got {top_n}")
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be between 0 and 1; got {threshold}")
+
+
+class SearchService:
+    def __init__(self, settings: Settings, index_dir: Path | None = None, embedder: str | None = None,
+                 reranker: str | None = None):
+        self.settings = settings
+        self.index_dir = Path(index_dir if index_dir is not None else settings.index_dir)
+        self.embedder_name = embedder if embedder is not None else settings.embedder
+        self.reranker_name = reranker if reranker is not None else settings.reranker
+        self.embedder: Embedder | None = None
+        self.index: KnowledgeIndex | None = None
+        self.reranker = None
+        self.reranker_error: str | None = None
+
+    # ---- loading -------------------------------------------------------------------------------------------
+    def load(self, need_index: bool = True) -> SearchService:
+        s = self.settings
+        self.embedder = Embedder(self.embedder_name, s.device, s.dtype, str(s.models_dir)).load()
+        if need_index:
+            self.reload_index()
+        self.load_reranker()
+        return self
+
+    def reload_index(self) -> None:
+        assert self.embedder is not None
+        self.index = KnowledgeIndex.open(self.index_dir, self.embedder.info(), {}, self.settings.ann_threshold,
+                                         create=False)
+
+    def load_reranker(self) -> None:
+        if self.reranker_name.lower() in ("none", ""):
+            self.reranker, self.reranker_error = None, None
+            return
+        from rerank.engine import load_reranker
+
+        s = self.settings
+        try:
+            self.reranker = load_reranker(self.reranker_name, device=s.device, dtype=s.dtype,
+                                          batch_size=s.rerank_batch_size, max_length=s.rerank_max_length,
+                                          long_passage=s.long_passage, models_dir=str(s.models_dir))
+            self.reranker_error = None
+        except Exception as exc:  # noqa: BLE001 — any load failure means recall-only, said loudly
+            self.reranker = None
+            self.reranker_error = f"reranker {self.reranker_name!r} could not be loaded ({exc}); " \
+                                  "serving recall-only results (scores are not reranker scores)"
+            log.warning(self.reranker_error)
+
+    @property
+    def warnings(self) -> list[str]:
+        return [w for w in (self.embedder.warning if self.embedder else None, self.reranker_error) if w]
+
+    # ---- searching -----------------------------------------------------------------------------------------
+    def search(self, query: str, top_k: int | None = None, top_n: int | None = None,
+               threshold: float | None = None, groups: Sequence[str] | None = None,
+               mode: str | None = None) -> SearchResult:
+        s = self.settings
+        top_k = s.top_k if top_k is None else top_k
+        top_n = s.top_n if top_n is None else top_n
+        threshold = s.threshold if threshold is None else threshold
+        mode = s.recall_mode if mode is None else mode
+        check_params(top_k, top_n, threshold)
+        query = query.strip()
+        if not query:
+            raise ValueError("query is empty; type a question")
+        if self.index is None or self.embedder is None:
+            raise RuntimeError("SearchService.load() must be called before search()")
+        t0 = time.perf_counter()
+        rec = recall(self.index, self.embedder, query, top_k, mode, groups, s.dense_weight, s.lexical_weight,
+                     s.rrf_k)
+        t1 = time.perf_counter()
+        shown, hidden = self._rank(query, rec.hits, top_n, threshold)
+        t2 = time.perf_counter()
+        timings = {"embed": round(rec.timings_ms["embed"], 2),
+                   "recall": round((t1 - t0) * 1000 - rec.timings_ms["embed"], 2),
+                   "rerank": round((t2 - t1) * 1000, 2) if self.reranker else 0.0,
+                   "total": round((t2 - t0) * 1000, 2)}
+        choice = self.reranker.choice if self.reranker else self.embedder.choice
+        return SearchResult(
+            query=query, embedder=self.embedder.name,
+            reranker=self.reranker.name if self.reranker else None,
+            device=choice.device, dtype=choice.dtype, timings_ms=timings, results=shown, below_threshold=hidden,
+            params={"top_k": top_k, "top_n": top_n, "threshold": threshold, "mode": mode,
+                    "groups": list(groups) if groups is not None else None},
+            warnings=self.warnings)
+
+    def _rank(self, query: str, hits: list[Hit], top_n: int, threshold: float) -> tuple[list[Result], list[Result]]:
+        if self.reranker is None:
+            return [Result(i, h, None, None, None) for i, h in enumerate(hits[:top_n], start=1)], []
+        from rerank.rank import rerank
+
+        scored: list[Scored] = rerank(query, hits, self.reranker)
+        results = [Result(sc.rank, sc.hit, sc.raw_score, sc.score, band_of(sc.score)) for sc in scored]
+        kept = [r for r in results if r.score >= threshold]
+        return kept[:top_n], [r for r in results if r.score < threshold]

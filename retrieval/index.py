@@ -1,0 +1,175 @@
+"""`KnowledgeIndex`: documents, chunks, the dense store and BM25 of one index folder, with its manifest.
+
+The manifest records what the vectors mean (embedder, dimension, normalisation) and how chunks were cut; an index
+is never queried or extended with a different embedder. Saving writes a complete new version (see `storage`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ingest.types import Chunk, Document
+
+from .lexical import LexicalIndex
+from .storage import current_version, new_version_dir, publish
+from .vector_store import FaissStore, allowed_by_groups
+
+FORMAT_VERSION = 1
+
+
+class IndexMismatch(RuntimeError):
+    """The index was built with another embedder or format. The message says how to rebuild."""
+
+
+class IndexNotFound(RuntimeError):
+    """No index at that folder yet."""
+
+
+@dataclass
+class DocRecord:
+    """What the index knows of a document without its text: enough to decide whether a file changed."""
+
+    doc_id: str
+    source: str
+    title: str
+    content_hash: str
+    format: str
+    n_chunks: int
+    acl: list[str] = field(default_factory=list)
+    mtime: float | None = None
+    ingested_at: float = 0.0
+
+    @classmethod
+    def of(cls, doc: Document, n_chunks: int) -> DocRecord:
+        return cls(doc_id=doc.doc_id, source=doc.source, title=doc.title, content_hash=doc.meta["content_hash"],
+                   format=doc.meta.get("format", ""), n_chunks=n_chunks, acl=list(doc.meta.get("acl", [])),
+                   mtime=doc.meta.get("mtime"), ingested_at=time.time())
+
+
+def embedder_signature(info: dict[str, Any]) -> dict[str, Any]:
+    return {"name": info["name"], "path": info.get("path"), "revision": info.get("revision"), "dim": info["dim"],
+            "normalized": True, "max_seq_length": info.get("max_seq_length"),
+            "query_instruction": info.get("query_instruction", "")}
+
+
+class KnowledgeIndex:
+    def __init__(self, root: Path, embedder: dict[str, Any], chunker: dict[str, Any], ann_threshold: int = 50_000):
+        self.root = Path(root)
+        self.embedder = embedder_signature(embedder)
+        self.chunker = dict(chunker)
+        self.documents: dict[str, DocRecord] = {}
+        self.chunks: dict[str, Chunk] = {}
+        self.dense = FaissStore(self.embedder["dim"], ann_threshold)
+        self.lexical = LexicalIndex()
+        self.version = ""
+        self.created = time.time()
+        self.updated = self.created
+
+    # ---- opening -------------------------------------------------------------------------------------------
+    @staticmethod
+    def read_manifest(root: Path) -> dict[str, Any] | None:
+        folder = current_version(Path(root))
+        if folder is None:
+            return None
+        return json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+
+    @classmethod
+    def open(cls, root: Path, embedder: dict[str, Any], chunker: dict[str, Any], ann_threshold: int = 50_000,
+             create: bool = True) -> KnowledgeIndex:
+        """Load the live version at `root`, checking it was built by this embedder; or start an empty one."""
+        root = Path(root)
+        folder = current_version(root)
+        if folder is None:
+            if not create:
+                raise IndexNotFound(f"no index at {root}; build one with `kb ingest PATH --index {root}`")
+            return cls(root, embedder, chunker, ann_threshold)
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        cls.check_compatible(root, manifest, embedder)
+        index = cls(root, embedder, manifest.get("chunker", chunker), ann_threshold)
+        index.version, index.created, index.updated = folder.name, manifest["created"], manifest["updated"]
+        with open(folder / "documents.jsonl", encoding="utf-8") as fh:
+            for line in fh:
+                rec = DocRecord(**json.loads(line))
+                index.documents[rec.doc_id] = rec
+        with open(folder / "chunks.jsonl", encoding="utf-8") as fh:
+            for line in fh:
+                c = Chunk.from_dict(json.loads(line))
+                index.chunks[c.chunk_id] = c
+        index.dense = FaissStore.load(folder / "dense", ann_threshold)
+        index.lexical = LexicalIndex.load(folder / "lexical")
+        return index
+
+    @staticmethod
+    def check_compatible(root: Path, manifest: dict[str, Any], embedder: dict[str, Any]) -> None:
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise IndexMismatch(f"index {root} has format {manifest.get('format_version')}, this version reads "
+                                f"{FORMAT_VERSION}; rebuild it with `kb ingest PATH --index {root} --rebuild`")
+        built = manifest["embedder"]
+        if built["name"] != embedder["name"] or built["dim"] != embedder["dim"]:
+            raise IndexMismatch(
+                f"index {root} was built with embedder {built['name']!r} ({built['dim']}-d) but {embedder['name']!r} "
+                f"({embedder['dim']}-d) is loaded; pass --embedder {built['name']!r} to use it as it is, or rebuild "
+                f"it with `kb ingest PATH --index {root} --rebuild`")
+
+    # ---- changes -------------------------------------------------------------------------------------------
+    def replace_document(self, doc: Document, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
+        """Insert or replace one document with its chunks and their vectors."""
+        self.delete_documents([doc.doc_id])
+        self.dense.upsert(chunks, vectors)
+        for c in chunks:
+            self.chunks[c.chunk_id] = c
+        self.documents[doc.doc_id] = DocRecord.of(doc, len(chunks))
+
+    def delete_documents(self, doc_ids: Sequence[str]) -> int:
+        gone = {d for d in doc_ids if d in self.documents}
+        if not gone:
+            return 0
+        self.dense.delete(list(gone))
+        for cid in [cid for cid, c in self.chunks.items() if c.doc_id in gone]:
+            del self.chunks[cid]
+        for d in gone:
+            del self.documents[d]
+        return len(gone)
+
+    def save(self) -> Path:
+        """Write a complete new version and publish it atomically (caller holds `storage.writer_lock`)."""
+        ordered = sorted(self.chunks.values(), key=lambda c: (c.doc_id, c.meta.get("position", 0)))
+        self.lexical.set_chunks(ordered)
+        self.updated = time.time()
+        tmp = new_version_dir(self.root)
+        with open(tmp / "documents.jsonl", "w", encoding="utf-8") as fh:
+            for rec in sorted(self.documents.values(), key=lambda r: r.source):
+                fh.write(json.dumps(rec.__dict__, ensure_ascii=False) + "\n")
+        with open(tmp / "chunks.jsonl", "w", encoding="utf-8") as fh:
+            for c in ordered:
+                fh.write(json.dumps(c.to_dict(), ensure_ascii=False) + "\n")
+        self.dense.save(tmp / "dense")
+        self.lexical.save(tmp / "lexical")
+        manifest = {
+            "format_version": FORMAT_VERSION, "embedder": self.embedder, "chunker": self.chunker,
+            "counts": {"documents": len(self.documents), "chunks": len(self.chunks)},
+            "dense_index": self.dense.kind, "created": self.created, "updated": self.updated,
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
+        final = publish(self.root, tmp)
+        self.version = final.name
+        return final
+
+    # ---- reading -------------------------------------------------------------------------------------------
+    def lexical_mask(self, groups: Sequence[str] | None) -> np.ndarray | None:
+        """0/1 weights over the lexical rows for the caller's groups (None: no restriction)."""
+        if groups is None:
+            return None
+        return np.array([1.0 if allowed_by_groups(self.chunks[cid].meta.get("acl", ()), groups) else 0.0
+                         for cid in self.lexical.chunk_ids], dtype=np.float32)
+
+    def stats(self) -> dict[str, Any]:
+        return {"documents": len(self.documents), "chunks": len(self.chunks), "dense_index": self.dense.kind,
+                "version": self.version, "embedder": self.embedder["name"], "updated": self.updated}

@@ -1,0 +1,75 @@
+"""BM25 over analysed chunk text (bm25s), with access-group filtering inside the scoring (a weight mask).
+
+bm25s indexes are immutable, so the index is rebuilt from per-chunk token lists after a change; the token
+lists are kept (and saved) so that unchanged chunks are never analysed twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import bm25s
+import numpy as np
+
+from ingest.types import Chunk
+
+from .analyzer import analyze
+
+# Robertson/Lucene BM25 with the parameters Anserini uses for BEIR (k1=0.9, b=0.4).
+K1, B = 0.9, 0.4
+
+
+class LexicalIndex:
+    def __init__(self) -> None:
+        self.chunk_ids: list[str] = []
+        self.tokens: list[list[str]] = []
+        self._bm25: bm25s.BM25 | None = None
+
+    def set_chunks(self, chunks: Sequence[Chunk], known: dict[str, list[str]] | None = None) -> None:
+        """Index exactly these chunks (their `context_text()`), reusing known token lists by chunk id."""
+        known = known if known is not None else dict(zip(self.chunk_ids, self.tokens))
+        self.chunk_ids = [c.chunk_id for c in chunks]
+        self.tokens = [known[c.chunk_id] if c.chunk_id in known else analyze(c.context_text()) for c in chunks]
+        self._bm25 = None
+
+    def _ensure(self) -> bm25s.BM25 | None:
+        if self._bm25 is None and self.chunk_ids:
+            bm25 = bm25s.BM25(k1=K1, b=B, method="lucene")
+            bm25.index(self.tokens, show_progress=False)
+            self._bm25 = bm25
+        return self._bm25
+
+    def search(self, query: str, k: int, allowed: np.ndarray | None = None) -> list[tuple[str, float]]:
+        """Up to k (chunk_id, bm25) pairs with a positive score, best first. `allowed` is a 0/1 mask over rows."""
+        bm25 = self._ensure()
+        if bm25 is None or k <= 0:
+            return []
+        vocab = bm25.vocab_dict
+        terms = [t for t in analyze(query) if t in vocab]
+        if not terms:
+            return []
+        scores = bm25.get_scores(terms)
+        if allowed is not None:
+            scores = scores * allowed
+        top = min(k, len(scores))
+        part = np.argpartition(-scores, top - 1)[:top]
+        order = part[np.argsort(-scores[part], kind="stable")]
+        return [(self.chunk_ids[i], float(scores[i])) for i in order if scores[i] > 0]
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "tokens.jsonl", "w", encoding="utf-8") as fh:
+            for cid, toks in zip(self.chunk_ids, self.tokens):
+                fh.write(json.dumps([cid, toks], ensure_ascii=False) + "\n")
+
+    @classmethod
+    def load(cls, folder: Path) -> LexicalIndex:
+        index = cls()
+        with open(folder / "tokens.jsonl", encoding="utf-8") as fh:
+            for line in fh:
+                cid, toks = json.loads(line)
+                index.chunk_ids.append(cid)
+                index.tokens.append(toks)
+        return index

@@ -1,0 +1,65 @@
+"""Recall: the top K chunks for a query from the dense leg, the lexical leg, or both fused.
+
+Access groups are applied inside each leg's scoring, so a restricted caller gets a full K of chunks they may see
+and no count of the ones they may not.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .embedder import Embedder
+from .fusion import rrf
+from .index import KnowledgeIndex
+from .types import Hit
+
+Mode = Literal["hybrid", "dense", "lexical"]
+MODES = ("hybrid", "dense", "lexical")
+
+
+@dataclass(frozen=True)
+class RecallResult:
+    hits: list[Hit]
+    timings_ms: dict[str, float] = field(default_factory=dict)  # embed, dense, lexical, fuse
+
+
+def recall(index: KnowledgeIndex, embedder: Embedder, query: str, top_k: int = 50, mode: Mode = "hybrid",
+           groups: Sequence[str] | None = None, dense_weight: float = 1.0, lexical_weight: float = 1.0,
+           rrf_k: int = 60, depth: int | None = None) -> RecallResult:
+    """Up to `top_k` hits, best first. Each leg retrieves `depth` (default max(top_k, 100)) before fusion."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+    if top_k < 1:
+        raise ValueError(f"top_k must be at least 1; got {top_k}")
+    depth = max(top_k, 100) if depth is None else depth
+    timings: dict[str, float] = {"embed": 0.0, "dense": 0.0, "lexical": 0.0, "fuse": 0.0}
+    dense: list[tuple[str, float]] = []
+    lexical: list[tuple[str, float]] = []
+    if mode in ("hybrid", "dense"):
+        t0 = time.perf_counter()
+        qvec = embedder.embed_queries([query])
+        t1 = time.perf_counter()
+        dense = index.dense.search(qvec, depth if mode == "hybrid" else top_k, groups)[0]
+        timings["embed"], timings["dense"] = (t1 - t0) * 1000, (time.perf_counter() - t1) * 1000
+    if mode in ("hybrid", "lexical"):
+        t0 = time.perf_counter()
+        lexical = index.lexical.search(query, depth if mode == "hybrid" else top_k, index.lexical_mask(groups))
+        timings["lexical"] = (time.perf_counter() - t0) * 1000
+    t0 = time.perf_counter()
+    d_rank = {cid: r for r, (cid, _) in enumerate(dense, start=1)}
+    l_rank = {cid: r for r, (cid, _) in enumerate(lexical, start=1)}
+    if mode == "hybrid":
+        ranked = rrf([[c for c, _ in dense], [c for c, _ in lexical]], [dense_weight, lexical_weight], rrf_k)
+    else:
+        ranked = dense if mode == "dense" else lexical
+    hits = []
+    for cid, score in ranked[:top_k]:
+        in_d, in_l = cid in d_rank, cid in l_rank
+        leg = "both" if in_d and in_l else ("dense" if in_d else "lexical")
+        hits.append(Hit(chunk=index.chunks[cid], retrieval_score=float(score), leg=leg,
+                        dense_rank=d_rank.get(cid), lexical_rank=l_rank.get(cid)))
+    timings["fuse"] = (time.perf_counter() - t0) * 1000
+    return RecallResult(hits=hits, timings_ms=timings)

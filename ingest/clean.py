@@ -55,10 +55,11 @@ def _signature(line: str) -> str:
 def drop_repeated_lines(pages: list[str], edge_lines: int = 2, min_share: float = 0.6) -> list[str]:
     """Remove running headers and footers from PDF pages.
 
-    A line among the first or last `edge_lines` of a page is dropped when the same line (digits ignored, so page
-    numbers match) stands at an edge of at least `min_share` of the pages. Needs three pages or more to judge.
+    A line among the first or last `edge_lines` of a page is dropped when the same line (digits ignored in page
+    numbering, so "page 3" matches "page 4") stands at an edge of at least `min_share` of the pages, and of two
+    pages at least. Needs two pages or more to judge.
     """
-    if len(pages) < 3:
+    if len(pages) < 2:
         return pages
     counts: Counter[str] = Counter()
     for page in pages:
@@ -76,3 +77,29 @@ def drop_repeated_lines(pages: list[str], edge_lines: int = 2, min_share: float 
         kept = [line for i, line in enumerate(lines) if not (i in edge_idx and _signature(line) in repeated)]
         cleaned.append("\n".join(kept))
     return cleaned
+
+
+_CJK_CHAR = r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]"
+_CJK_OPEN_END = re.compile(rf"(?:{_CJK_CHAR}|[，、（《“「])$")
+_CJK_CONT = re.compile(rf"^(?:{_CJK_CHAR}|[，、；：。）》」』”《「“（])")
+_STRUCTURAL = re.compile(r"^(?:第[零〇一二三四五六七八九十百千0-9]+[编章节条]|[（(][一二三四五六七八九十0-9]+[)）]|[一二三四五六七八九十]+、|#|[-•*] )")
+
+
+def join_wrapped_cjk_lines(page: str, full_share: float = 0.8) -> str:
+    """Undo the line wrapping a PDF puts inside Chinese sentences ("双\n方" → "双方").
+
+    A line is joined to the next when it was nearly as long as the page's longest line (it was wrapped, not
+    ended), ends inside a Chinese sentence, and the next line continues in Chinese without starting a structure
+    of its own (第X条, 第X章, （一）, a bullet). Short lines such as headings always stay.
+    """
+    lines = page.split("\n")
+    widest = max((len(line) for line in lines), default=0)
+    out: list[str] = []
+    wrapped = False  # whether the previous *original* line looked wrapped
+    for line in lines:
+        if out and wrapped and _CJK_CONT.match(line) and not _STRUCTURAL.match(line):
+            out[-1] += line
+        else:
+            out.append(line)
+        wrapped = len(line) >= full_share * widest and bool(_CJK_OPEN_END.search(line))
+    return "\n".join(out)

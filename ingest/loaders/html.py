@@ -22,7 +22,8 @@ def html_to_text(markup: bytes | str) -> tuple[str, str]:
         tag.decompose()
     title_tag = soup.find("title")
     h1 = soup.find("h1")
-    title = (title_tag.get_text(" ", strip=True) if title_tag else "") or (h1.get_text(" ", strip=True) if h1 else "")
+    # The <h1> names the document; <title> often carries the site's name too ("Leave policy | Intranet").
+    title = (h1.get_text(" ", strip=True) if h1 else "") or (title_tag.get_text(" ", strip=True) if title_tag else "")
     if title_tag:
         title_tag.decompose()
     for level in range(1, 7):
@@ -37,7 +38,16 @@ def html_to_text(markup: bytes | str) -> tuple[str, str]:
     for tag in soup.find_all(_BLOCKS):
         tag.insert_after(NavigableString("\n\n" if tag.name not in ("br",) else "\n"))
     root = soup.body or soup
-    return title, root.get_text()
+    # Rows and list items come out separated by the page's whitespace; keep consecutive ones in one block.
+    lines = [line.strip() for line in root.get_text().split("\n")]
+    kept: list[str] = []
+    for line in lines:
+        if not line and kept and kept[-1].startswith(("| ", "- ")):
+            continue
+        if line.startswith(("| ", "- ")) and len(kept) >= 2 and kept[-1] == "" and kept[-2].startswith(line[:2]):
+            kept.pop()
+        kept.append(line)
+    return title, "\n".join(kept)
 
 
 def load_html(name: str, data: bytes) -> Loaded:

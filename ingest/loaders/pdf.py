@@ -8,7 +8,7 @@ from pathlib import PurePath
 from pypdf import PdfReader
 from pypdf.errors import PdfReadError, PyPdfError
 
-from ..clean import clean_text, drop_repeated_lines
+from ..clean import clean_text, drop_repeated_lines, join_wrapped_cjk_lines
 from .base import Loaded
 
 MAX_PAGES = 5000
@@ -26,7 +26,8 @@ def load_pdf(name: str, data: bytes) -> Loaded:
         n_pages = len(reader.pages)
         if n_pages > MAX_PAGES:
             raise ValueError(f"PDF has {n_pages} pages, over the {MAX_PAGES}-page limit; split it")
-        pages = [clean_text(page.extract_text() or "") for page in reader.pages]
+        # pypdf reads a bullet glyph of the standard fonts as DEL (0x7f); keep it as a bullet, not a control byte.
+        pages = [clean_text((page.extract_text() or "").replace("\x7f", "•")) for page in reader.pages]
         info_title = (reader.metadata.title if reader.metadata else None) or ""
     except ValueError:
         raise
@@ -34,7 +35,7 @@ def load_pdf(name: str, data: bytes) -> Loaded:
         raise ValueError(f"broken or truncated PDF ({exc.__class__.__name__}: {exc}); re-export it") from exc
     except Exception as exc:  # pypdf raises many internal types on hostile files; never let one stop an ingest.
         raise ValueError(f"unreadable PDF ({exc.__class__.__name__}: {exc}); re-export it") from exc
-    pages = drop_repeated_lines(pages)
+    pages = [join_wrapped_cjk_lines(page) for page in drop_repeated_lines(pages)]
     if not any(page.strip() for page in pages):
         raise ValueError("PDF has no extractable text (a scanned image?); run OCR on it first")
     offsets, parts, pos = [], [], 0

@@ -13,7 +13,7 @@ from reportlab.pdfgen import canvas
 
 from ingest import IngestError, chunk, load
 
-HTML = """<!doctype html><html><head><title>VPN access policy</title><style>.x{color:red}</style>
+HTML = """<!doctype html><html><head><title>VPN access | Example Intranet</title><style>.x{color:red}</style>
 <script>var secret = "tracking";</script></head><body>
 <nav><a href="/">Home</a> | <a href="/it">IT</a></nav>
 <h1>VPN access</h1><p>Reset your token &amp; PIN at the <b>self-service</b> portal.</p>
@@ -45,13 +45,14 @@ def make_pdf(path, pages: list[list[str]], header: str | None = None):
 
 def test_html_drops_boilerplate_and_keeps_structure(tmp_path):
     doc = load(write(tmp_path, "vpn.html", HTML.encode()))
-    assert doc.title == "VPN access policy"
+    assert doc.title == "VPN access"  # the <h1>, not the <title> with the site's name
     for gone in ("tracking", "color:red", "Home", "internal comment", "all rights reserved"):
         assert gone not in doc.text
     assert "# VPN access" in doc.text and "## Steps" in doc.text
     assert "Reset your token & PIN at the self-service portal." in doc.text
     assert '- Choose "Reset token"' in doc.text
-    assert "| EU | ext. 4410 |" in doc.text
+    assert "| Region | Helpdesk |\n| EU | ext. 4410 |" in doc.text  # rows stay one block
+    assert '- Open the portal\n- Choose "Reset token"' in doc.text
     assert doc.meta["format"] == "html"
 
 
@@ -160,3 +161,11 @@ def test_markdown_front_matter_and_sidecar_acl(tmp_path):
     (tmp_path / "runbook.txt.meta.json").write_text("{not json")
     with pytest.raises(IngestError, match="meta.json"):
         load(plain)
+
+
+def test_wrapped_chinese_pdf_lines_are_joined_but_structure_stays():
+    from ingest.clean import join_wrapped_cjk_lines
+
+    page = "第一章 总则\n第一条 为规范员工离职管理，保障公司与员工双\n方的合法权益，制定本办法。\n第二条 本办法适用于全体员工。"
+    assert join_wrapped_cjk_lines(page) == \
+        "第一章 总则\n第一条 为规范员工离职管理，保障公司与员工双方的合法权益，制定本办法。\n第二条 本办法适用于全体员工。"

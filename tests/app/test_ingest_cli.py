@@ -1,0 +1,77 @@
+"""`kb ingest` end to end on real files with the real MiniLM embedder: skips with reasons, sync semantics."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from typer.testing import CliRunner
+
+from app.cli import app
+from retrieval.index import KnowledgeIndex
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    root = tmp_path / "kb"
+    root.mkdir()
+    (root / "vpn.md").write_text("# VPN\n\nTo reset your VPN token open the self-service portal and choose Reset.\n")
+    (root / "leave.html").write_text("<html><title>Leave</title><body><h1>Annual leave</h1>"
+                                     "<p>Employees get 20 days of annual leave.</p><script>x()</script></body></html>")
+    (root / "离职.txt").write_bytes("离职手续\n试用期员工离职应提前三日通知，并交还电脑和门禁卡。".encode("gbk"))
+    bad = root / "bad"
+    bad.mkdir()
+    (bad / "empty.txt").write_bytes(b"")
+    (bad / "random.pdf").write_bytes(b"%PDF-1.4\n" + os.urandom(2000))
+    (bad / "notzip.docx").write_bytes(b"not a zip at all")
+    (bad / "binary.txt").write_bytes(bytes(range(256)) * 8)
+    (bad / "image.png").write_bytes(b"\x89PNG\r\n")
+    return root
+
+
+def ingest(*args):
+    return runner.invoke(app, ["ingest", *map(str, args), "--json"])
+
+
+def test_bad_files_are_skipped_with_reasons_and_the_rest_ingested(corpus, isolated_settings):
+    result = ingest(corpus)
+    assert result.exit_code == 3, result.output  # documented: some files skipped
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(report["added"]) == 3 and report["total_documents"] == 3
+    reasons = {os.path.basename(s["file"]): s["reason"] for s in report["skipped"]}
+    assert set(reasons) == {"empty.txt", "random.pdf", "notzip.docx", "binary.txt", "image.png"}
+    assert "empty" in reasons["empty.txt"] and "zip" in reasons["notzip.docx"]
+    assert "binary" in reasons["binary.txt"] and "unsupported" in reasons["image.png"]
+    assert "Traceback" not in result.output
+
+
+def test_reingest_is_a_no_op_then_sync_updates_and_deletes(corpus, isolated_settings, tmp_path):
+    index_dir = isolated_settings.index_dir
+    ingest(corpus)
+    version = KnowledgeIndex.read_manifest(index_dir)["updated"]
+    again = json.loads(ingest(corpus).stdout.strip().splitlines()[-1])
+    assert again["added"] == again["updated"] == again["deleted"] == [] and again["unchanged"] == 3
+    assert KnowledgeIndex.read_manifest(index_dir)["updated"] == version  # nothing rewritten
+
+    (corpus / "vpn.md").write_text("# VPN\n\nTokens are now reset by the IT helpdesk at extension 4410.\n")
+    (corpus / "leave.html").unlink()
+    kept = json.loads(runner.invoke(app, ["ingest", str(corpus), "--no-delete", "--json"]).stdout.splitlines()[-1])
+    assert [os.path.basename(s) for s in kept["updated"]] == ["vpn.md"] and kept["deleted"] == []
+    synced = json.loads(ingest(corpus).stdout.strip().splitlines()[-1])
+    assert [os.path.basename(s) for s in synced["deleted"]] == ["leave.html"]
+    assert synced["total_documents"] == 2
+    found = runner.invoke(app, ["search", "helpdesk extension", "--json", "--mode", "lexical"])
+    assert found.exit_code == 0, found.output
+    top = json.loads(found.stdout.strip().splitlines()[-1])["results"][0]
+    assert "4410" in top["text"] and top["score"] is None and top["raw_score"] is None  # recall-only
+
+
+def test_missing_index_and_bad_arguments_are_clear_errors(isolated_settings):
+    result = runner.invoke(app, ["search", "anything"])
+    assert result.exit_code == 2 and "kb ingest" in result.output
+    assert runner.invoke(app, ["search"]).exit_code == 2
+    stub = runner.invoke(app, ["bench"])
+    assert stub.exit_code != 0 and "not implemented yet" in stub.output

@@ -48,9 +48,12 @@ class Settings(BaseSettings):
     long_passage: Literal["max", "mean", "first"] = "max"
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings],
+                                   init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
                                    file_secret_settings: PydanticBaseSettingsSource):
+        # No .env or secrets files; highest priority first: arguments, KB_* variables, the config file.
         return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=config_path())
 
 

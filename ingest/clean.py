@@ -82,7 +82,8 @@ def drop_repeated_lines(pages: list[str], edge_lines: int = 2, min_share: float 
 _CJK_CHAR = r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]"
 _CJK_OPEN_END = re.compile(rf"(?:{_CJK_CHAR}|[，、（《“「])$")
 _CJK_CONT = re.compile(rf"^(?:{_CJK_CHAR}|[，、；：。）》」』”《「“（])")
-_STRUCTURAL = re.compile(r"^(?:第[零〇一二三四五六七八九十百千0-9]+[编章节条]|[（(][一二三四五六七八九十0-9]+[)）]|[一二三四五六七八九十]+、|#|[-•*] )")
+_CN_DIGIT = "零〇一二三四五六七八九十百千0-9"
+_STRUCTURAL = re.compile(rf"^(?:第[{_CN_DIGIT}]+[编章节条]|[（(][{_CN_DIGIT}]+[)）]|[{_CN_DIGIT}]+、|#|[-•*] )")
 
 
 def join_wrapped_cjk_lines(page: str, full_share: float = 0.8) -> str:

@@ -167,6 +167,68 @@ def search(
         _print_result(res, as_json)
 
 
+@app.command("eval")
+def eval_(
+    dataset: Annotated[Path, typer.Argument(help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv")],
+    split: Annotated[str, typer.Option("--split")] = "test",
+    index: IndexOpt = None,
+    mode: Annotated[Optional[str], typer.Option("--mode", help="hybrid | dense | lexical | all")] = None,
+    top_k: Annotated[int, typer.Option("--top-k", help="chunks recalled per query")] = 100,
+    embedder: EmbedderOpt = None,
+    reranker: RerankerOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """nDCG@10, MRR@10 and recall@10/50/100 of recall (and recall + rerank) on a BEIR-layout dataset."""
+    from rich.progress import Progress
+
+    from retrieval.embedder import Embedder
+    from retrieval.models import ModelNotAvailable
+
+    from .evaluate import build_index, evaluate_recall, load_beir
+    from .search import SearchService
+
+    _quiet_libraries()
+    s = get_settings()
+    try:
+        data = load_beir(dataset, split)
+        emb = Embedder(embedder if embedder is not None else s.embedder, s.device, s.dtype, str(s.models_dir)).load()
+    except (FileNotFoundError, ValueError, ModelNotAvailable) as exc:
+        fail(str(exc))
+    if emb.warning:
+        err.print(f"[yellow]warning:[/] {emb.warning}", highlight=False)
+    service = SearchService(s, index, emb.name, reranker)
+    service.load_reranker()
+    if service.reranker_error:
+        err.print(f"[yellow]warning:[/] {service.reranker_error}", highlight=False)
+    root = (index if index is not None else s.index_dir).parent / "eval"
+    idx = build_index(data, emb, root, s.chunk_max_tokens, s.chunk_overlap, progress=not as_json)
+    modes = ["dense", "lexical", "hybrid"] if mode == "all" else [mode or s.recall_mode]
+    report: dict = {"dataset": data.name, "split": split, "queries": len(data.queries), "documents": len(data.corpus),
+                    "chunks": len(idx.chunks), "embedder": emb.name, "reranker": service.reranker_name
+                    if service.reranker else None, "top_k": top_k, "metrics": {}, "latency_ms": {}}
+    with Progress(console=err, disable=as_json, transient=True) as bar:
+        for m in modes:
+            task = bar.add_task(f"{m}", total=len(data.queries))
+            res = evaluate_recall(data, idx, emb, m, top_k, service.reranker,
+                                  tick=lambda n, total, t=task: bar.update(t, completed=n))
+            for stage, r in res.items():
+                prefix = m if stage == "recall" else f"{m}+rerank"
+                report["metrics"].update({f"{prefix}/{k}": v for k, v in r["metrics"].items()})
+                report["latency_ms"][prefix] = r["latency_ms"]
+    if len(report["metrics"]) and len(modes) == 1 and not service.reranker:  # flat names for the common case
+        report["metrics"] = {k.split("/", 1)[1]: v for k, v in report["metrics"].items()}
+    if as_json:
+        print(json.dumps(report, ensure_ascii=False))
+        return
+    table = Table(title=f"{data.name} ({split}): {len(data.queries)} queries, {len(data.corpus)} documents")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in report["metrics"].items():
+        table.add_row(k, f"{v:.4f}")
+    out.print(table)
+    out.print(f"latency (ms): {report['latency_ms']}", highlight=False)
+
+
 def _not_yet(name: str, issue: str):
     def command() -> None:
         fail(f"`kb {name}` is not implemented yet ({issue})")
@@ -183,7 +245,7 @@ def _register_optional() -> None:
         app.command("rerank")(_not_yet("rerank", "reranker issue"))
     else:
         register(app)
-    for name, issue in (("eval", "evaluation issue"), ("serve", "API issue"), ("ui", "app issue"),
+    for name, issue in (("serve", "API issue"), ("ui", "app issue"),
                         ("bench", "performance issue")):
         app.command(name)(_not_yet(name, issue))
 

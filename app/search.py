@@ -104,16 +104,16 @@ class SearchService:
                                          create=False)
 
     def load_reranker(self) -> None:
-        if self.reranker_name.lower() in ("none", ""):
+        from rerank.factory import get_reranker, is_disabled
+
+        if is_disabled(self.reranker_name):
             self.reranker, self.reranker_error = None, None
             return
-        from rerank.engine import load_reranker
-
         s = self.settings
         try:
-            self.reranker = load_reranker(self.reranker_name, device=s.device, dtype=s.dtype,
-                                          batch_size=s.rerank_batch_size, max_length=s.rerank_max_length,
-                                          long_passage=s.long_passage, models_dir=str(s.models_dir))
+            self.reranker = get_reranker(self.reranker_name, device=s.device, dtype=s.dtype,
+                                         batch_size=s.rerank_batch_size, max_length=s.rerank_max_length,
+                                         long_passage=s.long_passage, models_dir=str(s.models_dir))
             self.reranker_error = None
         except Exception as exc:  # noqa: BLE001 — any load failure means recall-only, said loudly
             self.reranker = None
@@ -150,11 +150,12 @@ class SearchService:
                    "recall": round((t1 - t0) * 1000 - rec.timings_ms["embed"], 2),
                    "rerank": round((t2 - t1) * 1000, 2) if self.reranker else 0.0,
                    "total": round((t2 - t0) * 1000, 2)}
-        choice = self.reranker.choice if self.reranker else self.embedder.choice
+        device, dtype = ((self.reranker.device, self.reranker.dtype) if self.reranker
+                         else (self.embedder.choice.device, self.embedder.choice.dtype))
         return SearchResult(
             query=query, embedder=self.embedder.name,
             reranker=self.reranker.name if self.reranker else None,
-            device=choice.device, dtype=choice.dtype, timings_ms=timings, results=shown, below_threshold=hidden,
+            device=device, dtype=dtype, timings_ms=timings, results=shown, below_threshold=hidden,
             params={"top_k": top_k, "top_n": top_n, "threshold": threshold, "mode": mode,
                     "groups": list(groups) if groups is not None else None},
             warnings=self.warnings)

@@ -1,0 +1,109 @@
+"""`SearchService` end to end: real files ingested with MiniLM, reranked by a tiny cross-encoder loaded from a
+folder exactly as a user's fine-tuned model would be."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from typer.testing import CliRunner
+
+from app.cli import app
+from app.ingest_sync import sync
+from app.search import SearchService
+from tests.tiny_models import build_tiny_cross_encoder
+
+DOCS = {
+    "vpn.md": "# VPN token\n\nTo reset a forgotten VPN token, open the self-service portal and choose Reset.\n",
+    "laptop.md": "# Laptops\n\nNew employees receive a laptop from the IT desk on their first day.\n",
+    "leave.md": "# Annual leave\n\nEmployees get twenty days of annual leave a year.\n",
+    "salary.md": "---\nacl: [hr]\n---\n# Salary bands\n\nBand B3 pays between 60k and 80k a year.\n",
+}
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, embedder):
+    root = tmp_path_factory.mktemp("svc")
+    (root / "kb").mkdir()
+    for name, text in DOCS.items():
+        (root / "kb" / name).write_text(text)
+    model = build_tiny_cross_encoder(root / "models" / "tiny_reranker", arch="bert", seed=3)
+    from app.settings import Settings
+
+    settings = Settings(index_dir=root / "index", embedder=embedder.name, reranker=str(model),
+                        models_dir=root / "models", _env_file=None)
+    sync([root / "kb"], settings.index_dir, embedder)
+    svc = SearchService(settings)
+    svc.embedder = embedder  # the shared, already loaded MiniLM (load() would load the same model again)
+    svc.reload_index()
+    svc.load_reranker()
+    assert svc.reranker_error is None
+    return svc
+
+
+def test_results_carry_reranker_scores(service):
+    res = service.search("how do I reset my VPN token", top_k=10, top_n=10, threshold=0.0)
+    assert res.reranker and res.embedder and res.device == "cpu" and res.dtype == "float32"
+    assert set(res.timings_ms) == {"embed", "recall", "rerank", "total"} and res.timings_ms["rerank"] > 0
+    scores = [r.score for r in res.results]
+    assert scores == sorted(scores, reverse=True)
+    for r in res.results:
+        assert math.isclose(r.score, 1 / (1 + math.exp(-r.raw_score)), rel_tol=1e-6)
+        assert r.band == ("strong" if r.score > 0.7 else "review" if r.score >= 0.5 else "weak")
+    assert [r.rank for r in res.results] == list(range(1, len(res.results) + 1))
+
+
+def test_threshold_and_top_n(service):
+    everything = service.search("annual leave days", top_k=10, top_n=10, threshold=0.0)
+    cut = sorted(r.score for r in everything.results)[len(everything.results) // 2]
+    res = service.search("annual leave days", top_k=10, top_n=10, threshold=cut)
+    assert all(r.score >= cut for r in res.results)
+    assert len(res.results) + len(res.below_threshold) == len(everything.results)
+    assert len(service.search("annual leave days", top_k=10, top_n=1, threshold=0.0).results) == 1
+
+
+def test_groups_are_enforced(service):
+    public = service.search("salary band B3", top_k=10, top_n=10, threshold=0.0, groups=[])
+    assert all("Band B3" not in r.hit.chunk.text for r in public.results + public.below_threshold)
+    hr = service.search("salary band B3", top_k=10, top_n=10, threshold=0.0, groups=["hr"])
+    assert any("Band B3" in r.hit.chunk.text for r in hr.results)
+
+
+@pytest.mark.parametrize("kwargs", [{"top_k": 0}, {"top_n": 0}, {"threshold": 1.5}, {"threshold": -0.1}])
+def test_bad_parameters_name_themselves(service, kwargs):
+    name = next(iter(kwargs))
+    with pytest.raises(ValueError, match=name):
+        service.search("vpn", **kwargs)
+    with pytest.raises(ValueError, match="empty"):
+        service.search("   ")
+
+
+def test_unloadable_reranker_is_loud_and_recall_only(service):
+    broken = SearchService(service.settings, reranker="models/does_not_exist")
+    broken.embedder, broken.index = service.embedder, service.index
+    broken.load_reranker()
+    assert broken.reranker is None and "could not be loaded" in broken.reranker_error
+    res = broken.search("vpn token", top_n=3)
+    assert res.reranker is None and res.warnings
+    assert all(r.score is None and r.raw_score is None and r.band is None for r in res.results)
+
+
+def test_cli_search_json_contract(service, monkeypatch):
+    s = service.settings
+    monkeypatch.setenv("KB_CONFIG", str(s.index_dir.parent / "none.toml"))
+    monkeypatch.setenv("KB_INDEX_DIR", str(s.index_dir))
+    monkeypatch.setenv("KB_EMBEDDER", s.embedder)
+    monkeypatch.setenv("KB_RERANKER", s.reranker)
+    from app.settings import get_settings
+
+    get_settings.cache_clear()
+    result = CliRunner().invoke(app, ["search", "reset VPN token", "--json", "--threshold", "0", "--top-n", "3"])
+    get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert {"query", "embedder", "reranker", "device", "dtype", "timings_ms", "results"} <= set(out)
+    first = out["results"][0]
+    assert {"rank", "chunk_id", "doc_id", "source", "title", "section", "text", "retrieval_score", "raw_score",
+            "score", "band"} <= set(first)
+    assert len(out["results"]) == 3

@@ -27,7 +27,8 @@ from retrieval.recall import recall  # noqa: E402
 
 WORDS = ("leave annual sick parental probation resignation notice payroll salary expense receipt travel hotel "
          "laptop software request vpn token password reset security incident report onboarding remote office "
-         "年假 病假 试用期 离职 手续 工资 报销 发票 差旅 电脑 软件 密码 令牌 安全 事件 入职 远程 办公 审批 主管").split()
+         "年假 病假 试用期 离职 手续 工资 报销 发票 差旅 电脑 软件 密码 "
+         "令牌 安全 事件 入职 远程 办公 审批 主管").split()
 QUERIES = ["how do I reset my VPN token", "试用期员工离职需要办理哪些手续", "expense receipt for hotel travel",
            "年假怎么申请", "laptop software request approval", "report a security incident"]
 

@@ -31,12 +31,9 @@ def strip_markup(text: str) -> str:
     Cheap when there is no markup (the common case for chunk text); BeautifulSoup only when a tag is seen.
     """
     if _TAG.search(text):
-        from bs4 import BeautifulSoup
+        from .loaders.html import html_to_text  # block tags become line breaks, inline tags join their words
 
-        soup = BeautifulSoup(text, "lxml")
-        for node in soup(["script", "style", "noscript", "template"]):
-            node.decompose()
-        text = soup.get_text("\n")
+        text = html_to_text(text)[1]
     elif "&" in text:
         text = html.unescape(text)
     return clean_text(text)

@@ -1,0 +1,305 @@
+"""`CrossEncoderReranker`: an encoder cross-encoder (bge-reranker-v2-m3, bge-reranker-base/large, ms-marco, any
+fine-tuned folder) through sentence-transformers' `CrossEncoder`, keeping the raw logit.
+
+- Cheap `__init__` (validates the knobs, imports no torch); `load()` resolves the model (folder, models/<name>/,
+  HF cache, hub), picks device and dtype once (`retrieval.device.choose_device`: GPU → float16, CPU → float32)
+  and checks that the weight file really holds every tensor the config needs.
+- `score(query, texts)`: candidate text HTML-cleaned; long passages split into windows with the query whole
+  (`rerank.windows`); pairs scored in length-sorted batches; the raw logit is kept (identity activation) and
+  `score = sigmoid(raw)`; Python floats in input order.
+- CUDA out of memory: the batch is halved and retried (bounded); at batch size 1 the model moves to CPU float32
+  for the rest of the process, with a warning, and `info()["fallback"]` says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rerank.batching import score_in_batches
+from rerank.errors import CudaOOMExhausted, RerankerLoadError
+from rerank.kinds import architecture, is_llm_reranker, num_labels, position_limit, read_config
+from rerank.params import check_batch_size, check_long_passage, check_max_length
+from rerank.text import check_query, prepare_texts
+from rerank.types import sigmoid
+from rerank.windows import Window, aggregate, split_windows
+
+log = logging.getLogger(__name__)
+
+_DEVICES_HELP = "auto, cpu, cuda or cuda:N"
+_DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+def check_device_dtype(device: object, dtype: object) -> None:
+    """Cheap string checks (no torch import); `choose_device` checks CUDA availability at load."""
+    from rerank.errors import RerankerParameterError
+
+    if not isinstance(device, str) or not (device in ("auto", "cpu", "cuda")
+                                           or (device.startswith("cuda:") and device[5:].isdigit())):
+        raise RerankerParameterError("device", device, _DEVICES_HELP, "pass --device auto (GPU if present) or cpu")
+    if dtype not in _DTYPES:
+        raise RerankerParameterError("dtype", dtype, ", ".join(_DTYPES),
+                                     "pass --dtype auto (float16 on GPU, float32 on CPU)")
+
+
+class CrossEncoderReranker:
+    """Encoder cross-encoder reranker. See the module docstring; `Reranker` protocol in `rerank.protocol`."""
+
+    kind = "cross-encoder"
+
+    def __init__(self, name_or_path: str, device: str = "auto", dtype: str = "auto", batch_size: int = 32,
+                 max_length: int = 512, long_passage: str = "max", models_dir: str | Path = "models",
+                 allow_remote_code: bool = False):
+        if not isinstance(name_or_path, str) or not name_or_path.strip() or name_or_path.lower() == "none":
+            from rerank.errors import RerankerParameterError
+
+            raise RerankerParameterError("reranker", name_or_path, "a hub name, a local folder or models/<name>",
+                                         "pass e.g. --reranker BAAI/bge-reranker-v2-m3 or a fine-tuned folder")
+        check_device_dtype(device, dtype)
+        self._name = name_or_path
+        self._device_arg, self._dtype_arg = device, dtype
+        self.batch_size = check_batch_size(batch_size)
+        self.max_length = check_max_length(max_length)
+        self.long_passage = check_long_passage(long_passage)
+        self.models_dir = Path(models_dir)
+        self.allow_remote_code = bool(allow_remote_code)
+        self._lock = threading.RLock()
+        self._model = None
+        self._resolved = None
+        self._config: dict[str, Any] | None = None
+        self._choice = None
+        self._batch_limit = self.batch_size
+        self._oom_halvings = 0
+        self._fallback: str | None = None
+        self._load_ms: float | None = None
+
+    # ---- description -------------------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    @property
+    def path(self) -> str | None:
+        return self._resolved.path if self._resolved else None
+
+    @property
+    def origin(self) -> str | None:
+        return self._resolved.origin if self._resolved else None
+
+    @property
+    def architecture(self) -> str | None:
+        return architecture(self._config)
+
+    @property
+    def device_choice(self):
+        """The `retrieval.device.DeviceChoice` made at load (None before)."""
+        return self._choice
+
+    @property
+    def device(self) -> str | None:
+        return self._choice.device if self._choice else None
+
+    @property
+    def dtype(self) -> str | None:
+        return self._choice.dtype if self._choice else None
+
+    @property
+    def model_max_length(self) -> int | None:
+        return position_limit(self._config)
+
+    @property
+    def tokenizer(self):
+        self._require_loaded()
+        return self._model.tokenizer
+
+    @property
+    def cross_encoder(self):
+        """The underlying sentence_transformers.CrossEncoder (after load)."""
+        self._require_loaded()
+        return self._model
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "name": self._name, "kind": self.kind, "loaded": self.loaded, "path": self.path, "origin": self.origin,
+            "architecture": self.architecture, "model_type": (self._config or {}).get("model_type"),
+            "num_labels": num_labels(self._config), "max_length": self.max_length,
+            "model_max_length": self.model_max_length, "batch_size": self.batch_size,
+            "effective_batch_size": self._batch_limit, "oom_halvings": self._oom_halvings,
+            "long_passage": self.long_passage, "device": self.device, "dtype": self.dtype,
+            "device_choice": self._choice.to_dict() if self._choice else None, "fallback": self._fallback,
+            "load_ms": self._load_ms, "allow_remote_code": self.allow_remote_code,
+        }
+
+    def __repr__(self) -> str:
+        return f"CrossEncoderReranker({self._name!r}, device={self.device or self._device_arg!r}, loaded={self.loaded})"
+
+    # ---- loading -----------------------------------------------------------------------------------------------
+    def load(self) -> CrossEncoderReranker:
+        """Resolve, validate and load the model once (idempotent, thread-safe). Returns self.
+
+        Raises RerankerLoadError (model missing, not a one-label cross-encoder, weights incomplete or broken),
+        RerankerParameterError (max_length beyond the model's positions) or ValueError from device choice.
+        """
+        with self._lock:
+            if self._model is not None:
+                return self
+            from retrieval.device import choose_device
+            from retrieval.models import ModelNotAvailable, resolve_model
+
+            started = time.perf_counter()
+            try:
+                resolved = resolve_model(self._name, self.models_dir)
+            except ModelNotAvailable as exc:
+                raise RerankerLoadError(f"reranker {self._name!r} cannot be loaded: {exc}") from exc
+            config = read_config(resolved.path)
+            if config is None:
+                raise RerankerLoadError(f"reranker {self._name!r}: {Path(resolved.path) / 'config.json'} is missing "
+                                        f"or not valid JSON; run `kb models check {resolved.path}`")
+            if is_llm_reranker(self._name, config):
+                raise RerankerLoadError(f"reranker {self._name!r} is a causal LM ({architecture(config)}); load it "
+                                        "with rerank.llm.LLMReranker (rerank.factory.create_reranker does this)")
+            arch = architecture(config) or "?"
+            if not arch.endswith("ForSequenceClassification") or num_labels(config) != 1:
+                raise RerankerLoadError(
+                    f"reranker {self._name!r} is {arch} with num_labels={num_labels(config)}; a cross-encoder "
+                    "reranker is *ForSequenceClassification with one label (one relevance logit); "
+                    f"run `kb models check {resolved.path}`")
+            check_max_length(self.max_length, position_limit(config), self._name)
+            self._check_weights(resolved.path, config)
+            choice = choose_device(self._device_arg, self._dtype_arg)
+            self._model = self._build(resolved.path, choice.device, choice.dtype)
+            self._resolved, self._config, self._choice = resolved, config, choice
+            self._load_ms = round((time.perf_counter() - started) * 1000, 1)
+            log.info("reranker %s loaded from %s on %s/%s (%s)", self._name, resolved.path, choice.device,
+                     choice.dtype, choice.reason)
+            return self
+
+    def _check_weights(self, path: str, config: dict[str, Any]) -> None:
+        """Refuse a folder whose weights lack tensors the config needs (transformers would fill them randomly)."""
+        from rerank.weights import WeightsError, compare_shapes, file_tensor_shapes, find_weight_files
+
+        try:
+            files = find_weight_files(path)
+        except WeightsError as exc:
+            raise RerankerLoadError(f"reranker {self._name!r}: {exc}") from exc
+        if not files:
+            raise RerankerLoadError(f"reranker {self._name!r}: no model.safetensors or pytorch_model.bin in {path}; "
+                                    f"copy the weights there, then run `kb models check {path}`")
+        if files[0].suffix != ".safetensors":
+            return  # reading a .bin means unpickling it all; `kb models check` does that, the load path does not
+        try:
+            found = file_tensor_shapes(files)
+            from transformers import AutoConfig
+
+            hf_config = AutoConfig.from_pretrained(path, trust_remote_code=self.allow_remote_code)
+            from rerank.weights import expected_tensor_shapes
+
+            mismatch = compare_shapes(found, expected_tensor_shapes(hf_config))
+        except WeightsError as exc:
+            raise RerankerLoadError(f"reranker {self._name!r}: {exc}") from exc
+        if not mismatch.ok:
+            raise RerankerLoadError(f"reranker {self._name!r}: {files[0].name} does not match config.json: "
+                                    f"{mismatch.describe()}; run `kb models check {path}`")
+
+    def _build(self, path: str, device: str, dtype: str):
+        import torch
+        from sentence_transformers import CrossEncoder
+
+        try:
+            return CrossEncoder(path, device=device, max_length=self.max_length, activation_fn=torch.nn.Identity(),
+                                trust_remote_code=self.allow_remote_code, local_files_only=True,
+                                model_kwargs={"dtype": getattr(torch, dtype)})
+        except Exception as exc:  # tokenizer or weights that transformers cannot read
+            raise RerankerLoadError(f"reranker {self._name!r} could not be loaded from {path} "
+                                    f"({exc.__class__.__name__}: {str(exc)[:200]}); run `kb models check {path}`"
+                                    ) from exc
+
+    def _require_loaded(self) -> None:
+        if self._model is None:
+            raise RuntimeError(f"reranker {self._name!r} is not loaded; call load() first")
+
+    # ---- scoring -----------------------------------------------------------------------------------------------
+    def windows(self, query: str, texts: Sequence[str]) -> list[list[Window]]:
+        """The windows each (cleaned) text is scored as; a text that fits is one window holding all of it."""
+        self.load()
+        query = check_query(query)
+        tok = self._model.tokenizer
+        return [split_windows(tok, query, text, self.max_length, index=i)
+                for i, text in enumerate(prepare_texts(texts))]
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """Raw logits of (query, text) pairs as given: no cleaning, no windows; each pair must fit max_length."""
+        self.load()
+        from rerank.windows import pair_lengths
+
+        lengths = [pair_lengths(self._model.tokenizer, q, [t])[0] for q, t in pairs]
+        too_long = [i for i, n in enumerate(lengths) if n > self.max_length]
+        if too_long:
+            from rerank.errors import RerankerParameterError
+
+            raise RerankerParameterError("pairs", f"pair {too_long[0]} of {lengths[too_long[0]]} tokens",
+                                         f"at most max_length={self.max_length} tokens per pair",
+                                         "use score() which splits long passages into windows")
+        return self._run(list(pairs), lengths)
+
+    def score(self, query: str, texts: Sequence[str]) -> list[tuple[float, float]]:
+        """(raw logit, sigmoid) per text, Python floats, input order. Loads the model on first use."""
+        if isinstance(texts, str):
+            raise TypeError("texts must be a sequence of strings, not one string; wrap it in a list")
+        per_text = self.windows(query, texts)
+        if not per_text:
+            return []
+        query = check_query(query)
+        flat = [w for ws in per_text for w in ws]
+        raws = self._run([(query, w.text) for w in flat], [w.n_tokens for w in flat])
+        grouped: list[list[float]] = [[] for _ in per_text]
+        for w, raw in zip(flat, raws, strict=True):
+            grouped[w.index].append(raw)
+        out = []
+        for scores in grouped:
+            raw = float(aggregate(scores, self.long_passage))
+            out.append((raw, sigmoid(raw)))
+        return out
+
+    def _predict(self, batch: list[tuple[str, str]]) -> list[float]:
+        import torch
+
+        scores = self._model.predict(batch, batch_size=len(batch), activation_fn=torch.nn.Identity(),
+                                     show_progress_bar=False, convert_to_numpy=True)
+        return [float(s) for s in scores.reshape(-1).tolist()]
+
+    def _run(self, pairs: list[tuple[str, str]], lengths: list[int]) -> list[float]:
+        with self._lock:
+            try:
+                run = score_in_batches(pairs, lengths, self._batch_limit, self._predict)
+            except CudaOOMExhausted as exc:
+                self._fall_back_to_cpu(str(exc))
+                run = score_in_batches(pairs, lengths, self._batch_limit, self._predict)
+            self._oom_halvings += run.halvings
+            self._batch_limit = run.batch_size
+            return run.scores
+
+    def _fall_back_to_cpu(self, why: str) -> None:
+        from retrieval.device import choose_device
+
+        cpu = choose_device("cpu", "float32")
+        reason = f"{why}; fell back to CPU float32 (was {self.device}/{self.dtype})"
+        warnings.warn(f"reranker {self._name!r}: {reason}", RuntimeWarning, stacklevel=3)
+        log.warning("reranker %s: %s", self._name, reason)
+        import torch
+
+        self._model.to(device="cpu", dtype=torch.float32)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        self._choice = type(cpu)(**{**cpu.to_dict(), "reason": reason})
+        self._fallback = reason
+        self._batch_limit = self.batch_size

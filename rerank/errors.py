@@ -1,0 +1,23 @@
+"""Reranker errors. Each message names the parameter or file, the bad value, what is allowed, and the fix."""
+
+from __future__ import annotations
+
+
+class RerankError(Exception):
+    """Base class of the reranker's own errors."""
+
+
+class RerankerParameterError(RerankError, ValueError):
+    """A setting or argument is out of range (batch_size, max_length, long_passage, device, dtype, threshold…)."""
+
+    def __init__(self, parameter: str, value: object, allowed: str, fix: str):
+        self.parameter, self.value, self.allowed, self.fix = parameter, value, allowed, fix
+        super().__init__(f"{parameter}={value!r} is not allowed: {allowed}; {fix}")
+
+
+class RerankerLoadError(RerankError, RuntimeError):
+    """The model could not be loaded (missing, broken, or not a reranker). The message says why and what to do."""
+
+
+class CudaOOMExhausted(RerankError, RuntimeError):
+    """CUDA ran out of memory even at batch size 1 (the engine then falls back to CPU)."""

@@ -1,0 +1,61 @@
+"""Pick the engine for a reranker name, and share one loaded instance per process.
+
+`create_reranker` is cheap (reads at most a config.json); `get_reranker` loads once and returns the same object
+to every caller with the same arguments (the API and the app never load a model per request).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from rerank.kinds import is_llm_reranker, read_config
+from rerank.protocol import Reranker
+
+_SHARED: dict[tuple, Reranker] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def is_disabled(name: str | None) -> bool:
+    """`none` (any case), empty or None means: no reranker, recall-only results."""
+    return name is None or not name.strip() or name.strip().lower() == "none"
+
+
+def create_reranker(name: str, device: str = "auto", dtype: str = "auto", batch_size: int = 32,
+                    max_length: int = 512, long_passage: str = "max", models_dir: str | Path = "models",
+                    allow_remote_code: bool = False) -> Reranker:
+    """A not-yet-loaded reranker: `LLMReranker` for causal-LM configs (or gemma/minicpm names without a local
+    config), else `CrossEncoderReranker`."""
+    local = Path(name).expanduser()
+    folder = local if local.is_dir() else Path(models_dir) / name
+    config = read_config(folder) if folder.is_dir() else None
+    if is_llm_reranker(name, config):
+        from rerank.llm import LLMReranker
+
+        return LLMReranker(name, device=device, dtype=dtype, batch_size=batch_size, max_length=max_length,
+                           long_passage=long_passage, models_dir=models_dir, allow_remote_code=allow_remote_code)
+    from rerank.engine import CrossEncoderReranker
+
+    return CrossEncoderReranker(name, device=device, dtype=dtype, batch_size=batch_size, max_length=max_length,
+                                long_passage=long_passage, models_dir=models_dir, allow_remote_code=allow_remote_code)
+
+
+def get_reranker(name: str, device: str = "auto", dtype: str = "auto", batch_size: int = 32, max_length: int = 512,
+                 long_passage: str = "max", models_dir: str | Path = "models",
+                 allow_remote_code: bool = False) -> Reranker:
+    """The process-wide loaded reranker for these arguments (loaded on first call, then shared)."""
+    key = (name, device, dtype, batch_size, max_length, long_passage, str(models_dir), allow_remote_code)
+    with _SHARED_LOCK:
+        reranker = _SHARED.get(key)
+        if reranker is None:
+            reranker = create_reranker(name, device, dtype, batch_size, max_length, long_passage, models_dir,
+                                       allow_remote_code)
+            reranker.load()
+            _SHARED[key] = reranker
+        return reranker
+
+
+def clear_shared() -> None:
+    """Forget shared instances (tests, or after `kb models` switched the active model)."""
+    with _SHARED_LOCK:
+        _SHARED.clear()

@@ -112,9 +112,11 @@ def _print_result(res, as_json: bool) -> None:
         return
     for w in res.warnings:
         err.print(f"[yellow]warning:[/] {w}", highlight=False)
-    table = Table(title=f"{res.query}  ({res.timings_ms['total']:.0f} ms)", show_lines=True)
-    for col in ("rank", "score", "band", "raw", "retrieval", "source", "text"):
-        table.add_column(col, overflow="fold")
+    table = Table(title=f"{res.query}  ({res.timings_ms['total']:.0f} ms)", show_lines=True, expand=True)
+    for col in ("rank", "score", "band", "raw", "retrieval"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("source", ratio=1, overflow="fold")
+    table.add_column("text", ratio=3, overflow="fold")
     for r in res.results:
         d = r.to_dict()
         where = " › ".join(x for x in (d["title"], d["section"]) if x) + (f" p.{d['page']}" if d["page"] else "")

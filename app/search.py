@@ -150,8 +150,8 @@ class SearchService:
                    "recall": round((t1 - t0) * 1000 - rec.timings_ms["embed"], 2),
                    "rerank": round((t2 - t1) * 1000, 2) if self.reranker else 0.0,
                    "total": round((t2 - t0) * 1000, 2)}
-        device, dtype = ((self.reranker.device, self.reranker.dtype) if self.reranker
-                         else (self.embedder.choice.device, self.embedder.choice.dtype))
+        choice = self.reranker.device_choice if self.reranker else self.embedder.choice
+        device, dtype = choice.device, choice.dtype
         return SearchResult(
             query=query, embedder=self.embedder.name,
             reranker=self.reranker.name if self.reranker else None,

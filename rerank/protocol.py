@@ -17,6 +17,11 @@ class Reranker(Protocol):
     @property
     def loaded(self) -> bool: ...
 
+    @property
+    def device_choice(self) -> Any:
+        """The `retrieval.device.DeviceChoice` made at load (None before)."""
+        ...
+
     def load(self) -> None: ...
 
     def score(self, query: str, texts: Sequence[str]) -> list[tuple[float, float]]:

@@ -7,6 +7,7 @@ lists are kept (and saved) so that unchanged chunks are never analysed twice.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +17,8 @@ import numpy as np
 from ingest.types import Chunk
 
 from .analyzer import analyze
+
+logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build at DEBUG
 
 # Robertson/Lucene BM25 with the parameters Anserini uses for BEIR (k1=0.9, b=0.4).
 K1, B = 0.9, 0.4

@@ -158,7 +158,7 @@ class SearchService:
             device=device, dtype=dtype, timings_ms=timings, results=shown, below_threshold=hidden,
             params={"top_k": top_k, "top_n": top_n, "threshold": threshold, "mode": mode,
                     "groups": list(groups) if groups is not None else None},
-            warnings=self.warnings)
+            warnings=self.warnings + ([rec.note] if rec.note else []))
 
     def _rank(self, query: str, hits: list[Hit], top_n: int, threshold: float) -> tuple[list[Result], list[Result]]:
         if self.reranker is None:

@@ -99,12 +99,21 @@ class Embedder:
             return ""
         return query_instruction_for(self.name)
 
+    @property
+    def english_only(self) -> bool:
+        """True for embedders trained on English alone (all-MiniLM, *-en-*): useless on Chinese queries."""
+        name = self.name.lower()
+        if self.resolved and self.resolved.origin == "packaged":
+            return True
+        return "multilingual" not in name and ("all-minilm" in name or "-en-" in name or name.endswith("-en"))
+
     def info(self) -> dict:
         return {
             "requested": self.requested, "name": self.name, "path": self.resolved.path if self.resolved else None,
             "origin": self.resolved.origin if self.resolved else None,
             "revision": self.resolved.revision if self.resolved else None,
             "dim": self.dim, "max_seq_length": self.max_seq_length, "query_instruction": self.query_instruction,
+            "english_only": self.english_only,
             "device": self.choice.to_dict() if self.choice else None, "warning": self.warning,
         }
 

@@ -68,3 +68,11 @@ def test_bad_mode_and_k(index, embedder):
         recall(index, embedder, "x", 5, "fuzzy")
     with pytest.raises(ValueError, match="top_k"):
         recall(index, embedder, "x", 0)
+
+
+def test_english_only_embedder_leaves_chinese_to_bm25(index, embedder):
+    assert embedder.english_only
+    res = recall(index, embedder, "年休假几天", 5, "hybrid")
+    assert res.mode == "lexical" and "English-only" in res.note
+    assert top_doc(res) == "leave" and all(h.leg == "lexical" for h in res.hits)
+    assert recall(index, embedder, "annual leave days", 5, "hybrid").mode == "hybrid"

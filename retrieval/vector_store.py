@@ -9,6 +9,7 @@ access filtering never loses results to graph pruning.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,8 @@ import faiss
 import numpy as np
 
 from ingest.types import Chunk
+
+log = logging.getLogger(__name__)
 
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 200
@@ -51,6 +54,7 @@ class FaissStore:
         self.vectors = np.zeros((0, dim), dtype=np.float32)
         self._index: faiss.Index | None = None
         self._index_kind = ""
+        self._gpu_index: faiss.Index | None = None  # a GPU copy of a flat index, when faiss-gpu and a GPU exist
         self._indexed_rows = 0  # rows already in self._index (appends can be added incrementally)
 
     # ---- mutation ------------------------------------------------------------------------------------------
@@ -82,6 +86,19 @@ class FaissStore:
             self.vectors = self.vectors[keep]
             self._index, self._indexed_rows = None, 0  # row numbers moved: rebuild
         return removed
+
+    def _gpu_copy(self, index: faiss.Index) -> faiss.Index | None:
+        """faiss-gpu (the `gpu` extra) with a visible GPU: search flat indexes there. None otherwise."""
+        if self.kind != "flat" or not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() < 1:
+            return None
+        if self._gpu_index is None or self._gpu_index.ntotal != index.ntotal:
+            try:
+                self._gpu_res = getattr(self, "_gpu_res", None) or faiss.StandardGpuResources()
+                self._gpu_index = faiss.index_cpu_to_gpu(self._gpu_res, 0, index)
+            except RuntimeError as exc:  # an index type or memory the GPU cannot take: stay on the CPU
+                log.warning("FAISS stays on the CPU: %s", exc)
+                return None
+        return self._gpu_index
 
     # ---- index ---------------------------------------------------------------------------------------------
     @property
@@ -135,6 +152,11 @@ class FaissStore:
                 out.append([(self.chunk_ids[allowed[j]], float(sims[q, j])) for j in order])
             return out
         index = self._ensure_index()
+        gpu = self._gpu_copy(index) if allowed is None else None
+        if gpu is not None:
+            scores, ids = gpu.search(vectors, min(k, n))
+            return [[(self.chunk_ids[i], float(s)) for s, i in zip(srow, irow) if i >= 0]
+                    for srow, irow in zip(scores, ids)]
         params = None
         if self.kind == "hnsw":
             params = faiss.SearchParametersHNSW(efSearch=max(128, 2 * k))

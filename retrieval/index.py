@@ -68,6 +68,7 @@ class KnowledgeIndex:
         self.chunks: dict[str, Chunk] = {}
         self.dense = FaissStore(self.embedder["dim"], ann_threshold)
         self.lexical = LexicalIndex()
+        self._masks: dict[tuple[str, ...], np.ndarray] = {}  # lexical masks per group set, for this version
         self.version = ""
         self.created = time.time()
         self.updated = self.created
@@ -142,6 +143,7 @@ class KnowledgeIndex:
         """Write a complete new version and publish it atomically (caller holds `storage.writer_lock`)."""
         ordered = sorted(self.chunks.values(), key=lambda c: (c.doc_id, c.meta.get("position", 0)))
         self.lexical.set_chunks(ordered)
+        self._masks.clear()  # lexical rows changed order
         self.updated = time.time()
         tmp = new_version_dir(self.root)
         with open(tmp / "documents.jsonl", "w", encoding="utf-8") as fh:
@@ -167,8 +169,12 @@ class KnowledgeIndex:
         """0/1 weights over the lexical rows for the caller's groups (None: no restriction)."""
         if groups is None:
             return None
-        return np.array([1.0 if allowed_by_groups(self.chunks[cid].meta.get("acl", ()), groups) else 0.0
-                         for cid in self.lexical.chunk_ids], dtype=np.float32)
+        key = tuple(sorted(set(groups)))
+        if key not in self._masks:
+            self._masks[key] = np.array(
+                [1.0 if cid in self.chunks and allowed_by_groups(self.chunks[cid].meta.get("acl", ()), groups)
+                 else 0.0 for cid in self.lexical.chunk_ids], dtype=np.float32)
+        return self._masks[key]
 
     def stats(self) -> dict[str, Any]:
         return {"documents": len(self.documents), "chunks": len(self.chunks), "dense_index": self.dense.kind,

@@ -67,6 +67,8 @@ def recall(index: KnowledgeIndex, embedder: Embedder, query: str, top_k: int = 5
     else:
         ranked = dense if mode == "dense" else lexical
     hits = []
+    # BM25 is rebuilt at save: between a change and its save, skip rows of chunks already deleted.
+    ranked = [(cid, score) for cid, score in ranked if cid in index.chunks]
     for cid, score in ranked[:top_k]:
         in_d, in_l = cid in d_rank, cid in l_rank
         leg = "both" if in_d and in_l else ("dense" if in_d else "lexical")

@@ -54,6 +54,7 @@ class FaissStore:
         self.vectors = np.zeros((0, dim), dtype=np.float32)
         self._index: faiss.Index | None = None
         self._index_kind = ""
+        self._allowed: dict[tuple[str, ...], np.ndarray] = {}  # rows each group set may see, until a change
         self._gpu_index: faiss.Index | None = None  # a GPU copy of a flat index, when faiss-gpu and a GPU exist
         self._indexed_rows = 0  # rows already in self._index (appends can be added incrementally)
 
@@ -70,6 +71,7 @@ class FaissStore:
         self.doc_ids += [c.doc_id for c in chunks]
         self.acls += [tuple(c.meta.get("acl", ())) for c in chunks]
         self.vectors = np.vstack([self.vectors, vectors]) if len(self.vectors) else vectors
+        self._allowed.clear()
 
     def delete(self, doc_ids: Sequence[str]) -> int:
         """Remove every chunk of these documents; returns how many chunks went."""
@@ -85,6 +87,7 @@ class FaissStore:
             self.acls = [self.acls[i] for i in keep]
             self.vectors = self.vectors[keep]
             self._index, self._indexed_rows = None, 0  # row numbers moved: rebuild
+            self._allowed.clear()
         return removed
 
     def _gpu_copy(self, index: faiss.Index) -> faiss.Index | None:
@@ -138,8 +141,12 @@ class FaissStore:
             return [[] for _ in range(len(vectors))]
         allowed = None
         if groups is not None:
-            allowed = np.array([i for i, acl in enumerate(self.acls) if allowed_by_groups(acl, groups)],
-                               dtype=np.int64)
+            key = tuple(sorted(set(groups)))
+            allowed = self._allowed.get(key)
+            if allowed is None:
+                allowed = np.array([i for i, acl in enumerate(self.acls) if allowed_by_groups(acl, groups)],
+                                   dtype=np.int64)
+                self._allowed[key] = allowed
             if len(allowed) == 0:
                 return [[] for _ in range(len(vectors))]
         if allowed is not None and (len(allowed) <= EXACT_SUBSET_MAX or self.kind == "flat"):

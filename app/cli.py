@@ -51,6 +51,21 @@ def _quiet_libraries() -> None:
         pass
 
 
+def _load_embedder(name: str | None):
+    """The embedder named on the command line or in settings, loaded; its fallback warning printed once."""
+    from retrieval.embedder import Embedder
+    from retrieval.models import ModelNotAvailable
+
+    s = get_settings()
+    try:
+        emb = Embedder(name if name is not None else s.embedder, s.device, s.dtype, str(s.models_dir)).load()
+    except (ModelNotAvailable, ValueError) as exc:
+        fail(str(exc))
+    if emb.warning:
+        err.print(f"[yellow]warning:[/] {emb.warning}", highlight=False)
+    return emb
+
+
 @app.command()
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="files or folders to ingest")],
@@ -63,9 +78,7 @@ def ingest(
     """Add, update and delete documents so that the index matches the given files and folders."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from retrieval.embedder import Embedder
     from retrieval.index import IndexMismatch
-    from retrieval.models import ModelNotAvailable
     from retrieval.storage import IndexLocked
 
     from .ingest_sync import sync
@@ -73,12 +86,7 @@ def ingest(
     _quiet_libraries()
     s = get_settings()
     index_dir = index if index is not None else s.index_dir
-    try:
-        emb = Embedder(embedder if embedder is not None else s.embedder, s.device, s.dtype, str(s.models_dir)).load()
-    except (ModelNotAvailable, ValueError) as exc:
-        fail(str(exc))
-    if emb.warning:
-        err.print(f"[yellow]warning:[/] {emb.warning}", highlight=False)
+    emb = _load_embedder(embedder)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, disable=as_json, transient=True) as bar:
         tasks: dict[str, int] = {}
@@ -183,9 +191,6 @@ def eval_(
     """nDCG@10, MRR@10 and recall@10/50/100 of recall (and recall + rerank) on a BEIR-layout dataset."""
     from rich.progress import Progress
 
-    from retrieval.embedder import Embedder
-    from retrieval.models import ModelNotAvailable
-
     from .evaluate import build_index, evaluate_recall, load_beir
     from .search import SearchService
 
@@ -193,11 +198,9 @@ def eval_(
     s = get_settings()
     try:
         data = load_beir(dataset, split)
-        emb = Embedder(embedder if embedder is not None else s.embedder, s.device, s.dtype, str(s.models_dir)).load()
-    except (FileNotFoundError, ValueError, ModelNotAvailable) as exc:
+    except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
-    if emb.warning:
-        err.print(f"[yellow]warning:[/] {emb.warning}", highlight=False)
+    emb = _load_embedder(embedder)
     service = SearchService(s, index, emb.name, reranker)
     service.load_reranker()
     if service.reranker_error:

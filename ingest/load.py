@@ -57,6 +57,12 @@ def normalise_acl(value: Any, where: str) -> list[str]:
     return sorted({v.strip() for v in value if v.strip()})
 
 
+def _check_size(source: str, size: int, max_bytes: int) -> None:
+    if size > max_bytes:
+        raise IngestError(source, f"file is {size / 2**20:.1f} MB, over the {max_bytes / 2**20:.0f} MB limit; "
+                                  "split it or raise KB_MAX_FILE_MB")
+
+
 def load_bytes(name: str, data: bytes, source: str, extra_meta: dict[str, Any] | None = None,
                max_bytes: int = DEFAULT_MAX_BYTES) -> Document:
     """Build a Document from a file's name (for the suffix and a fallback title) and bytes."""
@@ -67,9 +73,7 @@ def load_bytes(name: str, data: bytes, source: str, extra_meta: dict[str, Any] |
                                   f"{', '.join(sorted(SUPPORTED_SUFFIXES))}")
     if not data:
         raise IngestError(source, "empty file (0 bytes)")
-    if len(data) > max_bytes:
-        raise IngestError(source, f"file is {len(data) / 2**20:.1f} MB, over the {max_bytes / 2**20:.0f} MB limit; "
-                                  "split it or raise KB_MAX_FILE_MB")
+    _check_size(source, len(data), max_bytes)
     try:
         loaded = loader(name, data)
     except ValueError as exc:
@@ -92,9 +96,7 @@ def load(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Document:
     if not path.is_file():
         raise IngestError(source, "no such file")
     size = path.stat().st_size
-    if size > max_bytes:  # refuse before reading 50 MB into memory
-        raise IngestError(source, f"file is {size / 2**20:.1f} MB, over the {max_bytes / 2**20:.0f} MB limit; "
-                                  "split it or raise KB_MAX_FILE_MB")
+    _check_size(source, size, max_bytes)  # before reading 50 MB into memory
     try:
         data = path.read_bytes()
     except OSError as exc:

@@ -81,10 +81,7 @@ def build_index(data: BeirData, embedder: Embedder, index_root: Path, max_tokens
         docs.append((doc, chunks))
         all_chunks += chunks
     vectors = embedder.embed_passages([c.context_text() for c in all_chunks], show_progress=progress)
-    offset = 0
-    for doc, chunks in docs:
-        index.replace_document(doc, chunks, vectors[offset:offset + len(chunks)])
-        offset += len(chunks)
+    index.replace_documents(docs, vectors)
     with writer_lock(root):
         index.save()
     return index

@@ -102,10 +102,8 @@ def sync(paths: Sequence[str | Path], index_dir: Path, embedder: Embedder, max_t
 
         texts = [c.context_text() for _, chunks, _ in pending for c in chunks]
         vectors = embedder.embed_passages(texts, show_progress=progress is not None and len(texts) > 64)
-        offset = 0
-        for doc, chunks, is_new in pending:
-            index.replace_document(doc, chunks, vectors[offset:offset + len(chunks)])
-            offset += len(chunks)
+        index.replace_documents([(doc, chunks) for doc, chunks, _ in pending], vectors)
+        for doc, _, is_new in pending:
             (report.added if is_new else report.updated).append(doc.source)
         report.chunks_written = len(texts)
 

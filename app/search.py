@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rerank.types import Scored, band_of
+from rerank.types import Scored
 from retrieval.embedder import Embedder
 from retrieval.index import KnowledgeIndex
 from retrieval.recall import recall
@@ -99,7 +99,8 @@ class SearchService:
         return self
 
     def reload_index(self) -> None:
-        assert self.embedder is not None
+        if self.embedder is None:
+            raise RuntimeError("SearchService.load() must be called before reload_index()")
         self.index = KnowledgeIndex.open(self.index_dir, self.embedder.info(), {}, self.settings.ann_threshold,
                                          create=False)
 
@@ -166,6 +167,6 @@ class SearchService:
         from rerank.rank import rerank
 
         scored: list[Scored] = rerank(query, hits, self.reranker)
-        results = [Result(sc.rank, sc.hit, sc.raw_score, sc.score, band_of(sc.score)) for sc in scored]
+        results = [Result(sc.rank, sc.hit, sc.raw_score, sc.score, sc.band) for sc in scored]
         kept = [r for r in results if r.score >= threshold]
         return kept[:top_n], [r for r in results if r.score < threshold]

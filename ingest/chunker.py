@@ -18,16 +18,16 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from .clean import CN_NUMERALS
 from .identity import chunk_id_for
 from .types import Chunk, Document, context_text
 
 CountTokens = Callable[[str], int]
 
-_CN_NUM = "零〇一二三四五六七八九十百千万两0-9０-９"
 _HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
-_CN_HEADING = re.compile(rf"^第[{_CN_NUM}]+([编章节])(?:\s+\S.*)?$")
-_ARTICLE = re.compile(rf"^第[{_CN_NUM}]+条(?:之[{_CN_NUM}]+)?(?:\s|$|　)")
-_LIST_ITEM = re.compile(rf"^(?:[-*+•]\s|\d{{1,3}}[.)、]\s?|[（(][{_CN_NUM}]+[）)]|[{_CN_NUM}]+、)")
+_CN_HEADING = re.compile(rf"^第[{CN_NUMERALS}]+([编章节])(?:\s+\S.*)?$")
+_ARTICLE = re.compile(rf"^第[{CN_NUMERALS}]+条(?:之[{CN_NUMERALS}]+)?(?:\s|$|　)")
+_LIST_ITEM = re.compile(rf"^(?:[-*+•]\s|\d{{1,3}}[.)、]\s?|[（(][{CN_NUMERALS}]+[）)]|[{CN_NUMERALS}]+、)")
 # Sentence ends: CJK terminators stand alone; Latin ones need a following space (so "3.5" and "e.g." mostly survive).
 _SENTENCE_END = re.compile(r"(?<=[。！？；!?;…])|(?<=[.!?])(?=\s)")
 _CN_LEVEL = {"编": 1, "章": 2, "节": 3}

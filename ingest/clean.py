@@ -9,6 +9,8 @@ import html
 import re
 from collections import Counter
 
+# Characters of Chinese article and item numbers (第十二条, （三）), Arabic and full-width digits included.
+CN_NUMERALS = "零〇一二三四五六七八九十百千万两0-9０-９"
 # C0/C1 control characters except tab and newline, plus zero-width characters and the BOM.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200d\u2060\ufeff]")
 # Horizontal whitespace, including NBSP and the ideographic space that Chinese documents indent with.
@@ -79,8 +81,7 @@ def drop_repeated_lines(pages: list[str], edge_lines: int = 2, min_share: float 
 _CJK_CHAR = r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]"
 _CJK_OPEN_END = re.compile(rf"(?:{_CJK_CHAR}|[，、（《“「])$")
 _CJK_CONT = re.compile(rf"^(?:{_CJK_CHAR}|[，、；：。）》」』”《「“（])")
-_CN_DIGIT = "零〇一二三四五六七八九十百千0-9"
-_STRUCTURAL = re.compile(rf"^(?:第[{_CN_DIGIT}]+[编章节条]|[（(][{_CN_DIGIT}]+[)）]|[{_CN_DIGIT}]+、|#|[-•*] )")
+_STRUCTURAL = re.compile(rf"^(?:第[{CN_NUMERALS}]+[编章节条]|[（(][{CN_NUMERALS}]+[)）]|[{CN_NUMERALS}]+、|#|[-•*] )")
 
 
 def join_wrapped_cjk_lines(page: str, full_share: float = 0.8) -> str:

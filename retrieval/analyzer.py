@@ -24,6 +24,11 @@ def _stemmer():
     return Stemmer.Stemmer("english")
 
 
+def has_cjk(text: str) -> bool:
+    """Whether the text holds any Chinese character."""
+    return _IS_CJK.search(text) is not None
+
+
 def analyze(text: str) -> list[str]:
     """Tokens for BM25. Chinese runs go through jieba's search mode (words and their sub-words, so 离职手续 matches
     both 离职 and 手续); Latin runs are lowercased, stop-worded and Snowball-stemmed. Punctuation is dropped."""

@@ -128,6 +128,13 @@ class KnowledgeIndex:
             self.chunks[c.chunk_id] = c
         self.documents[doc.doc_id] = DocRecord.of(doc, len(chunks))
 
+    def replace_documents(self, docs: Sequence[tuple[Document, Sequence[Chunk]]], vectors: np.ndarray) -> None:
+        """`replace_document` for many documents whose chunks were embedded together, in order, into `vectors`."""
+        offset = 0
+        for doc, chunks in docs:
+            self.replace_document(doc, chunks, vectors[offset:offset + len(chunks)])
+            offset += len(chunks)
+
     def delete_documents(self, doc_ids: Sequence[str]) -> int:
         gone = {d for d in doc_ids if d in self.documents}
         if not gone:

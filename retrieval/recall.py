@@ -6,12 +6,12 @@ and no count of the ones they may not.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .analyzer import has_cjk
 from .embedder import Embedder
 from .fusion import rrf
 from .index import KnowledgeIndex
@@ -19,9 +19,6 @@ from .types import Hit
 
 Mode = Literal["hybrid", "dense", "lexical"]
 MODES = ("hybrid", "dense", "lexical")
-
-
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 
 @dataclass(frozen=True)
@@ -42,7 +39,7 @@ def recall(index: KnowledgeIndex, embedder: Embedder, query: str, top_k: int = 5
         raise ValueError(f"top_k must be at least 1; got {top_k}")
     depth = max(top_k, 100) if depth is None else depth
     note = None
-    if mode == "hybrid" and embedder.english_only and _CJK.search(query):
+    if mode == "hybrid" and embedder.english_only and has_cjk(query):
         # An English-only embedder ranks Chinese text close to randomly (CMRC2018 nDCG@10: 0.16 dense vs 0.98
         # BM25); fusing it in would only push good lexical hits down.
         mode, note = "lexical", f"embedder {embedder.name} is English-only: Chinese query served by BM25 alone"

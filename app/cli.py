@@ -242,17 +242,26 @@ def _not_yet(name: str, issue: str):
     return command
 
 
+# Commands that live in their own modules (`app/cli_<name>.py`, each with `register(app)`) add themselves;
+# a module that does not exist yet leaves clear stubs for its commands.
+_OPTIONAL = (("cli_rerank", ("rerank",), "reranker issue"), ("cli_serve", ("serve",), "API issue"),
+             ("cli_ui", ("ui", "demo"), "app issue"), ("cli_bench", ("bench",), "performance issue"),
+             ("cli_tune", ("tune",), "calibration issue"))
+
+
 def _register_optional() -> None:
-    """Commands that live in their own modules register themselves; missing ones are clear stubs."""
-    try:
-        from .cli_rerank import register
-    except ImportError:
-        app.command("rerank")(_not_yet("rerank", "reranker issue"))
-    else:
-        register(app)
-    for name, issue in (("serve", "API issue"), ("ui", "app issue"),
-                        ("bench", "performance issue")):
-        app.command(name)(_not_yet(name, issue))
+    import importlib
+
+    for module, names, issue in _OPTIONAL:
+        try:
+            register = importlib.import_module(f"app.{module}").register
+        except ModuleNotFoundError as exc:
+            if exc.name != f"app.{module}":
+                raise
+            for name in names:
+                app.command(name)(_not_yet(name, issue))
+        else:
+            register(app)
 
 
 _register_optional()

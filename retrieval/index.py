@@ -2,6 +2,8 @@
 
 The manifest records what the vectors mean (embedder, dimension, normalisation) and how chunks were cut; an index
 is never queried or extended with a different embedder. Saving writes a complete new version (see `storage`).
+Vectors live in FAISS inside each version (the default) or, with a `MilvusConfig`, in one Milvus collection that
+all versions share (`retrieval.milvus_store` says how versions and Milvus stay consistent).
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import numpy as np
 from ingest.types import Chunk, Document
 
 from .lexical import LexicalIndex
+from .milvus_store import MilvusStore
 from .storage import current_version, new_version_dir, publish
-from .vector_store import FaissStore, allowed_by_groups
+from .vector_store import FaissStore, MilvusConfig, VectorStore, allowed_by_groups
 
 FORMAT_VERSION = 1
 
@@ -60,13 +63,17 @@ def embedder_signature(info: dict[str, Any]) -> dict[str, Any]:
 
 
 class KnowledgeIndex:
-    def __init__(self, root: Path, embedder: dict[str, Any], chunker: dict[str, Any], ann_threshold: int = 50_000):
+    def __init__(self, root: Path, embedder: dict[str, Any], chunker: dict[str, Any], ann_threshold: int = 50_000,
+                 milvus: MilvusConfig | None = None):
+        """A new, empty index; `milvus` None keeps the vectors in FAISS."""
         self.root = Path(root)
         self.embedder = embedder_signature(embedder)
         self.chunker = dict(chunker)
         self.documents: dict[str, DocRecord] = {}
         self.chunks: dict[str, Chunk] = {}
-        self.dense = FaissStore(self.embedder["dim"], ann_threshold)
+        self.ann_threshold = ann_threshold
+        self.milvus = milvus
+        self.dense: VectorStore = self._empty_store()
         self.lexical = LexicalIndex()
         self._masks: dict[tuple[str, ...], np.ndarray] = {}  # lexical masks per group set, for this version
         self.version = ""
@@ -81,19 +88,27 @@ class KnowledgeIndex:
             return None
         return json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
 
+    def _empty_store(self) -> VectorStore:
+        if self.milvus is None:
+            return FaissStore(self.embedder["dim"], self.ann_threshold)
+        m = self.milvus
+        return MilvusStore(self.embedder["dim"], m.uri_for(self.root), m.collection, m.index_type, m.token)
+
     @classmethod
     def open(cls, root: Path, embedder: dict[str, Any], chunker: dict[str, Any], ann_threshold: int = 50_000,
-             create: bool = True) -> KnowledgeIndex:
-        """Load the live version at `root`, checking it was built by this embedder; or start an empty one."""
+             create: bool = True, milvus: MilvusConfig | None = None) -> KnowledgeIndex:
+        """Load the live version at `root`, checking it was built by this embedder into this vector store (FAISS
+        when `milvus` is None); or start an empty one."""
         root = Path(root)
         folder = current_version(root)
         if folder is None:
             if not create:
                 raise IndexNotFound(f"no index at {root}; build one with `kb ingest PATH --index {root}`")
-            return cls(root, embedder, chunker, ann_threshold)
+            return cls(root, embedder, chunker, ann_threshold, milvus)
         manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
         cls.check_compatible(root, manifest, embedder)
-        index = cls(root, embedder, manifest.get("chunker", chunker), ann_threshold)
+        cls.check_store(root, folder, milvus)
+        index = cls(root, embedder, manifest.get("chunker", chunker), ann_threshold, milvus)
         index.version, index.created, index.updated = folder.name, manifest["created"], manifest["updated"]
         with open(folder / "documents.jsonl", encoding="utf-8") as fh:
             for line in fh:
@@ -103,7 +118,10 @@ class KnowledgeIndex:
             for line in fh:
                 c = Chunk.from_dict(json.loads(line))
                 index.chunks[c.chunk_id] = c
-        index.dense = FaissStore.load(folder / "dense", ann_threshold)
+        if milvus is None:
+            index.dense = FaissStore.load(folder / "dense", ann_threshold)
+        else:
+            index.dense = MilvusStore.load(folder / "dense", milvus.uri_for(root), milvus.token)
         index.lexical = LexicalIndex.load(folder / "lexical")
         return index
 
@@ -118,6 +136,23 @@ class KnowledgeIndex:
                 f"index {root} was built with embedder {built['name']!r} ({built['dim']}-d) but {embedder['name']!r} "
                 f"({embedder['dim']}-d) is loaded; pass --embedder {built['name']!r} to use it as it is, or rebuild "
                 f"it with `kb ingest PATH --index {root} --rebuild`")
+
+    @staticmethod
+    def check_store(root: Path, folder: Path, milvus: MilvusConfig | None) -> None:
+        """The configured vector store must be the one this version was built into."""
+        built = MilvusStore.read_meta(folder / "dense")
+        rebuild = f"or rebuild it with `kb ingest PATH --index {root} --rebuild`"
+        if built is None and milvus is not None:
+            raise IndexMismatch(f"index {root} keeps its vectors in FAISS but vector_store is 'milvus'; set "
+                                f"KB_VECTOR_STORE=faiss to use it as it is, {rebuild} to move it into Milvus")
+        if built is not None and milvus is None:
+            raise IndexMismatch(f"index {root} keeps its vectors in Milvus collection {built['collection']!r} but "
+                                f"vector_store is 'faiss'; set KB_VECTOR_STORE=milvus (and KB_MILVUS_URI) to use it, "
+                                f"{rebuild} to move it into FAISS")
+        if built is not None and milvus is not None and built["collection"] != milvus.collection:
+            raise IndexMismatch(f"index {root} keeps its vectors in Milvus collection {built['collection']!r} but "
+                                f"KB_MILVUS_COLLECTION is {milvus.collection!r}; set it to {built['collection']!r}, "
+                                f"{rebuild} into {milvus.collection!r}")
 
     # ---- changes -------------------------------------------------------------------------------------------
     def replace_document(self, doc: Document, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
@@ -164,7 +199,8 @@ class KnowledgeIndex:
         manifest = {
             "format_version": FORMAT_VERSION, "embedder": self.embedder, "chunker": self.chunker,
             "counts": {"documents": len(self.documents), "chunks": len(self.chunks)},
-            "dense_index": self.dense.kind, "created": self.created, "updated": self.updated,
+            "dense_index": self.dense.kind, "vector_store": "faiss" if self.milvus is None else "milvus",
+            "created": self.created, "updated": self.updated,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
         final = publish(self.root, tmp)

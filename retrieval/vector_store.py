@@ -12,6 +12,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -34,12 +35,37 @@ def allowed_by_groups(acl: Sequence[str], groups: Sequence[str] | None) -> bool:
 
 
 class VectorStore(Protocol):
+    """Chunks' vectors with their access groups. `search` applies the group filter inside the search, so each
+    caller gets its top k among the chunks it may see. Implementations: `FaissStore` (embedded default) and
+    `retrieval.milvus_store.MilvusStore`."""
+
+    @property
+    def kind(self) -> str: ...  # for the manifest and stats: "flat", "hnsw", "milvus-hnsw", ...
     def upsert(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> None: ...
     def delete(self, doc_ids: Sequence[str]) -> int: ...
     def search(self, vectors: np.ndarray, k: int, groups: Sequence[str] | None = None
                ) -> list[list[tuple[str, float]]]: ...
     def count(self) -> int: ...
     def save(self, folder: Path) -> None: ...
+
+
+@dataclass(frozen=True)
+class MilvusConfig:
+    """Keep an index's vectors in Milvus instead of FAISS (`retrieval.milvus_store`).
+
+    `uri`: None puts a Milvus Lite file `milvus.db` inside the index folder (one process at a time); a
+    `http://host:19530` URI reaches a Milvus standalone or cluster. `collection`: one per index.
+    `index_type`: FLAT, HNSW, IVF_FLAT, DISKANN (standalone/cluster only) or AUTOINDEX. `token`: "user:password"
+    or an API key, for servers with authentication.
+    """
+
+    uri: str | None = None
+    collection: str = "kb_chunks"
+    index_type: str = "HNSW"
+    token: str | None = None
+
+    def uri_for(self, index_root: Path) -> str:
+        return str(Path(index_root) / "milvus.db") if self.uri is None else self.uri
 
 
 class FaissStore:

@@ -1,12 +1,47 @@
-"""The FAISS store against exact numpy ground truth: flat is exact, HNSW recall is measured, filters never leak."""
+"""Every `VectorStore` backend (FAISS, Milvus Lite) against exact numpy ground truth: exact indexes are exact,
+approximate ones are measured, upsert/delete keep whole documents straight, and filters never leak."""
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import pytest
 
 from ingest.types import Chunk
+from retrieval.milvus_store import MilvusStore
 from retrieval.vector_store import FaissStore
+
+_names = itertools.count()
+
+
+class Backend:
+    """Makes empty stores of one backend: `exact` (FAISS flat, Milvus FLAT) or approximate (HNSW in both)."""
+
+    def __init__(self, name: str, milvus_uri: str):
+        self.name, self.milvus_uri = name, milvus_uri
+
+    def new(self, dim: int, ann: bool = False):
+        if self.name == "faiss":
+            return FaissStore(dim, ann_threshold=100 if ann else 50_000)
+        # One Milvus Lite file for the module (one embedded server), a fresh collection per store.
+        return MilvusStore(dim, self.milvus_uri, f"t{next(_names)}", "HNSW" if ann else "FLAT")
+
+    def reopen(self, store, folder):
+        """The store a process gets when it loads the version saved in `folder`."""
+        if self.name == "faiss":
+            return FaissStore.load(folder)
+        return MilvusStore.load(folder, self.milvus_uri)
+
+
+@pytest.fixture(scope="module")
+def milvus_uri(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("milvus") / "stores.db")
+
+
+@pytest.fixture(params=["faiss", "milvus"])
+def backend(request, milvus_uri) -> Backend:
+    return Backend(request.param, milvus_uri)
 
 
 def unit(rng, n, d):
@@ -23,48 +58,62 @@ def exact_top(vectors, queries, k):
     return [list(np.argsort(-row)[:k]) for row in sims]
 
 
-def test_flat_search_is_exact():
+def test_exact_search_is_exact(backend):
     rng = np.random.default_rng(0)
     vecs, queries = unit(rng, 2000, 32), unit(rng, 20, 32)
-    store = FaissStore(32)
+    store = backend.new(32)
     store.upsert(chunks_for(2000), vecs)
     got = store.search(queries, 10)
-    for truth, row in zip(exact_top(vecs, queries, 10), got):
+    for q, truth, row in zip(queries, exact_top(vecs, queries, 10), got):
         assert [cid for cid, _ in row] == [f"c{i}" for i in truth]
-    assert store.kind == "flat"
+        assert [s for _, s in row] == pytest.approx([float(vecs[i] @ q) for i in truth], abs=1e-5)  # cosine
+    assert store.kind in ("flat", "milvus-flat")
 
 
-def test_hnsw_recall_against_exact_search():
+def test_ann_recall_against_exact_search(backend):
     rng = np.random.default_rng(1)
     vecs, queries = unit(rng, 5000, 48), unit(rng, 50, 48)
-    store = FaissStore(48, ann_threshold=1000)
+    store = backend.new(48, ann=True)
     store.upsert(chunks_for(5000), vecs)
-    assert store.kind == "hnsw"
+    assert store.kind in ("hnsw", "milvus-hnsw")
     got = store.search(queries, 10)
     truth = exact_top(vecs, queries, 10)
     recall = np.mean([len({f"c{i}" for i in t} & {c for c, _ in g}) / 10 for t, g in zip(truth, got)])
     assert recall >= 0.95, recall
 
 
-def test_upsert_replaces_and_delete_removes_whole_documents():
+def test_upsert_replaces_and_delete_removes_whole_documents(backend):
     rng = np.random.default_rng(2)
-    store = FaissStore(16)
+    store = backend.new(16)
     store.upsert(chunks_for(30), unit(rng, 30, 16))
     newer = unit(rng, 1, 16)
     store.upsert([Chunk(chunk_id="c5", doc_id="d0", text="new", meta={"acl": []})], newer)
     assert store.count() == 30
     assert store.search(newer, 1)[0][0][0] == "c5"
     assert store.delete(["d1"]) == 10
+    assert store.delete(["d1", "no-such-doc"]) == 0
     assert store.count() == 20
     assert not any(cid in {f"c{i}" for i in range(10, 20)} for cid, _ in store.search(unit(rng, 1, 16), 30)[0])
+    assert store.search(unit(rng, 2, 16), 0) == [[], []]
 
 
-@pytest.mark.parametrize("ann_threshold", [50_000, 100])
-def test_group_filter_never_leaks(ann_threshold):
+def test_document_ids_with_quotes_and_backslashes(backend):
+    """Milvus filters are expressions: ids are quoted, never pasted in raw."""
+    rng = np.random.default_rng(5)
+    odd = ['C:\\kb\\"quoted".md', "it's.md", "plain.md"]
+    chunks = [Chunk(chunk_id=f"{d}#{i}", doc_id=d, text="t", meta={"acl": ['g"1']}) for d in odd for i in range(2)]
+    store = backend.new(8)
+    store.upsert(chunks, unit(rng, 6, 8))
+    assert store.delete(odd[:2]) == 4
+    assert {c for c, _ in store.search(unit(rng, 1, 8), 10, groups=['g"1'])[0]} == {"plain.md#0", "plain.md#1"}
+
+
+@pytest.mark.parametrize("ann", [False, True], ids=["exact", "ann"])
+def test_group_filter_never_leaks(backend, ann):
     rng = np.random.default_rng(3)
     groups = lambda i: ["hr"] if i % 3 == 0 else (["it"] if i % 3 == 1 else [])  # noqa: E731
     chunks, vecs = chunks_for(3000, groups), unit(rng, 3000, 24)
-    store = FaissStore(24, ann_threshold=ann_threshold)
+    store = backend.new(24, ann=ann)
     store.upsert(chunks, vecs)
     acl = {c.chunk_id: c.meta["acl"] for c in chunks}
     for row in store.search(unit(rng, 30, 24), 50, groups=["it"]):
@@ -72,14 +121,45 @@ def test_group_filter_never_leaks(ann_threshold):
         assert all(acl[cid] in ([], ["it"]) for cid, _ in row)
     assert store.search(unit(rng, 1, 24), 5, groups=[])[0]  # public chunks only
     assert all(acl[c] == [] for c, _ in store.search(unit(rng, 1, 24), 50, groups=[])[0])
+    seen = {c for row in store.search(unit(rng, 30, 24), 50) for c, _ in row}
+    assert {tuple(acl[c]) for c in seen} == {("hr",), ("it",), ()}  # groups=None: no restriction
 
 
-def test_save_and_load_round_trip(tmp_path):
+@pytest.mark.parametrize("ann", [False, True], ids=["exact", "ann"])
+def test_filter_is_applied_inside_the_search_not_after_top_k(backend, ann):
+    """The only chunks a caller may see are the ones least like the query: filtering the global top k afterwards
+    would return nothing; filtering inside the search returns exactly them."""
+    rng = np.random.default_rng(6)
+    vecs, q = unit(rng, 2000, 16), unit(rng, 1, 16)
+    farthest = set(np.argsort(vecs @ q[0])[:5].tolist())
+    chunks = chunks_for(2000, lambda i: ["legal"] if i in farthest else ["staff"])
+    store = backend.new(16, ann=ann)
+    store.upsert(chunks, vecs)
+    got = store.search(q, 5, groups=["legal"])[0]
+    assert {c for c, _ in got} == {f"c{i}" for i in farthest}
+    assert [s for _, s in got] == sorted((s for _, s in got), reverse=True)
+    assert store.search(q, 5, groups=["nobody"]) == [[]]
+
+
+def test_chunk_in_several_groups_is_seen_by_each(backend):
+    rng = np.random.default_rng(7)
+    chunks = [Chunk(chunk_id="both", doc_id="d", text="t", meta={"acl": ["hr", "it"]}),
+              Chunk(chunk_id="hr-only", doc_id="d", text="t", meta={"acl": ["hr"]})]
+    store = backend.new(8)
+    store.upsert(chunks, unit(rng, 2, 8))
+    q = unit(rng, 1, 8)
+    assert {c for c, _ in store.search(q, 5, groups=["it"])[0]} == {"both"}
+    assert {c for c, _ in store.search(q, 5, groups=["hr"])[0]} == {"both", "hr-only"}
+    assert {c for c, _ in store.search(q, 5, groups=["sales", "it"])[0]} == {"both"}
+
+
+def test_save_and_load_round_trip(backend, tmp_path):
     rng = np.random.default_rng(4)
-    store = FaissStore(16)
+    store = backend.new(16)
     store.upsert(chunks_for(100, lambda i: ["hr"] if i < 5 else []), unit(rng, 100, 16))
     store.save(tmp_path / "dense")
-    again = FaissStore.load(tmp_path / "dense")
+    again = backend.reopen(store, tmp_path / "dense")
     q = unit(rng, 3, 16)
+    assert again.count() == store.count() == 100
     assert again.search(q, 7) == store.search(q, 7)
     assert again.search(q, 7, groups=["it"]) == store.search(q, 7, groups=["it"])

@@ -122,3 +122,14 @@ def sync(paths: Sequence[str | Path], index_dir: Path, embedder: Embedder, max_t
         report.index_version = index.version
     report.seconds = round(time.perf_counter() - started, 3)
     return report
+
+
+def remove_documents(index_dir: Path, embedder: Embedder, doc_ids: Sequence[str],
+                     ann_threshold: int = 50_000) -> list[str]:
+    """Delete documents by id and publish a new version; returns the sources removed (unknown ids are ignored)."""
+    with writer_lock(Path(index_dir)):
+        index = KnowledgeIndex.open(Path(index_dir), embedder.info(), {}, ann_threshold, create=False)
+        sources = [index.documents[d].source for d in doc_ids if d in index.documents]
+        if index.delete_documents(list(doc_ids)):
+            index.save()
+    return sources

@@ -9,12 +9,15 @@ is never passed off as a reranker score.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ingest.types import Chunk
 from rerank.types import Scored
 from retrieval.embedder import Embedder
 from retrieval.index import KnowledgeIndex
@@ -56,11 +59,15 @@ class SearchResult:
     below_threshold: list[Result] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    index_version: str = ""
+    cached: bool = False  # served from the query cache: timings are those of the original search
+    candidates: int = 0  # chunks recalled and (when a reranker is loaded) reranked
 
     def to_dict(self, include_hidden: bool = False) -> dict[str, Any]:
         out = {"query": self.query, "embedder": self.embedder, "reranker": self.reranker, "device": self.device,
                "dtype": self.dtype, "timings_ms": self.timings_ms, "params": self.params,
-               "results": [r.to_dict() for r in self.results], "hidden": len(self.below_threshold)}
+               "results": [r.to_dict() for r in self.results], "hidden": len(self.below_threshold),
+               "index_version": self.index_version, "cached": self.cached}
         if self.warnings:
             out["warnings"] = self.warnings
         if include_hidden:
@@ -68,13 +75,99 @@ class SearchResult:
         return out
 
 
-def check_params(top_k: int, top_n: int, threshold: float) -> None:
+def check_params(top_k: int, top_n: int, threshold: float, max_per_doc: int | None = None) -> None:
     if not 1 <= top_k <= 1000:
         raise ValueError(f"top_k must be between 1 and 1000; got {top_k}")
     if not 1 <= top_n <= 100:
         raise ValueError(f"top_n must be between 1 and 100; got {top_n}")
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be between 0 and 1; got {threshold}")
+    if max_per_doc is not None and max_per_doc < 1:
+        raise ValueError(f"max_per_doc must be at least 1 (or unset for no limit); got {max_per_doc}")
+
+
+def cap_per_document(results: Sequence[Result], max_per_doc: int | None) -> list[Result]:
+    """Keep at most `max_per_doc` results of any one document, in the given (score) order; None keeps all."""
+    if max_per_doc is None:
+        return list(results)
+    seen: dict[str, int] = {}
+    kept = []
+    for r in results:
+        n = seen.get(r.hit.chunk.doc_id, 0)
+        if n < max_per_doc:
+            kept.append(r)
+        seen[r.hit.chunk.doc_id] = n + 1
+    return kept
+
+
+def merge_adjacent(results: Sequence[Result]) -> list[Result]:
+    """Merge results that are neighbouring chunks of one document into one passage, read in document order.
+
+    The merged result keeps the best member's place, scores and band (the passage is shown because of it) and its
+    text is the members' texts joined in position order, so a procedure split across two chunks reads whole.
+    """
+    def pos(r: Result) -> int:
+        return int(r.hit.chunk.meta.get("position", 0))
+
+    groups: list[list[Result]] = []
+    for r in results:  # best first: each result joins the first group it touches
+        for g in groups:
+            if g[0].hit.chunk.doc_id == r.hit.chunk.doc_id and any(abs(pos(m) - pos(r)) == 1 for m in g):
+                g.append(r)
+                break
+        else:
+            groups.append([r])
+    merged = []
+    for rank, g in enumerate(groups, start=1):
+        best = g[0]
+        if len(g) == 1:
+            merged.append(replace(best, rank=rank))
+            continue
+        members = sorted(g, key=pos)
+        c = best.hit.chunk
+        chunk = Chunk(chunk_id=c.chunk_id, doc_id=c.doc_id, text="\n".join(m.hit.chunk.text for m in members),
+                      title=c.title, section=c.section, page=members[0].hit.chunk.page,
+                      n_tokens=sum(m.hit.chunk.n_tokens for m in members),
+                      meta={**c.meta, "merged": [m.hit.chunk.chunk_id for m in members]})
+        merged.append(replace(best, rank=rank, hit=replace(best.hit, chunk=chunk)))
+    return merged
+
+
+class QueryCache:
+    """A small thread-safe LRU of search results. Keys include the index version, so an ingest invalidates it."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict[tuple, SearchResult] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: tuple) -> SearchResult | None:
+        with self._lock:
+            found = self._items.get(key)
+            if found is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return found
+
+    def put(self, key: tuple, value: SearchResult) -> None:
+        if self.size <= 0:
+            return
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 class SearchService:
@@ -88,6 +181,7 @@ class SearchService:
         self.index: KnowledgeIndex | None = None
         self.reranker = None
         self.reranker_error: str | None = None
+        self.cache = QueryCache(settings.cache_size)
 
     # ---- loading -------------------------------------------------------------------------------------------
     def load(self, need_index: bool = True) -> SearchService:
@@ -129,23 +223,47 @@ class SearchService:
     # ---- searching -----------------------------------------------------------------------------------------
     def search(self, query: str, top_k: int | None = None, top_n: int | None = None,
                threshold: float | None = None, groups: Sequence[str] | None = None,
-               mode: str | None = None) -> SearchResult:
+               mode: str | None = None, max_per_doc: int | None = None,
+               merge: bool | None = None) -> SearchResult:
+        """Recall `top_k`, rerank, keep scores ≥ `threshold`, at most `max_per_doc` per document, cut to `top_n`.
+
+        Every argument left as None takes the settings' default. `groups=None` means unrestricted; a list means
+        only public chunks and those of these groups (enforced inside recall). `merge` joins neighbouring chunks
+        of one document into one passage. Repeated identical searches on the same index version come from an LRU
+        cache (`result.cached`). Raises ValueError for bad parameters or an empty query.
+        """
         s = self.settings
         top_k = s.top_k if top_k is None else top_k
         top_n = s.top_n if top_n is None else top_n
         threshold = s.threshold if threshold is None else threshold
         mode = s.recall_mode if mode is None else mode
-        check_params(top_k, top_n, threshold)
+        max_per_doc = s.max_per_doc if max_per_doc is None else max_per_doc
+        merge = s.merge_adjacent if merge is None else merge
+        check_params(top_k, top_n, threshold, max_per_doc)
         query = query.strip()
         if not query:
             raise ValueError("query is empty; type a question")
-        if self.index is None or self.embedder is None:
+        index = self.index
+        if index is None or self.embedder is None:
             raise RuntimeError("SearchService.load() must be called before search()")
+        key = (query, top_k, top_n, threshold, mode, max_per_doc, merge,
+               None if groups is None else tuple(sorted(set(groups))), index.version,
+               self.reranker.name if self.reranker else None)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return replace(hit, cached=True)
+        if not index.chunks:
+            return SearchResult(query, self.embedder.name, self.reranker.name if self.reranker else None,
+                                self.embedder.choice.device, self.embedder.choice.dtype,
+                                {"embed": 0.0, "recall": 0.0, "rerank": 0.0, "total": 0.0}, [],
+                                params={"top_k": top_k, "top_n": top_n, "threshold": threshold, "mode": mode},
+                                warnings=self.warnings + ["the index is empty: ingest documents first"],
+                                index_version=index.version)
         t0 = time.perf_counter()
-        rec = recall(self.index, self.embedder, query, top_k, mode, groups, s.dense_weight, s.lexical_weight,
+        rec = recall(index, self.embedder, query, top_k, mode, groups, s.dense_weight, s.lexical_weight,
                      s.rrf_k)
         t1 = time.perf_counter()
-        shown, hidden = self._rank(query, rec.hits, top_n, threshold)
+        shown, hidden = self._rank(query, rec.hits, top_n, threshold, max_per_doc, merge)
         t2 = time.perf_counter()
         timings = {"embed": round(rec.timings_ms["embed"], 2),
                    "recall": round((t1 - t0) * 1000 - rec.timings_ms["embed"], 2),
@@ -153,20 +271,30 @@ class SearchService:
                    "total": round((t2 - t0) * 1000, 2)}
         choice = self.reranker.device_choice if self.reranker else self.embedder.choice
         device, dtype = choice.device, choice.dtype
-        return SearchResult(
+        result = SearchResult(
             query=query, embedder=self.embedder.name,
             reranker=self.reranker.name if self.reranker else None,
             device=device, dtype=dtype, timings_ms=timings, results=shown, below_threshold=hidden,
             params={"top_k": top_k, "top_n": top_n, "threshold": threshold, "mode": mode,
-                    "groups": list(groups) if groups is not None else None},
-            warnings=self.warnings + ([rec.note] if rec.note else []))
+                    "groups": list(groups) if groups is not None else None, "max_per_doc": max_per_doc,
+                    "merge": merge},
+            warnings=self.warnings + ([rec.note] if rec.note else []), index_version=index.version,
+            candidates=len(rec.hits))
+        self.cache.put(key, result)
+        return result
 
-    def _rank(self, query: str, hits: list[Hit], top_n: int, threshold: float) -> tuple[list[Result], list[Result]]:
+    def _rank(self, query: str, hits: list[Hit], top_n: int, threshold: float, max_per_doc: int | None = None,
+              merge: bool = False) -> tuple[list[Result], list[Result]]:
         if self.reranker is None:
-            return [Result(i, h, None, None, None) for i, h in enumerate(hits[:top_n], start=1)], []
-        from rerank.rank import rerank
+            results = [Result(i, h, None, None, None) for i, h in enumerate(hits, start=1)]
+            kept, hidden = cap_per_document(results, max_per_doc), []
+        else:
+            from rerank.rank import rerank
 
-        scored: list[Scored] = rerank(query, hits, self.reranker)
-        results = [Result(sc.rank, sc.hit, sc.raw_score, sc.score, sc.band) for sc in scored]
-        kept = [r for r in results if r.score >= threshold]
-        return kept[:top_n], [r for r in results if r.score < threshold]
+            scored: list[Scored] = rerank(query, hits, self.reranker)
+            results = [Result(sc.rank, sc.hit, sc.raw_score, sc.score, sc.band) for sc in scored]
+            kept = cap_per_document([r for r in results if r.score >= threshold], max_per_doc)
+            hidden = [r for r in results if r.score < threshold]
+        if merge:
+            kept = merge_adjacent(kept)
+        return [replace(r, rank=i) for i, r in enumerate(kept[:top_n], start=1)], hidden

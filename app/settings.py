@@ -8,10 +8,13 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+if TYPE_CHECKING:
+    from retrieval.vector_store import MilvusConfig
 
 DEFAULT_CONFIG = "kb.toml"
 
@@ -42,10 +45,44 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(32, ge=0)
     max_file_mb: float = Field(20.0, gt=0)
     ann_threshold: int = Field(50_000, ge=0, description="above this many chunks the dense index is HNSW")
+    vector_store: Literal["faiss", "milvus"] = Field("faiss", description="where dense vectors live: faiss "
+                                                     "(embedded, in the index folder) or milvus (see milvus_uri)")
+    milvus_uri: str | None = Field(None, description="unset: a Milvus Lite file milvus.db in the index folder (one "
+                                   "process at a time); http://host:19530 for a Milvus standalone or cluster")
+    milvus_collection: str = Field("kb_chunks", description="the Milvus collection of this index (one per index)")
+    milvus_index: Literal["FLAT", "HNSW", "IVF_FLAT", "DISKANN", "AUTOINDEX"] = "HNSW"
+    milvus_token: str | None = Field(None, description="'user:password' or an API key for a secured Milvus")
+
+    def milvus_config(self) -> MilvusConfig | None:
+        """What `KnowledgeIndex` needs to keep vectors in Milvus; None when they stay in FAISS."""
+        from retrieval.vector_store import MilvusConfig
+
+        if self.vector_store == "faiss":
+            return None
+        return MilvusConfig(self.milvus_uri, self.milvus_collection, self.milvus_index, self.milvus_token)
+
+    max_per_doc: int | None = Field(None, ge=1, description="at most this many results per document (None: no cap)")
+    merge_adjacent: bool = Field(False, description="join neighbouring chunks of one document into one result")
+    cache_size: int = Field(256, ge=0, description="query-result LRU entries (0 disables the cache)")
 
     rerank_batch_size: int = Field(32, ge=1, le=1024)
     rerank_max_length: int = Field(512, ge=32, le=8192)
     long_passage: Literal["max", "mean", "first"] = "max"
+    calibration: Path | None = Field(None, description="calibrator JSON from `kb tune --write`: scores become "
+                                     "calibrated probabilities, and threshold and bands apply to them")
+
+    # ---- HTTP API (`kb serve`) ----------------------------------------------------------------------------------
+    api_keys: dict[str, list[str]] = Field(
+        default_factory=dict, description="API key → access groups; empty: no key needed. A key whose groups "
+        "include '*' sees everything and may ingest/delete. TOML table [api_keys] or KB_API_KEYS as JSON")
+    cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS, e.g. the UI's URL")
+    api_max_concurrency: int = Field(2, ge=1, description="searches/reranks computed at once (fits the cores)")
+    api_max_queue: int = Field(64, ge=0, description="requests allowed to wait; beyond that the API answers 429")
+    api_max_documents: int = Field(1000, ge=1, description="documents per /rerank request (413 above)")
+    api_max_query_chars: int = Field(2000, ge=1, description="characters in a query (413 above)")
+    api_max_text_chars: int = Field(2_000_000, ge=1, description="characters of documents per /rerank (413 above)")
+    api_max_request_mb: float = Field(50.0, gt=0, description="request body size, uploads included (413 above)")
+    upload_dir: Path = Field(Path("data/uploads"), description="where files uploaded through POST /ingest are kept")
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings],

@@ -1,0 +1,91 @@
+"""Back-pressure and size limits.
+
+`Admission` lets `max_active` model-bound requests run at once and `max_waiting` wait; anything beyond is refused
+at once with 429 and a Retry-After, so an overloaded server answers quickly instead of queueing without bound.
+`BodyLimit` refuses request bodies over a byte limit with 413 before they are read into memory.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from .errors import ApiError, body
+
+
+class Admission:
+    def __init__(self, max_active: int, max_waiting: int):
+        self._slots = threading.BoundedSemaphore(max_active)
+        self._lock = threading.Lock()
+        self.max_active, self.max_waiting = max_active, max_waiting
+        self.active = 0
+        self.waiting = 0
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold one compute slot for the block; raises ApiError(429) when the queue is full."""
+        with self._lock:
+            if self.waiting >= self.max_waiting and self.active >= self.max_active:
+                raise ApiError(429, f"server busy: {self.active} requests running and {self.waiting} waiting "
+                                    f"(limit {self.max_waiting}); retry shortly", "overloaded",
+                               headers={"Retry-After": "1"})
+            self.waiting += 1
+        self._slots.acquire()
+        with self._lock:
+            self.waiting -= 1
+            self.active += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.active -= 1
+            self._slots.release()
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for bodies over `max_bytes`, by Content-Length or while streaming."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
+            if not declared.isdigit() or int(declared) > self.max_bytes:
+                return await self._refuse(send)
+            return await self.app(scope, receive, send)  # the server stops reading at Content-Length
+        # Chunked upload: read it here, at most max_bytes of it, then hand the body on in one piece.
+        parts, seen = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            parts.append(message.get("body", b""))
+            seen += len(parts[-1])
+            if seen > self.max_bytes:
+                return await self._refuse(send)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(parts), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send) -> None:
+        mb = self.max_bytes / 2**20
+        payload = json.dumps(body(f"request body over the limit of {mb:.3g} MB (setting api_max_request_mb)",
+                                  "payload_too_large")).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": payload})

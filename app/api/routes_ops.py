@@ -1,0 +1,58 @@
+"""GET /health (readiness), GET /info (what is serving), GET /metrics (Prometheus)."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+
+from ..search import PRESETS
+from .auth import Caller
+from .state import caller, state_of
+
+router = APIRouter()
+
+
+@router.get("/health", summary="200 when models and index are loaded, 503 before (or if loading failed)")
+def health(request: Request):
+    st = state_of(request)
+    if st.ready:
+        idx = st.service.index
+        return {"status": "ready", "index_version": idx.version, "chunks": len(idx.chunks),
+                "reranker": st.service.reranker is not None, "uptime_s": round(time.time() - st.started, 1)}
+    status = "error" if st.error else "loading"
+    return JSONResponse({"status": status, "error": st.error or "models and index are still loading",
+                         "error_type": "not_ready"}, status_code=503, headers={"Retry-After": "2"})
+
+
+@router.get("/info", summary="Models, device, dtype, index size, defaults and limits")
+def info(request: Request, who: Annotated[Caller, Depends(caller)]) -> dict:
+    st = state_of(request)
+    svc = st.require_ready()
+    s = st.settings
+    emb = svc.embedder.info()
+    rr = svc.reranker.info() if svc.reranker is not None else None
+    return {
+        "embedder": emb, "reranker": rr, "reranker_error": svc.reranker_error,
+        "device": (svc.reranker.device_choice if svc.reranker else svc.embedder.choice).device,
+        "dtype": (svc.reranker.device_choice if svc.reranker else svc.embedder.choice).dtype,
+        "max_length": s.rerank_max_length, "index": {**svc.index.stats(), "root": str(svc.index_dir)},
+        "defaults": {"top_k": s.top_k, "top_n": s.top_n, "threshold": s.threshold, "mode": s.recall_mode,
+                     "max_per_doc": s.max_per_doc, "merge_adjacent": s.merge_adjacent, "presets": PRESETS},
+        "limits": {"max_documents": s.api_max_documents, "max_query_chars": s.api_max_query_chars,
+                   "max_text_chars": s.api_max_text_chars, "max_request_mb": s.api_max_request_mb,
+                   "max_file_mb": s.max_file_mb, "max_concurrency": s.api_max_concurrency,
+                   "max_queue": s.api_max_queue},
+        "auth": bool(s.api_keys), "caller_groups": None if who.groups is None else list(who.groups),
+        "cache": {"size": len(svc.cache), "capacity": svc.cache.size, "hits": svc.cache.hits,
+                  "misses": svc.cache.misses},
+        "warnings": svc.warnings,
+    }
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+def metrics(request: Request) -> Response:
+    m = state_of(request).metrics
+    return Response(m.render(), media_type=m.content_type)

@@ -1,0 +1,121 @@
+"""POST /search (the whole pipeline) and POST /rerank, /v1/rerank, /v2/rerank (Cohere and TEI shapes)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+
+from ..search import PRESETS
+from .auth import Caller
+from .errors import ApiError
+from .schemas import RerankRequest, RerankResponse, SearchRequest, TeiRank
+from .state import caller, state_of
+
+router = APIRouter()
+CallerDep = Annotated[Caller, Depends(caller)]
+
+
+def _check_query(query: str, limit: int) -> str:
+    query = query.strip()
+    if not query:
+        raise ApiError(400, "query is empty; send a question in `query`", "bad_request")
+    if len(query) > limit:
+        raise ApiError(413, f"query has {len(query)} characters; the limit is {limit} (setting api_max_query_chars)",
+                       "payload_too_large")
+    return query
+
+
+@router.post("/search", summary="Recall K chunks, rerank, keep those above the threshold, return N")
+def search(body: SearchRequest, request: Request, who: CallerDep) -> dict:
+    st = state_of(request)
+    service = st.require_ready()
+    query = _check_query(body.query, st.settings.api_max_query_chars)
+    threshold = body.threshold
+    if threshold is None and body.preset is not None:
+        threshold = PRESETS[body.preset]
+    groups = who.search_groups(body.groups)
+    with st.admission.slot():
+        st.metrics.in_flight.inc()
+        try:
+            res = service.search(query, body.top_k, body.top_n, threshold, groups, body.mode, body.max_per_doc,
+                                 body.merge_adjacent)
+        except ValueError as exc:
+            raise ApiError(400, str(exc), "bad_request") from exc
+        finally:
+            st.metrics.in_flight.dec()
+    st.metrics.observe_search(res.timings_ms, res.candidates, [r.score for r in res.results], res.cached,
+                              service.reranker is not None)
+    return res.to_dict(include_hidden=body.include_hidden)
+
+
+def _rerank(body: RerankRequest, request: Request):
+    """Score every candidate; returns (scored sorted best first, model name). Limits answer 413."""
+    from rerank.rank import rerank
+
+    st = state_of(request)
+    service = st.require_ready()
+    s = st.settings
+    query = _check_query(body.query, s.api_max_query_chars)
+    texts = body.candidate_texts()
+    if not texts:
+        raise ApiError(400, "no documents to rerank: send at least one in `documents` (or `texts`)", "bad_request")
+    if len(texts) > s.api_max_documents:
+        raise ApiError(413, f"{len(texts)} documents; the limit is {s.api_max_documents} per request "
+                            "(setting api_max_documents): split the request", "payload_too_large")
+    total = sum(len(t) for t in texts)
+    if total > s.api_max_text_chars:
+        raise ApiError(413, f"{total} characters of documents; the limit is {s.api_max_text_chars} per request "
+                            "(setting api_max_text_chars)", "payload_too_large")
+    if service.reranker is None:
+        why = service.reranker_error or "no reranker is configured (reranker = 'none')"
+        raise ApiError(503, f"reranking is unavailable: {why}", "not_ready")
+    with st.admission.slot():
+        st.metrics.in_flight.inc()
+        t0 = time.perf_counter()
+        try:
+            scored = rerank(query, texts, service.reranker)
+        finally:
+            st.metrics.in_flight.dec()
+    st.metrics.observe_rerank(len(texts), time.perf_counter() - t0, [x.score for x in scored])
+    return scored, service.reranker.name, texts
+
+
+def _cohere(body: RerankRequest, request: Request, version: str) -> RerankResponse:
+    if body.tei:
+        raise ApiError(400, "this endpoint takes Cohere's `documents`; send TEI's `texts` to POST /rerank",
+                       "bad_request")
+    scored, name, texts = _rerank(body, request)
+    top = scored if body.top_n is None else scored[:body.top_n]
+    with_docs = body.return_documents and version == "1"
+    results = [{"index": x.index, "relevance_score": x.score, "raw_score": x.raw_score,
+                "document": {"text": texts[x.index]} if with_docs else None} for x in top]
+    return RerankResponse(id=str(uuid.uuid4()), results=results,
+                          meta={"api_version": {"version": version}, "model": name,
+                                "billed_units": {"search_units": 1}})
+
+
+@router.post("/rerank", summary="Rerank documents: Cohere body (documents) or TEI body (texts)",
+             response_model=RerankResponse | list[TeiRank], response_model_exclude_none=True)
+def rerank_any(body: RerankRequest, request: Request, who: CallerDep):
+    if not body.tei:
+        return _cohere(body, request, "1")
+    scored, _, texts = _rerank(body, request)
+    top = scored if body.top_n is None else scored[:body.top_n]
+    # TEI's contract: a list sorted by score; `score` is the logit when raw_scores, else the sigmoid.
+    return [TeiRank(index=x.index, score=x.raw_score if body.raw_scores else x.score,
+                    text=texts[x.index] if body.return_text else None) for x in top]
+
+
+@router.post("/v1/rerank", summary="Cohere v1 rerank", response_model=RerankResponse,
+             response_model_exclude_none=True)
+def rerank_v1(body: RerankRequest, request: Request, who: CallerDep) -> RerankResponse:
+    return _cohere(body, request, "1")
+
+
+@router.post("/v2/rerank", summary="Cohere v2 rerank", response_model=RerankResponse,
+             response_model_exclude_none=True)
+def rerank_v2(body: RerankRequest, request: Request, who: CallerDep) -> RerankResponse:
+    return _cohere(body, request, "2")

@@ -1,0 +1,88 @@
+"""Request and response bodies. Bounds live here so that FastAPI answers 422 naming the field."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(..., description="the question, e.g. 试用期员工离职需要办理哪些手续？")
+    top_k: int | None = Field(None, ge=1, le=1000, description="recall size K [default: settings]")
+    top_n: int | None = Field(None, ge=1, le=100, description="results shown N [default: settings]")
+    threshold: float | None = Field(None, ge=0.0, le=1.0, description="minimum normalised score [default: settings]")
+    preset: Literal["strict", "balanced", "recall"] | None = Field(
+        None, description="threshold preset (strict 0.75, balanced 0.5, recall 0.4); `threshold` wins if both")
+    mode: Literal["hybrid", "dense", "lexical"] | None = None
+    groups: list[str] | None = Field(None, max_length=100, description="restrict to these access groups")
+    max_per_doc: int | None = Field(None, ge=1, le=100, description="at most this many results per document")
+    merge_adjacent: bool | None = Field(None, description="join neighbouring chunks of one document")
+    include_hidden: bool = Field(False, description="also return results below the threshold")
+
+
+class CohereDocument(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    text: str
+
+
+class RerankRequest(BaseModel):
+    """Cohere's shape (`documents`, v1 and v2) or TEI's (`texts`); exactly one of them."""
+
+    model_config = ConfigDict(extra="ignore")  # clients send model, rank_fields, max_chunks_per_doc, truncate…
+
+    query: str
+    documents: list[str | CohereDocument] | None = None
+    texts: list[str] | None = None
+    top_n: int | None = Field(None, ge=1)
+    return_documents: bool = False
+    raw_scores: bool = False
+    return_text: bool = False
+    model: str | None = None
+
+    @model_validator(mode="after")
+    def _one_list(self) -> RerankRequest:
+        if (self.documents is None) == (self.texts is None):
+            raise ValueError("give either `documents` (Cohere) or `texts` (TEI), not both and not neither")
+        return self
+
+    @property
+    def tei(self) -> bool:
+        return self.texts is not None
+
+    def candidate_texts(self) -> list[str]:
+        if self.texts is not None:
+            return list(self.texts)
+        return [d if isinstance(d, str) else d.text for d in self.documents or []]
+
+
+class RerankResult(BaseModel):
+    index: int
+    relevance_score: float
+    raw_score: float
+    document: dict[str, Any] | None = None
+
+
+class RerankResponse(BaseModel):
+    id: str
+    results: list[RerankResult]
+    meta: dict[str, Any]
+
+
+class TeiRank(BaseModel):
+    index: int
+    score: float
+    text: str | None = None
+
+
+class DocumentInfo(BaseModel):
+    doc_id: str
+    source: str
+    title: str
+    format: str
+    chunks: int
+    acl: list[str]
+    ingested_at: float
+    status: str = "indexed"

@@ -1,0 +1,67 @@
+"""`create_app(settings)`: the FastAPI application behind `kb serve`.
+
+Models and index load once, in a background thread started by the lifespan, so the server answers from the first
+second: /health says 503 until everything is loaded, then 200. Pass an already loaded `SearchService` (tests, or
+an embedding process) to skip loading.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+
+from ..search import SearchService
+from ..settings import Settings, get_settings
+from . import errors
+from .limits import BodyLimit
+from .routes_documents import router as documents_router
+from .routes_ops import router as ops_router
+from .routes_search import router as search_router
+from .state import ApiState
+
+DESCRIPTION = """Enterprise knowledge-base search: hybrid recall (BGE + BM25), cross-encoder reranking with
+scores in 0..1, threshold and top-N. `/rerank` speaks Cohere's and text-embeddings-inference's dialects.
+Errors are always `{"error": message, "error_type": kind}`."""
+
+
+def create_app(settings: Settings | None = None, service: SearchService | None = None,
+               background: bool = True) -> FastAPI:
+    """Build the app. `background=False` loads in the lifespan before serving (tests, scripts)."""
+    settings = settings if settings is not None else get_settings()
+    state = ApiState(settings, service if service is not None else SearchService(settings))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if background:
+            threading.Thread(target=state.load, name="kb-load", daemon=True).start()
+        else:
+            state.load()
+        yield
+
+    app = FastAPI(title="kb-search", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.kb = state
+    errors.install(app)
+    for router in (search_router, documents_router, ops_router):
+        app.include_router(router)
+
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next):
+        t0 = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        state.metrics.requests.labels(path, request.method, str(response.status_code)).inc()
+        state.metrics.request_seconds.labels(path).observe(time.perf_counter() - t0)
+        if response.status_code == 429:
+            state.metrics.rejected.inc()
+        return response
+
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
+                           allow_headers=["*"])
+    app.add_middleware(BodyLimit, max_bytes=int(settings.api_max_request_mb * 2**20))
+    return app

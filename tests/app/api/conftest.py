@@ -1,0 +1,96 @@
+"""API fixtures: a real index (MiniLM), a tiny local cross-encoder, the FastAPI app over both, and a real uvicorn."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from app.ingest_sync import sync
+from app.search import SearchService
+from app.settings import Settings
+from tests.tiny_models import build_tiny_cross_encoder
+
+DOCS = {
+    "vpn.md": "# VPN token\n\nTo reset a forgotten VPN token, open the self-service portal and choose Reset.\n",
+    "laptop.md": "# Laptops\n\nNew employees receive a laptop from the IT desk on their first day.\n",
+    "leave.md": "# Annual leave\n\nEmployees get twenty days of annual leave a year.\n",
+    "probation.md": "# 试用期离职\n\n试用期员工离职应当提前三日通知公司，并办理工作交接手续。\n",
+    "salary.md": "---\nacl: [hr]\n---\n# Salary bands\n\nBand B3 pays between 60k and 80k a year.\n",
+    "firewall.md": "---\nacl: [it-admins]\n---\n# Firewall runbook\n\nThe VPN gateway firewall is reset from the admin console.\n",
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_reranker(tmp_path_factory) -> Path:
+    return build_tiny_cross_encoder(tmp_path_factory.mktemp("models") / "tiny_reranker", arch="bert", seed=3)
+
+
+def make_service(root: Path, embedder, reranker: Path | str, **overrides) -> SearchService:
+    """A loaded SearchService over DOCS ingested into `root/index`, sharing the session's MiniLM."""
+    (root / "kb").mkdir(parents=True, exist_ok=True)
+    for name, text in DOCS.items():
+        (root / "kb" / name).write_text(text, encoding="utf-8")
+    settings = Settings(index_dir=root / "index", embedder=embedder.name, reranker=str(reranker),
+                        upload_dir=root / "uploads", **overrides)
+    sync([root / "kb"], settings.index_dir, embedder)
+    svc = SearchService(settings)
+    svc.embedder = embedder  # the shared, already loaded MiniLM
+    svc.reload_index()
+    svc.load_reranker()
+    return svc
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, embedder, tiny_reranker) -> SearchService:
+    return make_service(tmp_path_factory.mktemp("api"), embedder, tiny_reranker)
+
+
+@pytest.fixture(scope="module")
+def client(service):
+    from fastapi.testclient import TestClient
+
+    from app.api import create_app
+
+    with TestClient(create_app(service.settings, service, background=False)) as c:
+        yield c
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def live_server(app, timeout: float = 30.0) -> Iterator[str]:
+    """Run `app` on a real uvicorn in a thread on a free loopback port; yields its base URL."""
+    import httpx
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError(f"server on {url} did not become ready in {timeout} s")
+        time.sleep(0.1)
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -99,7 +99,7 @@ def ingest(
         try:
             report = sync(paths, Path(index_dir), emb, s.chunk_max_tokens, s.chunk_overlap,
                           int(s.max_file_mb * 2**20), s.ann_threshold, delete=not no_delete, rebuild=rebuild,
-                          progress=progress)
+                          progress=progress, milvus=s.milvus_config())
         except (IndexLocked, IndexMismatch) as exc:
             fail(str(exc))
     if as_json:

@@ -18,6 +18,7 @@ from ingest.identity import source_of
 from retrieval.embedder import Embedder
 from retrieval.index import KnowledgeIndex
 from retrieval.storage import writer_lock
+from retrieval.vector_store import MilvusConfig
 
 EXIT_OK = 0
 EXIT_SKIPPED = 3  # some files were skipped; everything else was ingested
@@ -63,8 +64,10 @@ def _under(source: str, roots: Sequence[Path]) -> bool:
 
 def sync(paths: Sequence[str | Path], index_dir: Path, embedder: Embedder, max_tokens: int = 512,
          overlap: int = 32, max_bytes: int = 20 * 2**20, ann_threshold: int = 50_000, delete: bool = True,
-         rebuild: bool = False, progress: Progress | None = None) -> IngestReport:
-    """Bring the index at `index_dir` in line with `paths`. Raises IndexLocked / IndexMismatch for the caller."""
+         rebuild: bool = False, progress: Progress | None = None, milvus: MilvusConfig | None = None
+         ) -> IngestReport:
+    """Bring the index at `index_dir` in line with `paths`, its vectors in Milvus when `milvus` is given (else
+    FAISS). Raises IndexLocked / IndexMismatch for the caller; `rebuild` starts over whatever the index was."""
     started = time.perf_counter()
     tick = progress or (lambda stage, done, total: None)
     report = IngestReport()
@@ -74,9 +77,10 @@ def sync(paths: Sequence[str | Path], index_dir: Path, embedder: Embedder, max_t
     report.files_seen = len(found.files)
     chunker = chunker_settings(embedder, max_tokens, overlap)
     with writer_lock(Path(index_dir)):
-        index = KnowledgeIndex.open(Path(index_dir), embedder.info(), chunker, ann_threshold)
-        if rebuild:
-            index = KnowledgeIndex(Path(index_dir), embedder.info(), chunker, ann_threshold)
+        if rebuild:  # not opened: a rebuild is how an index moves to another embedder or vector store
+            index = KnowledgeIndex(Path(index_dir), embedder.info(), chunker, ann_threshold, milvus)
+        else:
+            index = KnowledgeIndex.open(Path(index_dir), embedder.info(), chunker, ann_threshold, milvus=milvus)
         rechunk_all = index.chunker != chunker
         index.chunker = chunker
         by_source = {rec.source: rec for rec in index.documents.values()}
@@ -125,10 +129,10 @@ def sync(paths: Sequence[str | Path], index_dir: Path, embedder: Embedder, max_t
 
 
 def remove_documents(index_dir: Path, embedder: Embedder, doc_ids: Sequence[str],
-                     ann_threshold: int = 50_000) -> list[str]:
+                     ann_threshold: int = 50_000, milvus: MilvusConfig | None = None) -> list[str]:
     """Delete documents by id and publish a new version; returns the sources removed (unknown ids are ignored)."""
     with writer_lock(Path(index_dir)):
-        index = KnowledgeIndex.open(Path(index_dir), embedder.info(), {}, ann_threshold, create=False)
+        index = KnowledgeIndex.open(Path(index_dir), embedder.info(), {}, ann_threshold, create=False, milvus=milvus)
         sources = [index.documents[d].source for d in doc_ids if d in index.documents]
         if index.delete_documents(list(doc_ids)):
             index.save()

@@ -196,7 +196,7 @@ class SearchService:
         if self.embedder is None:
             raise RuntimeError("SearchService.load() must be called before reload_index()")
         self.index = KnowledgeIndex.open(self.index_dir, self.embedder.info(), {}, self.settings.ann_threshold,
-                                         create=False)
+                                         create=False, milvus=self.settings.milvus_config())
 
     def load_reranker(self) -> None:
         from rerank.factory import get_reranker, is_disabled

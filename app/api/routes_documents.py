@@ -68,7 +68,7 @@ def ingest(request: Request, who: CallerDep,
     with st.ingest_lock:
         try:
             report = sync(saved, service.index_dir, service.embedder, s.chunk_max_tokens, s.chunk_overlap,
-                          int(s.max_file_mb * 2**20), s.ann_threshold, delete=False)
+                          int(s.max_file_mb * 2**20), s.ann_threshold, delete=False, milvus=s.milvus_config())
         except IndexLocked as exc:
             raise ApiError(409, str(exc), "conflict", headers={"Retry-After": "5"}) from exc
         except IndexMismatch as exc:
@@ -106,7 +106,8 @@ def delete_document(doc_id: str, request: Request, who: CallerDep) -> dict:
         raise ApiError(404, f"no document {doc_id!r} in the index; GET /documents lists them", "not_found")
     with st.ingest_lock:
         try:
-            sources = remove_documents(service.index_dir, service.embedder, [doc_id], st.settings.ann_threshold)
+            sources = remove_documents(service.index_dir, service.embedder, [doc_id], st.settings.ann_threshold,
+                                       milvus=st.settings.milvus_config())
         except IndexLocked as exc:
             raise ApiError(409, str(exc), "conflict", headers={"Retry-After": "5"}) from exc
         uploads = source_of(Path(st.settings.upload_dir)) + "/"

@@ -49,7 +49,8 @@ class ApiState:
                     svc.reload_index()
                 except IndexNotFound:
                     svc.index = KnowledgeIndex.open(svc.index_dir, svc.embedder.info(), {},
-                                                    self.settings.ann_threshold, create=True)
+                                                    self.settings.ann_threshold, create=True,
+                                                    milvus=self.settings.milvus_config())
             self.metrics.index_chunks.set(len(svc.index.chunks))
             self.ready = True
         except Exception as exc:  # noqa: BLE001 — reported by /health and in the log, the server keeps answering

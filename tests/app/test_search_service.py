@@ -107,3 +107,78 @@ def test_cli_search_json_contract(service, monkeypatch):
     assert {"rank", "chunk_id", "doc_id", "source", "title", "section", "text", "retrieval_score", "raw_score",
             "score", "band"} <= set(first)
     assert len(out["results"]) == 3
+
+
+def _long_doc(tmp_path):
+    """A document of many short sections, so that neighbouring chunks exist."""
+    sections = [f"## Step {i}\n\nStep {i} of the VPN token reset: " + ("check the device and the portal. " * 30)
+                for i in range(1, 7)]
+    (tmp_path / "kb").mkdir()
+    (tmp_path / "kb" / "vpn-reset.md").write_text("# VPN token reset procedure\n\n" + "\n\n".join(sections))
+    (tmp_path / "kb" / "leave.md").write_text("# Leave\n\nVPN access is not needed to request leave.\n")
+
+
+@pytest.fixture(scope="module")
+def long_service(tmp_path_factory, embedder, service):
+    root = tmp_path_factory.mktemp("long")
+    _long_doc(root)
+    settings = service.settings.model_copy(update={"index_dir": root / "index", "chunk_max_tokens": 128})
+    sync([root / "kb"], settings.index_dir, embedder, max_tokens=128)
+    svc = SearchService(settings)
+    svc.embedder, svc.reranker = embedder, service.reranker
+    svc.reload_index()
+    return svc
+
+
+def test_max_per_doc_caps_each_document(long_service):
+    everything = long_service.search("VPN token reset step", top_k=20, top_n=20, threshold=0.0)
+    per_doc = {}
+    for r in everything.results:
+        per_doc[r.hit.chunk.doc_id] = per_doc.get(r.hit.chunk.doc_id, 0) + 1
+    assert max(per_doc.values()) > 2  # the long document has several chunks
+    capped = long_service.search("VPN token reset step", top_k=20, top_n=20, threshold=0.0, max_per_doc=2)
+    counts = {}
+    for r in capped.results:
+        counts[r.hit.chunk.doc_id] = counts.get(r.hit.chunk.doc_id, 0) + 1
+    assert max(counts.values()) == 2 and set(counts) == set(per_doc)
+    assert [r.rank for r in capped.results] == list(range(1, len(capped.results) + 1))
+    kept = [r.hit.chunk.chunk_id for r in capped.results]  # the best two of each document, in score order
+    assert kept == [r.hit.chunk.chunk_id for r in everything.results
+                    if r.hit.chunk.chunk_id in set(kept)]
+
+
+def test_merge_joins_neighbouring_chunks_in_document_order(long_service):
+    plain = long_service.search("VPN token reset step", top_k=20, top_n=20, threshold=0.0)
+    merged = long_service.search("VPN token reset step", top_k=20, top_n=20, threshold=0.0, merge=True)
+    assert len(merged.results) < len(plain.results)
+    big = max(merged.results, key=lambda r: len(r.hit.chunk.meta.get("merged", [])))
+    members = big.hit.chunk.meta["merged"]
+    positions = [int(cid.split("-")[1]) for cid in members]
+    assert len(members) > 1 and positions == sorted(positions)
+    assert all(b - a == 1 for a, b in zip(positions, positions[1:]))
+    texts = {r.hit.chunk.chunk_id: r.hit.chunk.text for r in plain.results}
+    assert big.hit.chunk.text == "\n".join(texts[c] for c in members)
+    best_member = max((r for r in plain.results if r.hit.chunk.chunk_id in members), key=lambda r: r.score)
+    assert big.score == best_member.score
+    shown = sum(len(r.hit.chunk.meta.get("merged", [r.hit.chunk.chunk_id])) for r in merged.results)
+    assert shown == len(plain.results)  # nothing lost, nothing doubled
+
+
+def test_cache_hits_and_invalidation_by_index_version(tmp_path, embedder, service):
+    (tmp_path / "kb").mkdir()
+    (tmp_path / "kb" / "a.md").write_text("# Parking\n\nStaff park in garage P2.\n")
+    settings = service.settings.model_copy(update={"index_dir": tmp_path / "index"})
+    sync([tmp_path / "kb"], settings.index_dir, embedder)
+    svc = SearchService(settings)
+    svc.embedder, svc.reranker = embedder, service.reranker
+    svc.reload_index()
+    first = svc.search("where do staff park", threshold=0.0)
+    again = svc.search("where do staff park", threshold=0.0)
+    assert not first.cached and again.cached and again.results == first.results
+    assert not svc.search("where do staff park", threshold=0.0, top_n=1).cached  # other parameters, other key
+    (tmp_path / "kb" / "b.md").write_text("# Visitors\n\nVisitors park in garage P1 after registering.\n")
+    sync([tmp_path / "kb"], settings.index_dir, embedder)
+    svc.reload_index()
+    after = svc.search("where do staff park", threshold=0.0)
+    assert not after.cached and after.index_version != first.index_version
+    assert any("garage P1" in r.hit.chunk.text for r in after.results)

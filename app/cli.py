@@ -179,25 +179,40 @@ def search(
 
 @app.command("eval")
 def eval_(
-    dataset: Annotated[Path, typer.Argument(help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv")],
-    split: Annotated[str, typer.Option("--split")] = "test",
+    dataset: Annotated[Path, typer.Argument(help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv) or a "
+                                                 "sample set (docs/ and queries.jsonl, e.g. data/samples)")],
+    split: Annotated[str, typer.Option("--split", help="BEIR qrels split")] = "test",
     index: IndexOpt = None,
     mode: Annotated[Optional[str], typer.Option("--mode", help="hybrid | dense | lexical | all")] = None,
-    top_k: Annotated[int, typer.Option("--top-k", help="chunks recalled per query")] = 100,
+    top_k: Annotated[int, typer.Option("--top-k", help="chunks recalled (and reranked) per query")] = 100,
+    top_n: Annotated[Optional[int], typer.Option("--top-n", help="N of hit@N (also hit@1, hit@3) [default: "
+                                                 "settings top_n]")] = None,
+    threshold: Annotated[Optional[float], typer.Option("--threshold", help="score a reranked result needs to be "
+                                                       "shown [default: settings threshold]")] = None,
     embedder: EmbedderOpt = None,
     reranker: RerankerOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """nDCG@10, MRR@10 and recall@10/50/100 of recall (and recall + rerank) on a BEIR-layout dataset."""
+    """nDCG@10, MRR@10, recall@10/50/100 and hit@N of recall (and recall + rerank), with latency and the answers
+    shown for unanswerable questions. The eval index lives beside the main one (INDEX/../eval) and is reused."""
     from rich.progress import Progress
 
-    from .evaluate import build_index, evaluate_recall, load_beir
+    from retrieval.storage import IndexLocked
+
+    from .calibration import load_calibrator
+    from .evaluate import detect_layout, evaluate_set, open_dataset
     from .search import SearchService
 
     _quiet_libraries()
     s = get_settings()
+    top_n = s.top_n if top_n is None else top_n
+    threshold = s.threshold if threshold is None else threshold
+    if not 1 <= top_n <= 100 or not 0.0 <= threshold <= 1.0 or top_k < 1:
+        fail(f"--top-k must be ≥ 1, --top-n within 1..100 and --threshold within 0..1; got {top_k}, {top_n}, "
+             f"{threshold}")
     try:
-        data = load_beir(dataset, split)
+        layout = detect_layout(dataset, split)
+        calibrate = load_calibrator(s.calibration).apply if s.calibration is not None else None
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     emb = _load_embedder(embedder)
@@ -206,32 +221,61 @@ def eval_(
     if service.reranker_error:
         err.print(f"[yellow]warning:[/] {service.reranker_error}", highlight=False)
     root = (index if index is not None else s.index_dir).parent / "eval"
-    idx = build_index(data, emb, root, s.chunk_max_tokens, s.chunk_overlap, progress=not as_json)
+    try:
+        es = open_dataset(dataset, emb, root, s.chunk_max_tokens, s.chunk_overlap, split,
+                          int(s.max_file_mb * 2**20), progress=not as_json)
+    except (FileNotFoundError, ValueError, IndexLocked) as exc:
+        fail(str(exc))
+    for file, reason in es.skipped:
+        err.print(f"[yellow]skipped[/] {file}: {reason} (its labels cannot be judged)", highlight=False)
     modes = ["dense", "lexical", "hybrid"] if mode == "all" else [mode or s.recall_mode]
-    report: dict = {"dataset": data.name, "split": split, "queries": len(data.queries), "documents": len(data.corpus),
-                    "chunks": len(idx.chunks), "embedder": emb.name, "reranker": service.reranker_name
-                    if service.reranker else None, "top_k": top_k, "metrics": {}, "latency_ms": {}}
+    hit_ns = sorted({1, 3, top_n})
+    report: dict = {"dataset": es.name, "layout": layout, "split": split if layout == "beir" else None,
+                    "judged": f"{es.unit}s", "queries": len(es.queries),
+                    "unanswerable": len(es.unanswerable), "documents": es.documents, "chunks": len(es.index.chunks),
+                    "skipped": [{"file": f, "reason": r} for f, r in es.skipped], "embedder": emb.name,
+                    "reranker": service.reranker.name if service.reranker else None,
+                    "calibration": str(s.calibration) if calibrate else None, "top_k": top_k, "top_n": top_n,
+                    "threshold": threshold, "metrics": {}, "answers": {}, "latency_ms": {}}
     with Progress(console=err, disable=as_json, transient=True) as bar:
         for m in modes:
-            task = bar.add_task(f"{m}", total=len(data.queries))
-            res = evaluate_recall(data, idx, emb, m, top_k, service.reranker,
-                                  tick=lambda n, total, t=task: bar.update(t, completed=n))
+            task = bar.add_task(f"{m}", total=len(es.queries))
+            try:
+                res = evaluate_set(es, emb, m, top_k, service.reranker, top_k, hit_ns, threshold, calibrate,
+                                   s.dense_weight, s.lexical_weight, s.rrf_k,
+                                   tick=lambda n, total, t=task: bar.update(t, completed=n))
+            except ValueError as exc:
+                fail(str(exc))
             for stage, r in res.items():
                 prefix = m if stage == "recall" else f"{m}+rerank"
                 report["metrics"].update({f"{prefix}/{k}": v for k, v in r["metrics"].items()})
                 report["latency_ms"][prefix] = r["latency_ms"]
-    if len(report["metrics"]) and len(modes) == 1 and not service.reranker:  # flat names for the common case
+                report["answers"][prefix] = r["answers"]
+    if len(modes) == 1 and not service.reranker:  # flat names for the common case
         report["metrics"] = {k.split("/", 1)[1]: v for k, v in report["metrics"].items()}
     if as_json:
         print(json.dumps(report, ensure_ascii=False))
         return
-    table = Table(title=f"{data.name} ({split}): {len(data.queries)} queries, {len(data.corpus)} documents")
+    stages = list(report["latency_ms"])
+    table = Table(title=f"{es.name}: {len(es.queries)} queries ({len(es.unanswerable)} unanswerable), "
+                        f"{es.documents} documents, {len(es.index.chunks)} chunks; judged as {es.unit}s")
     table.add_column("metric")
-    table.add_column("value", justify="right")
-    for k, v in report["metrics"].items():
-        table.add_row(k, f"{v:.4f}")
+    for st in stages:
+        table.add_column(st, justify="right")
+    names = dict.fromkeys(k.split("/", 1)[-1] for k in report["metrics"])
+    for name in names:
+        row = [report["metrics"].get(f"{st}/{name}", report["metrics"].get(name)) for st in stages]
+        table.add_row(name, *("-" if v is None else f"{v:.4f}" for v in row))
+    table.add_row("latency p50 / p95 ms", *(f"{report['latency_ms'][st]['p50']:.1f} / "
+                                           f"{report['latency_ms'][st]['p95']:.1f}" for st in stages))
     out.print(table)
-    out.print(f"latency (ms): {report['latency_ms']}", highlight=False)
+    for st in stages:
+        a = report["answers"][st]
+        rule = "recall shows its top N whatever the scores" if a["threshold"] is None else \
+            f"shown when score ≥ {a['threshold']}"
+        out.print(f"{st} ({rule}): {a['unanswerable_shown']}/{a['unanswerable']} unanswerable queries would show "
+                  f"an answer; {a['answerable_empty']}/{a['answerable']} answerable queries would show nothing",
+                  highlight=False)
 
 
 def _not_yet(name: str, issue: str):

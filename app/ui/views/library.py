@@ -1,0 +1,88 @@
+"""Library page: upload documents into the index, see what it holds, delete documents."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from app.ui import library, resources
+from ingest.load import SUPPORTED_SUFFIXES
+from retrieval.index import IndexMismatch, IndexNotFound
+from retrieval.storage import IndexLocked
+
+engine = resources.engine()
+svc = engine.service
+s = engine.settings
+
+st.title("Library")
+st.caption(f"Index {svc.index_dir} · uploaded files are kept in {s.upload_dir} · supported: "
+           f"{', '.join(sorted(SUPPORTED_SUFFIXES))} (up to {s.max_file_mb:g} MB each)")
+
+# ---- upload ------------------------------------------------------------------------------------------------
+with st.form("kb-upload", clear_on_submit=True):
+    files = st.file_uploader("Add or update documents", accept_multiple_files=True, key="kb_upload")
+    groups_text = st.text_input("Access groups for these files", placeholder="e.g. hr, finance — empty: everyone",
+                                help="Only people searching as a member of one of these groups will see them.")
+    submitted = st.form_submit_button("Ingest", type="primary", icon=":material/upload:")
+
+if submitted and files:
+    bar = st.progress(0.0, text="Saving files…")
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage == "read":
+            bar.progress(done / max(total, 1) * 0.5, text=f"Reading and chunking {done}/{total} files…")
+        else:
+            bar.progress(0.9, text="Embedding is done; publishing the new index version…")
+
+    try:
+        with st.spinner("Embedding the new passages…"):
+            known = {rec.source for rec in svc.index.documents.values()} if svc.index is not None else set()
+            report = library.ingest_files([(f.name, f.getvalue()) for f in files], library.parse_groups(groups_text),
+                                          s, svc.index_dir, svc.embedder, known, progress)
+    except (IndexLocked, IndexMismatch) as exc:
+        bar.empty()
+        st.error(str(exc))
+    else:
+        bar.progress(1.0, text=f"Done in {report.seconds:.1f} s")
+        engine.reload_index()
+        status = st.session_state.setdefault("kb_doc_status", {})
+        status.update({src: "added" for src in report.added})
+        status.update({src: "updated" for src in report.updated})
+        st.session_state["kb_last_ingest"] = report
+elif submitted:
+    st.warning("Choose one or more files first.")
+
+report = st.session_state.get("kb_last_ingest")
+if report is not None:
+    summary = (f"Last upload: {len(report.added)} added, {len(report.updated)} updated, {report.unchanged} "
+               f"unchanged, {len(report.skipped)} skipped; {report.chunks_written} passages embedded.")
+    (st.warning if report.skipped else st.success)(summary)
+    if report.skipped:
+        st.markdown("**Skipped files**")
+        st.dataframe([{"File": Path(f).name, "Reason": why} for f, why in report.skipped], hide_index=True,
+                     width="stretch")
+
+# ---- documents ---------------------------------------------------------------------------------------------
+if svc.index is None:
+    st.info(engine.index_error or "No index yet.", icon=":material/info:")
+    st.stop()
+docs = library.documents(svc.index, st.session_state.get("kb_doc_status"))
+st.subheader(f"{len(docs)} documents · {len(svc.index.chunks)} passages")
+st.dataframe(docs, hide_index=True, width="stretch", column_order=[
+    "Title", "File", "Format", "Chunks", "Access", "Ingested", "Status"])
+
+with st.expander("Delete documents"):
+    labels = {d["doc_id"]: f"{d['Title'] or d['File']} ({d['File']})" for d in docs}
+    chosen = st.multiselect("Documents to delete", list(labels), format_func=labels.get, key="kb_delete")
+    if st.button("Delete", type="primary", disabled=not chosen, icon=":material/delete:"):
+        try:
+            with st.spinner("Deleting and publishing a new index version…"):
+                removed = library.delete(chosen, s, svc.index_dir, svc.embedder)
+        except (IndexLocked, IndexNotFound) as exc:
+            st.error(str(exc))
+        else:
+            engine.reload_index()
+            st.session_state.pop("kb_delete", None)
+            st.toast(f"Deleted {len(removed)} document{'s' * (len(removed) != 1)}")
+            st.rerun()

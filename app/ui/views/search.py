@@ -1,0 +1,72 @@
+"""Search page: a question in, the passages that answer it out, one card per result with its score."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app.ui import controls, history, resources, rows
+from app.ui.cards import render_cards
+
+EXAMPLES = ["试用期员工离职需要办理哪些手续？", "How do I reset my VPN token?", "年假可以休几天",
+            "expense claim deadline"]
+
+
+def _example(text: str) -> None:
+    st.session_state["kb_query"] = text
+
+
+engine = resources.engine()
+svc = engine.service
+params = controls.current()
+
+st.title("Search the knowledge base")
+if svc.index is None:
+    st.info(engine.index_error or "No index loaded.", icon=":material/info:")
+    st.stop()
+
+with st.form("kb-search", border=False):
+    left, right = st.columns([6, 1], vertical_alignment="bottom")
+    left.text_input("Question", key="kb_query", placeholder="试用期员工离职需要办理哪些手续？ · How do I reset my VPN "
+                    "token?")
+    right.form_submit_button("Search", type="primary", icon=":material/search:", width="stretch")
+cols = st.columns(len(EXAMPLES))
+for col, text in zip(cols, EXAMPLES):
+    col.button(text, on_click=_example, args=(text,), type="tertiary", key=f"kb-ex-{text}")
+
+query = st.session_state.get("kb_query", "").strip()
+if not query:
+    st.caption(f"{len(svc.index.documents)} documents, {len(svc.index.chunks)} passages indexed. Ask a question in "
+               "Chinese or English.")
+    st.stop()
+
+try:
+    with st.spinner("Searching…"):
+        found = history.search(svc, query, params)
+except ValueError as exc:
+    st.error(str(exc))
+    st.stop()
+res = found.result
+for warning in res.warnings:
+    if warning not in (svc.reranker_error, svc.embedder.warning):  # those have their banner already
+        st.warning(warning, icon=":material/info:")
+
+all_rows = rows.from_search(res)
+shown = [r for r in all_rows if r.shown]
+hidden = [r for r in all_rows if not r.shown]
+recalled = getattr(res, "candidates", 0) or len(all_rows)
+if res.reranker:
+    st.markdown(f"**{len(shown)} result{'s' * (len(shown) != 1)}** with a score of at least "
+                f"{params.threshold:.2f} (of {recalled} passages recalled and reranked)")
+else:
+    st.markdown(f"**{len(shown)} passages in recall order** (no reranker: no relevance scores)")
+if not shown:
+    st.info("Nothing scored above the threshold. Lower it in the sidebar, or look below the threshold.")
+render_cards(shown, query, key="search")
+if hidden:
+    with st.expander(f"{len(hidden)} result{'s' * (len(hidden) != 1)} below the threshold {params.threshold:.2f}"):
+        render_cards(hidden, query, key="search-hidden")
+
+t = res.timings_ms
+st.caption(f"Timings — embed {t['embed']:.0f} ms · recall {t['recall']:.0f} ms · rerank {t['rerank']:.0f} ms · "
+           f"total {t['total']:.0f} ms{' (cached)' if getattr(res, 'cached', False) else ''} · "
+           f"device {res.device}, {res.dtype} · embedder {res.embedder} · reranker {res.reranker or 'none'}")

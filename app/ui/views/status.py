@@ -1,0 +1,89 @@
+"""Status page: where the models run and in which precision, which models and files, the index, and how fast
+this session's searches were."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import streamlit as st
+
+from app.settings import config_path
+from app.ui import history, resources
+from app.ui.status_info import device_rows, folder_bytes, human_bytes, precision
+from retrieval.storage import current_version
+
+engine = resources.engine()
+svc = engine.service
+s = engine.settings
+
+st.title("Status")
+if svc.reranker_error:
+    st.error(f"**Reranker could not be loaded: results are recall-only.** {svc.reranker_error}",
+             icon=":material/error:")
+elif svc.reranker is None:
+    st.warning("Reranker switched off (reranker = none): results are recall-only.", icon=":material/warning:")
+else:
+    st.success(f"Reranker {svc.reranker.name} loaded.", icon=":material/check_circle:")
+
+emb = svc.embedder
+choice = svc.reranker.device_choice if svc.reranker is not None else emb.choice
+cols = st.columns(4)
+cols[0].metric("Device", choice.gpu_name or choice.device.upper(), help=choice.reason)
+cols[1].metric("Precision", precision(choice.dtype), help=choice.dtype)
+cols[2].metric("Documents", len(svc.index.documents) if svc.index is not None else 0)
+cols[3].metric("Passages", len(svc.index.chunks) if svc.index is not None else 0)
+
+st.subheader("Models")
+info = emb.info()
+models = [{"Role": "embedder", "Model": emb.name, "Requested": emb.requested, "Path": info.get("path"),
+           "Device": emb.choice.device, "Precision": precision(emb.choice.dtype),
+           "Details": f"{info['dim']}-d, max {info['max_seq_length']} tokens"
+                      f"{', English only' if info.get('english_only') else ''}"}]
+if svc.reranker is not None:
+    r = svc.reranker.info()
+    models.append({"Role": "reranker", "Model": svc.reranker.name, "Requested": svc.reranker_name,
+                   "Path": r.get("path"), "Device": r.get("device"), "Precision": precision(r.get("dtype")),
+                   "Details": f"{r.get('architecture') or r.get('kind', '')}, max {r.get('max_length')} tokens, "
+                              f"batch {r.get('batch_size')}"})
+else:
+    models.append({"Role": "reranker", "Model": "not loaded", "Requested": svc.reranker_name, "Path": None,
+                   "Device": None, "Precision": None, "Details": svc.reranker_error or "switched off"})
+st.dataframe(models, hide_index=True, width="stretch")
+
+st.subheader("Hardware")
+st.dataframe(device_rows(choice), hide_index=True, width="stretch")
+
+st.subheader("Index")
+if svc.index is None:
+    st.info(engine.index_error or "No index loaded.", icon=":material/info:")
+else:
+    stats = svc.index.stats()
+    live = current_version(svc.index_dir)
+    st.dataframe([
+        {"Item": "folder", "Value": str(svc.index_dir.resolve())},
+        {"Item": "version", "Value": stats["version"]},
+        {"Item": "documents / passages", "Value": f"{stats['documents']} / {stats['chunks']}"},
+        {"Item": "dense index", "Value": f"{stats['dense_index']} ({svc.index.embedder['dim']}-d)"},
+        {"Item": "size on disk", "Value": human_bytes(folder_bytes(live)) if live else "—"},
+        {"Item": "updated", "Value": datetime.fromtimestamp(stats["updated"]).strftime("%Y-%m-%d %H:%M:%S")},
+    ], hide_index=True, width="stretch")
+
+st.subheader("Latency of this session's searches")
+lat = history.latencies()
+if not lat:
+    st.caption("No searches yet in this session.")
+else:
+    p = history.percentiles(lat)
+    cols = st.columns(4)
+    cols[0].metric("Searches", len(lat))
+    cols[1].metric("P50", f"{p['p50']:.0f} ms")
+    cols[2].metric("P95", f"{p['p95']:.0f} ms")
+    cols[3].metric("P99", f"{p['p99']:.0f} ms")
+    st.caption("Wall-clock time of each search as this page ran it (recall + rerank; repeated searches come from "
+               "the query cache and are fast).")
+
+st.subheader("Settings")
+st.caption(f"Config file: {config_path()} ({'found' if config_path().is_file() else 'not present'}); "
+           "KB_* environment variables override it.")
+st.dataframe([{"Setting": k, "Value": str(v)} for k, v in s.model_dump().items() if k != "api_keys"],
+             hide_index=True, width="stretch")

@@ -1,0 +1,89 @@
+"""A small real knowledge base for the app tests: Markdown files ingested with MiniLM into a temporary index, a
+tiny cross-encoder as the reranker, and `KB_*` variables pointing the app at them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from app.ui import APP_FILE
+
+DOCS = {
+    "vpn.md": "# VPN token\n\nTo reset a forgotten VPN token, open the self-service portal and choose Reset.\n",
+    "laptop.md": "# Laptops\n\nNew employees receive a laptop from the IT desk on their first day.\n",
+    "leave.md": "# Annual leave\n\nEmployees get twenty days of annual leave a year.\n\n"
+                "Unused leave expires at the end of March of the next year.\n",
+    "salary.md": "---\nacl: [hr]\n---\n# Salary bands\n\nBand B3 pays between 60k and 80k a year.\n",
+    "probation-zh.md": "# 试用期离职\n\n试用期员工主动离职的，应当提前三日通知公司，并办理离职手续。\n",
+    "script.md": "# Browser security\n\nNever paste <script>alert('x')</script> tags & other code into the wiki.\n",
+}
+
+
+@dataclass(frozen=True)
+class KB:
+    root: Path
+    docs: Path
+    index: Path
+    reranker: Path
+    uploads: Path
+
+
+@pytest.fixture(scope="package")
+def kb(tmp_path_factory, embedder) -> KB:
+    from app.ingest_sync import sync
+    from tests.tiny_models import build_tiny_cross_encoder
+
+    root = tmp_path_factory.mktemp("ui")
+    docs = root / "kb"
+    docs.mkdir()
+    for name, text in DOCS.items():
+        (docs / name).write_text(text, encoding="utf-8")
+    reranker = build_tiny_cross_encoder(root / "models" / "tiny", arch="bert", seed=5)
+    sync([docs], root / "index", embedder)
+    return KB(root, docs, root / "index", reranker, root / "uploads")
+
+
+def point_app_at(monkeypatch, kb: KB, index: Path | None = None, reranker: str | None = None) -> None:
+    """Settings for the app under test: this index and models, no config file, uploads in a temp folder."""
+    from app.settings import get_settings
+
+    monkeypatch.setenv("KB_CONFIG", str(kb.root / "absent.toml"))
+    monkeypatch.setenv("KB_INDEX_DIR", str(index if index is not None else kb.index))
+    monkeypatch.setenv("KB_EMBEDDER", "packaged:all-MiniLM-L6-v2")
+    monkeypatch.setenv("KB_RERANKER", reranker if reranker is not None else str(kb.reranker))
+    monkeypatch.setenv("KB_UPLOAD_DIR", str(kb.uploads))
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def app_test(kb, monkeypatch):
+    """A function that starts the real app (app/ui/main.py) under AppTest, pointed at `kb` (or another index or
+    reranker), and runs it once."""
+    from streamlit.testing.v1 import AppTest
+
+    from app.settings import get_settings
+
+    def start(index: Path | None = None, reranker: str | None = None) -> AppTest:
+        point_app_at(monkeypatch, kb, index, reranker)
+        at = AppTest.from_file(str(APP_FILE), default_timeout=60)
+        return at.run()
+
+    yield start
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def service(kb, embedder, monkeypatch):
+    """A SearchService on the same index and reranker, to compare the app's numbers with."""
+    from app.search import SearchService
+    from app.settings import get_settings
+
+    point_app_at(monkeypatch, kb)
+    svc = SearchService(get_settings())
+    svc.embedder = embedder
+    svc.reload_index()
+    svc.load_reranker()
+    assert svc.reranker_error is None
+    return svc

@@ -208,7 +208,8 @@ class SearchService:
         try:
             self.reranker = get_reranker(self.reranker_name, device=s.device, dtype=s.dtype,
                                          batch_size=s.rerank_batch_size, max_length=s.rerank_max_length,
-                                         long_passage=s.long_passage, models_dir=str(s.models_dir))
+                                         long_passage=s.long_passage, models_dir=str(s.models_dir),
+                                         api_key=s.reranker_api_key)
             self.reranker_error = None
         except Exception as exc:  # noqa: BLE001 — any load failure means recall-only, said loudly
             self.reranker = None

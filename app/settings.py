@@ -29,7 +29,10 @@ class Settings(BaseSettings):
     index_dir: Path = Field(Path("data/index"), description="where the built index lives (git-ignored)")
     models_dir: Path = Field(Path("models"), description="local model folders, e.g. models/reranker_zh_v2")
     embedder: str = Field("BAAI/bge-m3", description="sentence-transformers model: hub name or local folder")
-    reranker: str = Field("BAAI/bge-reranker-v2-m3", description="cross-encoder: hub name, folder, or 'none'")
+    reranker: str = Field("BAAI/bge-reranker-v2-m3", description="cross-encoder: hub name, folder, 'none', or the "
+                          "URL of a TEI-compatible /rerank server: tei+http://host:8080")
+    reranker_api_key: str | None = Field(None, description="bearer token for a remote (TEI) reranker started with "
+                                         "--api-key")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
 

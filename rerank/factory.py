@@ -23,9 +23,14 @@ def is_disabled(name: str | None) -> bool:
 
 def create_reranker(name: str, device: str = "auto", dtype: str = "auto", batch_size: int = 32,
                     max_length: int = 512, long_passage: str = "max", models_dir: str | Path = "models",
-                    allow_remote_code: bool = False) -> Reranker:
-    """A not-yet-loaded reranker: `LLMReranker` for causal-LM configs (or gemma/minicpm names without a local
+                    allow_remote_code: bool = False, api_key: str | None = None) -> Reranker:
+    """A not-yet-loaded reranker: `RemoteReranker` for a URL (`tei+http://host:8080`, `http(s)://...`; `api_key`
+    is sent to it as a bearer token), `LLMReranker` for causal-LM configs (or gemma/minicpm names without a local
     config), else `CrossEncoderReranker`."""
+    from rerank.remote import RemoteReranker, is_remote
+
+    if is_remote(name):
+        return RemoteReranker(name, batch_size=batch_size, api_key=api_key)
     local = Path(name).expanduser()
     folder = local if local.is_dir() else Path(models_dir) / name
     config = read_config(folder) if folder.is_dir() else None
@@ -42,14 +47,14 @@ def create_reranker(name: str, device: str = "auto", dtype: str = "auto", batch_
 
 def get_reranker(name: str, device: str = "auto", dtype: str = "auto", batch_size: int = 32, max_length: int = 512,
                  long_passage: str = "max", models_dir: str | Path = "models",
-                 allow_remote_code: bool = False) -> Reranker:
+                 allow_remote_code: bool = False, api_key: str | None = None) -> Reranker:
     """The process-wide loaded reranker for these arguments (loaded on first call, then shared)."""
-    key = (name, device, dtype, batch_size, max_length, long_passage, str(models_dir), allow_remote_code)
+    key = (name, device, dtype, batch_size, max_length, long_passage, str(models_dir), allow_remote_code, api_key)
     with _SHARED_LOCK:
         reranker = _SHARED.get(key)
         if reranker is None:
             reranker = create_reranker(name, device, dtype, batch_size, max_length, long_passage, models_dir,
-                                       allow_remote_code)
+                                       allow_remote_code, api_key)
             reranker.load()
             _SHARED[key] = reranker
         return reranker

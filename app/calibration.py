@@ -59,6 +59,13 @@ class Calibrator:
             out = np.interp(x, self.params["x"], self.params["y"])  # clamps outside the fitted range
         return float(out) if out.ndim == 0 else out
 
+    @property
+    def informative(self) -> bool:
+        """False when the fit found no relation between raw score and relevance (a constant calibrated score)."""
+        if self.method == "platt":
+            return self.params["a"] > 1e-9
+        return self.params["y"][0] < self.params["y"][-1]
+
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "version": VERSION, "method": self.method, "params": self.params,
                 "info": self.info}
@@ -103,7 +110,9 @@ def fit_platt(raw: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndar
         g = expit(z) - t
         return nll, np.array([float(g @ xs), float(g.sum())])
 
-    res = minimize(loss, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B", bounds=[(0.0, None), (None, None)])
+    # Start from "no information" (a = 0, the base rate): constant scores stay there, any signal moves `a`.
+    start = np.array([0.0, math.log(t.mean() / (1 - t.mean()))])
+    res = minimize(loss, start, jac=True, method="L-BFGS-B", bounds=[(0.0, None), (None, None)])
     a = float(res.x[0]) / scale
     b = float(res.x[1]) - a * float(np.mean(x))
     return Calibrator("platt", {"a": a, "b": b}, _info(info, x, y))

@@ -1,0 +1,240 @@
+"""`kb tune`: calibrate reranker scores on labelled queries, recommend the threshold for a target precision or
+recall, sweep K for quality against latency, and (with --write) make the choices the defaults.
+
+Exit codes: 0 done; 2 a user error (bad option, bad labels, no reranker, a target no threshold reaches with
+--write).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+DEFAULT_KS = "10,20,50,100"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("tune")(tune)
+
+
+def _parse_ks(text: str) -> list[int]:
+    try:
+        ks = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        ks = []
+    if not ks or ks[0] < 1 or ks[-1] > 100:
+        raise ValueError(f"--k-values must be comma-separated whole numbers within 1..100, e.g. {DEFAULT_KS}; "
+                         f"got {text!r}")
+    return ks
+
+
+def _search_applies_calibration(settings) -> bool:
+    """Whether SearchService maps raw scores through `settings.calibration` (it then has a `calibrator`).
+
+    Until it does, a threshold in calibrated units would be compared with sigmoid scores, so tune writes the
+    threshold in the units search uses and leaves `calibration` unset.
+    """
+    from .search import SearchService
+
+    return hasattr(SearchService(settings), "calibrator")
+
+
+def tune(
+    dataset: Annotated[Path, typer.Argument(help="labelled set: a sample set (docs/, queries.jsonl) or a BEIR "
+                                                 "folder")] = Path("data/samples"),
+    target_precision: Annotated[Optional[float], typer.Option(
+        "--target-precision", help="precision of what is shown, e.g. 0.9 for customer-facing answers "
+        "[default: 0.9 unless --target-recall]")] = None,
+    target_recall: Annotated[Optional[float], typer.Option(
+        "--target-recall", help="share of the relevant recalled passages that must be shown")] = None,
+    method: Annotated[str, typer.Option("--method", help="calibration: platt (few labels) | isotonic")] = "platt",
+    top_k: Annotated[Optional[int], typer.Option("--top-k", help="K to write [default: the smallest K of the "
+                                                  "sweep within 0.01 of the best hit@N]")] = None,
+    top_n: Annotated[Optional[int], typer.Option("--top-n", help="N shown [default: settings top_n]")] = None,
+    k_values: Annotated[str, typer.Option("--k-values", help="K values to sweep (the largest is collected)")]
+    = DEFAULT_KS,
+    latency_queries: Annotated[int, typer.Option("--latency-queries", help="queries timed per K (0: skip)")] = 20,
+    split: Annotated[str, typer.Option("--split", help="BEIR qrels split")] = "test",
+    mode: Annotated[Optional[str], typer.Option("--mode", help="hybrid | dense | lexical")] = None,
+    calibration_out: Annotated[Optional[Path], typer.Option(
+        "--calibration-out", help="where the fitted calibrator is saved [default: kb-calibration.json beside "
+        "the config file]")] = None,
+    write: Annotated[bool, typer.Option("--write", help="write top_k, top_n, threshold (and calibration) to the "
+                                                        "config file; the old file is backed up")] = False,
+    index: Annotated[Optional[Path], typer.Option("--index", help="main index folder; the eval index lives "
+                                                  "beside it in ../eval")] = None,
+    embedder: Annotated[Optional[str], typer.Option("--embedder", help="hub name or local folder")] = None,
+    reranker: Annotated[Optional[str], typer.Option("--reranker", help="hub name or local folder")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Calibrate reranker scores, recommend the threshold for a target precision or recall, sweep K."""
+    from rich.progress import Progress
+
+    from retrieval.storage import IndexLocked
+
+    from . import tune as t
+    from .calibration import METHODS, load_calibrator
+    from .cli import _load_embedder, _quiet_libraries, err, fail, out
+    from .evaluate import detect_layout, open_dataset
+    from .search import SearchService
+    from .settings import config_path, get_settings
+
+    _quiet_libraries()
+    s = get_settings()
+    if target_precision is not None and target_recall is not None:
+        fail("give --target-precision or --target-recall, not both")
+    if target_precision is None and target_recall is None:
+        target_precision = 0.9
+    top_n = s.top_n if top_n is None else top_n
+    try:
+        if method not in METHODS:
+            raise ValueError(f"--method must be one of {', '.join(METHODS)}; got {method!r}")
+        for name, v in (("--target-precision", target_precision), ("--target-recall", target_recall)):
+            if v is not None and not 0.0 < v <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1]; got {v}")
+        if not 1 <= top_n <= 100 or (top_k is not None and not 1 <= top_k <= 1000):
+            raise ValueError(f"--top-n must be within 1..100 and --top-k within 1..1000; got {top_n}, {top_k}")
+        ks = _parse_ks(k_values)
+        detect_layout(dataset, split)
+    except (ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+
+    emb = _load_embedder(embedder)
+    root = (index if index is not None else s.index_dir).parent / "eval"
+    try:
+        labelled = open_dataset(dataset, emb, root, s.chunk_max_tokens, s.chunk_overlap, split,
+                                int(s.max_file_mb * 2**20), progress=not as_json)
+    except (FileNotFoundError, ValueError, IndexLocked) as exc:
+        fail(str(exc))
+    service = SearchService(s, labelled.index.root, emb.name, reranker)
+    service.embedder, service.index = emb, labelled.index  # the loaded embedder, over the labelled set's index
+    service.load_reranker()
+    with Progress(console=err, disable=as_json, transient=True) as bar:
+        task = bar.add_task("scoring", total=len(labelled.queries))
+        try:
+            collected = t.collect(service, labelled, max(ks), mode, tick=lambda n, total: bar.update(task, completed=n))
+        except ValueError as exc:
+            fail(str(exc))
+        raw, grades, _ = collected.pairs()
+        info = {"reranker": collected.reranker, "embedder": collected.embedder, "dataset": str(dataset),
+                "top_k": collected.top_k}
+        try:
+            calibrator = t.fit_calibrator(method, raw, grades, info)
+        except ValueError as exc:
+            fail(str(exc))
+        bar.update(task, description="cross-validating")
+        cv = t.cross_validate(collected, method, target_precision, target_recall)
+        sweep = t.sweep_k(collected, ks, top_n)
+        timing = {}
+        if latency_queries > 0:
+            bar.update(task, description="timing K")
+            timing = t.time_k(service, labelled, ks, latency_queries, mode)
+
+    applies = _search_applies_calibration(s)
+    serve = calibrator.apply if applies else t.sigmoid  # the units search will compare the threshold with
+    served = serve(raw)
+    rec = t.recommend_threshold(served, grades, target_precision, target_recall)
+    current = load_calibrator(s.calibration).apply if applies and s.calibration is not None else t.sigmoid
+    effect_now = t.answer_effect(collected, current, s.threshold, top_n)
+    # Floor to 4 decimals: rounding up could hide the passage the threshold was chosen at.
+    threshold = None if rec is None else math.floor(rec.threshold * 1e4) / 1e4
+    effect_rec = None if threshold is None else t.answer_effect(collected, serve, threshold, top_n)
+    chosen_k = top_k if top_k is not None else t.choose_k(sweep)
+    grid = t.threshold_curve(served, grades, thresholds=[round(0.1 * i, 1) for i in range(1, 10)])
+    report = {
+        "dataset": labelled.name, "queries": len(labelled.queries), "unanswerable": len(labelled.unanswerable),
+        "judged": f"{labelled.unit}s", "pairs": int(raw.size), "relevant_pairs": int((grades > 0).sum()),
+        "embedder": collected.embedder, "reranker": collected.reranker, "collected_top_k": collected.top_k,
+        "calibration": {**calibrator.to_dict(), "cross_validation": cv},
+        "threshold_units": "calibrated" if applies else "sigmoid",
+        "target": {"precision": target_precision} if target_precision is not None else {"recall": target_recall},
+        "recommendation": None if rec is None else {**t.to_jsonable(rec), "threshold": threshold},
+        "answers": {"current": effect_now, "recommended": effect_rec},
+        "curve": t.to_jsonable(grid),
+        "k_sweep": [{**t.to_jsonable(p), **({"latency": timing[p.k]} if p.k in timing else {})} for p in sweep],
+        "chosen": {"top_k": chosen_k, "top_n": top_n, "threshold": threshold}, "written": None,
+        "warning": None if calibrator.informative else "the reranker's scores carry no information about "
+        "relevance on these labels (the calibrated score is the same for every passage): check the model",
+    }
+    if write:
+        if rec is None:
+            fail(f"no threshold reaches the target on these labels (best precision "
+                 f"{max(p.precision or 0 for p in t.threshold_curve(served, grades)):.3f}); nothing written: "
+                 "lower --target-precision, or use a better reranker")
+        values = {"top_k": chosen_k, "top_n": top_n, "threshold": threshold}
+        cal_path = calibration_out if calibration_out is not None else config_path().with_name("kb-calibration.json")
+        calibrator.save(cal_path)
+        if applies:
+            values["calibration"] = str(cal_path)
+        try:
+            path, backup = t.write_config(values)
+        except ValueError as exc:
+            fail(str(exc))
+        get_settings.cache_clear()  # later commands in this process read the new defaults
+        report["written"] = {"config": str(path), "backup": str(backup) if backup else None, "values": values,
+                             "calibrator": str(cal_path)}
+    if as_json:
+        print(json.dumps(report, ensure_ascii=False))
+        return
+    _print_report(report, out, applies)
+
+
+def _print_report(r: dict, out, applies: bool) -> None:
+    from rich.table import Table
+
+    cal, cv = r["calibration"], r["calibration"]["cross_validation"]
+    out.print(f"{r['dataset']}: {r['queries']} queries ({r['unanswerable']} unanswerable), {r['pairs']} scored "
+              f"passages ({r['relevant_pairs']} relevant, judged as {r['judged']}) from the top "
+              f"{r['collected_top_k']}; reranker {r['reranker']}", highlight=False)
+    if r["warning"]:
+        out.print(f"[yellow]warning:[/] {r['warning']}", highlight=False)
+    params = ", ".join(f"{k}={v:.4g}" for k, v in cal["params"].items()) if cal["method"] == "platt" else \
+        f"{len(cal['params']['x'])} breakpoints"
+    out.print(f"calibration {cal['method']} ({params}); {cv['folds']}-fold by query: Brier {cv['brier_sigmoid']} "
+              f"→ {cv['brier_calibrated']}, calibration error {cv['ece_sigmoid']} → {cv['ece_calibrated']} "
+              "(sigmoid → calibrated)", highlight=False)
+    units = "calibrated score" if applies else "score (the reranker's sigmoid, as search serves it)"
+    table = Table(title=f"threshold on the {units}")
+    for col in ("threshold", "precision", "recall", "shown"):
+        table.add_column(col, justify="right")
+    for p in r["curve"]:
+        table.add_row(f"{p['threshold']:.1f}", "-" if p["precision"] is None else f"{p['precision']:.3f}",
+                      f"{p['recall']:.3f}", f"{p['shown_fraction']:.1%}")
+    out.print(table)
+    rec, now, new = r["recommendation"], r["answers"]["current"], r["answers"]["recommended"]
+    target = ", ".join(f"{k} {v}" for k, v in r["target"].items())
+    if rec is None:
+        out.print(f"[bold red]no threshold reaches the target ({target}) on these labels[/]")
+    else:
+        out.print(f"target {target}: threshold [bold]{rec['threshold']}[/] gives precision {rec['precision']:.3f} "
+                  f"(95% lower bound {rec['precision_low']:.3f}), recall {rec['recall']:.3f}, shows "
+                  f"{rec['shown_fraction']:.1%} of recalled passages; held out: precision "
+                  f"{cv['heldout_precision']}, recall {cv['heldout_recall']}", highlight=False)
+    for name, e in (("now", now), ("recommended", new)):
+        if e is None:
+            continue
+        out.print(f"{name} (threshold {e['threshold']}, N={e['top_n']}): {e['unanswerable_shown']}/"
+                  f"{e['unanswerable']} unanswerable queries show an answer; {e['answerable_empty']}/"
+                  f"{e['answerable']} answerable show nothing; {e['answerable_hit']} show a relevant passage",
+                  highlight=False)
+    ks = Table(title="K: quality after reranking the top K, and latency")
+    for col in ("K", "recall@K", f"hit@{r['chosen']['top_n']}", "nDCG@10", "search p50 ms", "rerank p50 ms"):
+        ks.add_column(col, justify="right")
+    for p in r["k_sweep"]:
+        lat = p.get("latency") or {}
+        ks.add_row(str(p["k"]), f"{p['recall']:.4f}", f"{p['hit']:.4f}", f"{p['ndcg']:.4f}",
+                   str(lat.get("p50_ms", "-")), str(lat.get("rerank_p50_ms", "-")))
+    out.print(ks)
+    c = r["chosen"]
+    out.print(f"chosen: top_k={c['top_k']}, top_n={c['top_n']}, threshold={c['threshold']}", highlight=False)
+    if r["written"]:
+        w = r["written"]
+        out.print(f"written to {w['config']} (backup: {w['backup'] or 'none, new file'}); calibrator saved to "
+                  f"{w['calibrator']}" + ("" if applies else " (not applied: search does not calibrate yet, so "
+                                               "the threshold is in sigmoid units)"), highlight=False)
+    else:
+        out.print("run again with --write to make these the defaults", highlight=False)

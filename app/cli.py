@@ -212,7 +212,7 @@ def eval_(
              f"{threshold}")
     try:
         layout = detect_layout(dataset, split)
-        calibrate = load_calibrator(s.calibration).apply if s.calibration is not None else None
+        calibrator = load_calibrator(s.calibration) if s.calibration is not None else None
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     emb = _load_embedder(embedder)
@@ -220,6 +220,11 @@ def eval_(
     service.load_reranker()
     if service.reranker_error:
         err.print(f"[yellow]warning:[/] {service.reranker_error}", highlight=False)
+    calibrate = calibrator.apply if calibrator is not None and service.reranker else None
+    fitted_for = calibrator.info.get("reranker") if calibrator is not None else None
+    if calibrate is not None and fitted_for not in (None, service.reranker.name):
+        err.print(f"[yellow]warning:[/] calibration {s.calibration} was fitted for reranker {fitted_for!r}, not "
+                  f"{service.reranker.name!r}: its scores mean little here; run `kb tune` again", highlight=False)
     root = (index if index is not None else s.index_dir).parent / "eval"
     try:
         es = open_dataset(dataset, emb, root, s.chunk_max_tokens, s.chunk_overlap, split,

@@ -172,3 +172,22 @@ def test_evidence_that_matches_no_chunk_names_the_query(tiny_set, tmp_path, embe
     (folder / "queries.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     with pytest.raises(EvidenceNotFound, match="query a2: relevant document docs/missing.md is not in the index"):
         open_dataset(folder, embedder, tmp_path / "eval")
+
+
+def test_kb_eval_applies_the_configured_calibration(tiny_set, tmp_path, isolated_settings, monkeypatch):
+    from app.calibration import Calibrator
+    from app.settings import get_settings
+
+    folder, _ = tiny_set
+    model = build_tiny_cross_encoder(tmp_path / "tiny", arch="bert", seed=1)
+    args = ["eval", str(folder), "--reranker", str(model), "--top-k", "3", "--threshold", "0.99", "--json"]
+    plain = json.loads(CliRunner().invoke(app, args).stdout.strip().splitlines()[-1])
+    assert plain["answers"]["hybrid+rerank"]["unanswerable_shown"] == 0  # a random model's sigmoids stay far below
+    # A calibrator that maps every raw score to ~1.0: the same threshold now lets everything through.
+    Calibrator("platt", {"a": 0.0, "b": 10.0}, {"reranker": str(model)}).save(tmp_path / "cal.json")
+    monkeypatch.setenv("KB_CALIBRATION", str(tmp_path / "cal.json"))
+    get_settings.cache_clear()
+    calibrated = json.loads(CliRunner().invoke(app, args).stdout.strip().splitlines()[-1])
+    assert calibrated["calibration"] == str(tmp_path / "cal.json")
+    assert calibrated["answers"]["hybrid+rerank"]["unanswerable_shown"] == 1
+    assert calibrated["answers"]["hybrid+rerank"]["answerable_empty"] == 0

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.types import Chunk
-from rerank.types import Scored
+from rerank.types import Scored, band_of
 from retrieval.embedder import Embedder
 from retrieval.index import KnowledgeIndex
 from retrieval.recall import recall
@@ -62,12 +62,13 @@ class SearchResult:
     index_version: str = ""
     cached: bool = False  # served from the query cache: timings are those of the original search
     candidates: int = 0  # chunks recalled and (when a reranker is loaded) reranked
+    calibrated: bool = False  # scores went through the fitted calibrator (settings.calibration), not the sigmoid
 
     def to_dict(self, include_hidden: bool = False) -> dict[str, Any]:
         out = {"query": self.query, "embedder": self.embedder, "reranker": self.reranker, "device": self.device,
                "dtype": self.dtype, "timings_ms": self.timings_ms, "params": self.params,
                "results": [r.to_dict() for r in self.results], "hidden": len(self.below_threshold),
-               "index_version": self.index_version, "cached": self.cached}
+               "index_version": self.index_version, "cached": self.cached, "calibrated": self.calibrated}
         if self.warnings:
             out["warnings"] = self.warnings
         if include_hidden:
@@ -181,6 +182,8 @@ class SearchService:
         self.index: KnowledgeIndex | None = None
         self.reranker = None
         self.reranker_error: str | None = None
+        self.calibrator = None  # app.calibration.Calibrator when settings.calibration names one (`kb tune --write`)
+        self.calibration_error: str | None = None
         self.cache = QueryCache(settings.cache_size)
 
     # ---- loading -------------------------------------------------------------------------------------------
@@ -216,10 +219,25 @@ class SearchService:
             self.reranker_error = f"reranker {self.reranker_name!r} could not be loaded ({exc}); " \
                                   "serving recall-only results (scores are not reranker scores)"
             log.warning(self.reranker_error)
+        self.load_calibration()
+
+    def load_calibration(self) -> None:
+        """Read `settings.calibration`; an unreadable file is reported (warnings) and sigmoid scores are served."""
+        from .calibration import load_calibrator
+
+        self.calibrator, self.calibration_error = None, None
+        if self.settings.calibration is None or self.reranker is None:
+            return
+        try:
+            self.calibrator = load_calibrator(self.settings.calibration)
+        except ValueError as exc:
+            self.calibration_error = f"{exc}; serving uncalibrated (sigmoid) scores"
+            log.warning(self.calibration_error)
 
     @property
     def warnings(self) -> list[str]:
-        return [w for w in (self.embedder.warning if self.embedder else None, self.reranker_error) if w]
+        return [w for w in (self.embedder.warning if self.embedder else None, self.reranker_error,
+                            self.calibration_error) if w]
 
     # ---- searching -----------------------------------------------------------------------------------------
     def search(self, query: str, top_k: int | None = None, top_n: int | None = None,
@@ -249,7 +267,7 @@ class SearchService:
             raise RuntimeError("SearchService.load() must be called before search()")
         key = (query, top_k, top_n, threshold, mode, max_per_doc, merge,
                None if groups is None else tuple(sorted(set(groups))), index.version,
-               self.reranker.name if self.reranker else None)
+               self.reranker.name if self.reranker else None, id(self.calibrator))
         hit = self.cache.get(key)
         if hit is not None:
             return replace(hit, cached=True)
@@ -280,7 +298,7 @@ class SearchService:
                     "groups": list(groups) if groups is not None else None, "max_per_doc": max_per_doc,
                     "merge": merge},
             warnings=self.warnings + ([rec.note] if rec.note else []), index_version=index.version,
-            candidates=len(rec.hits))
+            candidates=len(rec.hits), calibrated=self.calibrator is not None and self.reranker is not None)
         self.cache.put(key, result)
         return result
 
@@ -294,6 +312,9 @@ class SearchService:
 
             scored: list[Scored] = rerank(query, hits, self.reranker)
             results = [Result(sc.rank, sc.hit, sc.raw_score, sc.score, sc.band) for sc in scored]
+            if self.calibrator is not None:  # non-decreasing in the raw score: the order stays as reranked
+                results = [replace(r, score=p, band=band_of(p)) for r in results
+                           for p in [float(self.calibrator.apply(r.raw_score))]]
             kept = cap_per_document([r for r in results if r.score >= threshold], max_per_doc)
             hidden = [r for r in results if r.score < threshold]
         if merge:

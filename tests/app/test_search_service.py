@@ -182,3 +182,33 @@ def test_cache_hits_and_invalidation_by_index_version(tmp_path, embedder, servic
     after = svc.search("where do staff park", threshold=0.0)
     assert not after.cached and after.index_version != first.index_version
     assert any("garage P1" in r.hit.chunk.text for r in after.results)
+
+
+def test_calibration_from_kb_tune_maps_scores_and_bands(tmp_path, service):
+    from app.calibration import Calibrator
+
+    path = Calibrator("platt", {"a": 2.0, "b": -1.0}).save(tmp_path / "cal.json")
+    svc = SearchService(service.settings.model_copy(update={"calibration": path}))
+    svc.embedder, svc.index = service.embedder, service.index
+    svc.load_reranker()
+    assert svc.calibrator is not None and svc.calibration_error is None
+    plain = service.search("how do I reset my VPN token", top_k=10, top_n=10, threshold=0.0)
+    cal = svc.search("how do I reset my VPN token", top_k=10, top_n=10, threshold=0.0)
+    assert cal.calibrated and not plain.calibrated
+    assert [r.hit.chunk.chunk_id for r in cal.results] == [r.hit.chunk.chunk_id for r in plain.results]
+    for r in cal.results:
+        assert math.isclose(r.score, 1 / (1 + math.exp(-(2.0 * r.raw_score - 1.0))), rel_tol=1e-9)
+        assert r.band == ("strong" if r.score > 0.7 else "review" if r.score >= 0.5 else "weak")
+    cut = sorted(r.score for r in cal.results)[len(cal.results) // 2]
+    assert all(r.score >= cut for r in svc.search("how do I reset my VPN token", top_k=10, top_n=10,
+                                                    threshold=cut).results)
+
+
+def test_unreadable_calibration_is_loud_and_falls_back_to_sigmoid(tmp_path, service):
+    (tmp_path / "cal.json").write_text("{not json")
+    svc = SearchService(service.settings.model_copy(update={"calibration": tmp_path / "cal.json"}))
+    svc.embedder, svc.index = service.embedder, service.index
+    svc.load_reranker()
+    res = svc.search("vpn token", top_k=5, threshold=0.0)
+    assert not res.calibrated and any("cal.json" in w and "kb tune" in w for w in res.warnings)
+    assert all(math.isclose(r.score, 1 / (1 + math.exp(-r.raw_score)), rel_tol=1e-6) for r in res.results)

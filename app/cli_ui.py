@@ -24,7 +24,9 @@ def streamlit_command(port: int, host: str) -> list[str]:
 
     return [sys.executable, "-m", "streamlit", "run", str(APP_FILE), "--server.headless", "true",
             "--server.port", str(port), "--server.address", host, "--browser.gatherUsageStats", "false",
-            "--client.toolbarMode", "viewer", "--theme.base", "light"]
+            "--client.toolbarMode", "viewer", "--theme.base", "light",
+            # blue controls: red and green are kept for what scores mean
+            "--theme.primaryColor", "#0969da"]
 
 
 def app_environment(index: Path | None, embedder: str | None, reranker: str | None) -> dict[str, str]:

@@ -17,6 +17,8 @@ import re
 from retrieval.analyzer import analyze, has_cjk
 
 _LATIN_WORD = re.compile(r"[A-Za-z0-9]+(?:[._'-][A-Za-z0-9]+)*")
+# Question words that BM25's stop list keeps (they cost it nothing) but that would light up every card.
+_QUESTION_STEMS = frozenset(analyze("how do does did what when where why who which can could should i my me"))
 
 
 def query_terms(query: str) -> tuple[list[str], set[str]]:
@@ -25,7 +27,7 @@ def query_terms(query: str) -> tuple[list[str], set[str]]:
     tokens = analyze(query)
     cjk = sorted({t for t in tokens if has_cjk(t)}, key=lambda t: (-len(t), t))
     longer = [t for t in cjk if len(t) > 1]
-    stems = {t for t in tokens if not has_cjk(t)}
+    stems = {t for t in tokens if not has_cjk(t)} - _QUESTION_STEMS
     return (longer if longer else cjk), stems
 
 

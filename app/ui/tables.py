@@ -15,10 +15,10 @@ def show_table(data: Sequence[Row], key: str, file_name: str) -> None:
         table(data), hide_index=True, key=key, width="stretch",
         column_config={
             "ID": cfg.NumberColumn("ID", help="input order", width="small"),
-            "Text": cfg.TextColumn("Text", width="large"),
+            "Text": cfg.TextColumn("Text", width="medium"),
             "Raw Score": cfg.NumberColumn("Raw Score", format="%.4f", help="the reranker's logit"),
             "Normalized Score": cfg.ProgressColumn("Normalized Score", format="%.4f", min_value=0.0, max_value=1.0,
-                                                   help="sigmoid of the raw score"),
+                                                   color="auto", help="sigmoid of the raw score; green above 0.5"),
             "Retrieval Score": cfg.NumberColumn("Retrieval Score", format="%.4f",
                                                 help="fused (RRF), cosine or BM25 score from recall"),
             "Rank": cfg.NumberColumn("Rank", width="small"),

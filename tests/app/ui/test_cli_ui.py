@@ -1,0 +1,109 @@
+"""`kb ui` and `kb demo` as a user runs them: a real `streamlit run` server process on a free local port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from retrieval.index import KnowledgeIndex
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def kb_command(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from app.cli import main; main()", *args]
+
+
+def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen(args, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_healthy(proc: subprocess.Popen, port: int, log: Path, seconds: float = 120) -> None:
+    """Poll the server's health endpoint until it answers, the process dies, or time runs out (then fail)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the app exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                if r.read() == b"ok":
+                    return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"the app did not answer on port {port} within {seconds} s:\n{log.read_text()}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)  # the kb process and the streamlit server it started
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture
+def env(tmp_path):
+    e = dict(os.environ, HF_HUB_OFFLINE="1", KB_CONFIG=str(tmp_path / "absent.toml"),
+             KB_EMBEDDER="packaged:all-MiniLM-L6-v2", KB_UPLOAD_DIR=str(tmp_path / "uploads"))
+    e.pop("KB_INDEX_DIR", None)
+    return e
+
+
+def test_kb_ui_serves_the_app(tmp_path, env, kb):
+    port = free_port()
+    log = tmp_path / "ui.log"
+    proc = start(kb_command("ui", "--port", str(port), "--index", str(kb.index), "--reranker", "none"), env, log)
+    try:
+        wait_healthy(proc, port, log)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as r:
+            assert r.status == 200 and b"<html" in r.read().lower()
+    finally:
+        stop(proc)
+    assert f"http://localhost:{port}" in log.read_text()
+
+
+def test_kb_demo_ingests_new_files_skips_unchanged_ones_then_serves(tmp_path, env, kb, embedder):
+    from app.ingest_sync import sync
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name in ("vpn.md", "leave.md"):
+        (docs / name).write_text((kb.docs / name).read_text())
+    index = tmp_path / "index"
+    sync([docs], index, embedder)  # an earlier demo
+    (docs / "laptop.md").write_text((kb.docs / "laptop.md").read_text())
+    port = free_port()
+    log = tmp_path / "demo.log"
+    proc = start(kb_command("demo", "--docs", str(docs), "--index", str(index), "--port", str(port),
+                            "--reranker", "none"), env, log)
+    try:
+        wait_healthy(proc, port, log)
+    finally:
+        stop(proc)
+    assert "1 added, 0 updated, 2 unchanged" in log.read_text()
+    assert KnowledgeIndex.read_manifest(index)["counts"]["documents"] == 3
+
+
+def test_kb_ui_rejects_a_bad_port(env):
+    out = subprocess.run(kb_command("ui", "--port", "70000"), env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "--port" in out.stderr
+
+
+def test_kb_demo_names_a_missing_docs_folder(env, tmp_path):
+    out = subprocess.run(kb_command("demo", "--docs", str(tmp_path / "nope"), "--index", str(tmp_path / "i")),
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "--docs" in out.stderr and "nope" in out.stderr

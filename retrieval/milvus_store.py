@@ -50,6 +50,10 @@ DELETE_BATCH = 1000  # document ids per delete expression
 FILE = "milvus.json"  # what a version folder records about the store
 
 
+_CLIENTS: dict[tuple[str, str], Any] = {}  # one client per server and credentials, shared by every store
+_CLIENTS_LOCK = threading.Lock()
+
+
 class MilvusStoreError(RuntimeError):
     """Milvus cannot be reached or the collection does not fit this index. The message says how to fix it."""
 
@@ -111,8 +115,12 @@ class MilvusStore:
 
         if is_lite(self.uri):
             Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
+        key = (self.uri, self.token or "")
         try:
-            client = MilvusClient(uri=self.uri, token=self.token or "")
+            with _CLIENTS_LOCK:  # a reader reloading its index for every new version must not open a channel each time
+                if key not in _CLIENTS:
+                    _CLIENTS[key] = MilvusClient(uri=self.uri, token=self.token or "")
+                client = _CLIENTS[key]
         except MilvusException as exc:
             hint = (f"Milvus Lite serves one process: is another `kb serve` or `kb ingest` holding {self.uri}? "
                     "For several processes use a Milvus standalone URI (KB_MILVUS_URI=http://host:19530)"
@@ -163,10 +171,9 @@ class MilvusStore:
                                    "drop that collection")
 
     def close(self) -> None:
+        """Forget this store's connection (the shared client stays open for other stores of the process)."""
         with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+            self._client = None
 
     # ---- mutation ------------------------------------------------------------------------------------------
     def _sweep(self, client: Any) -> None:

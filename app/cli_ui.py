@@ -1,14 +1,13 @@
 """`kb ui` (start the Streamlit app) and `kb demo` (ingest the sample knowledge base, then start the app).
 
-The app runs in its own process: `python -m streamlit run app/ui/main.py`, headless, on the given host and
-port. Options that choose the index and models reach it as `KB_*` environment variables, which the app's
+The command becomes the app's server (exec of `python -m streamlit run app/ui/main.py`), headless, on the
+given host and port. Options that choose the index and models reach it as `KB_*` environment variables, which the app's
 settings read like every other command's.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -44,11 +43,10 @@ def _serve(port: int, host: str, index: Path | None, embedder: str | None, reran
         raise typer.BadParameter(f"must be between 1 and 65535; got {port}", param_hint="--port")
     typer.echo(f"Knowledge search app on http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{port} "
                "(Ctrl+C stops it)", err=True)
-    try:
-        code = subprocess.call(streamlit_command(port, host), env=app_environment(index, embedder, reranker))
-    except KeyboardInterrupt:
-        code = 0
-    raise typer.Exit(code)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Become the server (exec, not a child process): Ctrl+C and a supervisor's SIGTERM reach Streamlit itself.
+    os.execve(sys.executable, streamlit_command(port, host), app_environment(index, embedder, reranker))
 
 
 PortOpt = Annotated[int, typer.Option("--port", help="port to serve the app on")]

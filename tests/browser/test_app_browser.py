@@ -65,10 +65,11 @@ def page(browser, app_url):
     context.close()
 
 
-def snap(page, path: Path, height: int = 1500) -> None:
-    """A screenshot of a taller window (Streamlit scrolls inside the page, so a full-page shot is the window)."""
+def snap(page, path: Path, height: int = 1500, anchor=None) -> None:
+    """A screenshot of a taller window (Streamlit scrolls inside the page, so a full-page shot is the window),
+    scrolled to the page title or to `anchor`."""
     page.set_viewport_size({"width": 1366, "height": height})
-    page.locator("h1").first.scroll_into_view_if_needed()
+    (anchor or page.locator("h1").first).scroll_into_view_if_needed()
     page.wait_for_timeout(500)
     page.screenshot(path=str(path))
     page.set_viewport_size({"width": 1366, "height": 900})
@@ -138,6 +139,7 @@ def test_chinese_search_cards_colours_bands_and_hidden_results(page, shots):
     for c in below:
         check_card(c)
         assert c["colour"] == RED and c["band"] == "weak"
+    snap(page, shots / "below-threshold.png", height=1000, anchor=expander)
 
 
 def test_english_search_then_raw_table_and_csv(page, shots):

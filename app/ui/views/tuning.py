@@ -26,8 +26,10 @@ if svc.reranker is None:
     st.stop()
 
 
-def threshold_rule(value: float) -> alt.Chart:
-    return alt.Chart(pd.DataFrame({"x": [value]})).mark_rule(color="#cf222e", strokeDash=[4, 3]).encode(x="x:Q")
+def rule(value: float, title: str, color: str = "#cf222e") -> alt.Chart:
+    """A dashed vertical line at `value` (the current threshold or K); `title` is the x axis title it shares."""
+    return alt.Chart(pd.DataFrame({"x": [value]})).mark_rule(color=color, strokeDash=[4, 3]).encode(
+        x=alt.X("x:Q", title=title))
 
 
 # ---- the current query ----------------------------------------------------------------------------------------
@@ -46,7 +48,7 @@ else:
     bars = alt.Chart(tn.histogram(scores)).mark_bar(color="#2da44e").encode(
         x=alt.X("start:Q", bin="binned", title="normalised score", scale=alt.Scale(domain=[0, 1])), x2="end:Q",
         y=alt.Y("count:Q", title="passages"))
-    st.altair_chart(bars + threshold_rule(params.threshold), width="stretch")
+    st.altair_chart(bars + rule(params.threshold, "normalised score"), width="stretch")
 
 # ---- a labelled query set -------------------------------------------------------------------------------------
 st.subheader("On labelled queries")
@@ -100,11 +102,12 @@ if done is not None:
     curve = tune.threshold_curve(served, grades, thresholds=np.round(np.linspace(0, 1, 101), 2))
     pr = pd.DataFrame([{"threshold": p.threshold, "precision": p.precision, "recall": p.recall} for p in curve])
     long = pr.melt("threshold", var_name="measure", value_name="value").dropna()
-    lines = alt.Chart(long).mark_line().encode(x=alt.X("threshold:Q", scale=alt.Scale(domain=[0, 1])),
+    lines = alt.Chart(long).mark_line().encode(x=alt.X("threshold:Q", title="threshold",
+                                                       scale=alt.Scale(domain=[0, 1])),
                                                y=alt.Y("value:Q", scale=alt.Scale(domain=[0, 1])),
                                                color="measure:N")
     st.markdown("**Precision and recall against the threshold** (recall of the relevant passages recalled)")
-    st.altair_chart(lines + threshold_rule(params.threshold), width="stretch")
+    st.altair_chart(lines + rule(params.threshold, "threshold"), width="stretch")
     at = min(curve, key=lambda p: abs(p.threshold - params.threshold))
     c1, c2, c3 = st.columns(3)
     c1.metric(f"Precision at {params.threshold:.2f}", "—" if at.precision is None else f"{at.precision:.3f}")
@@ -129,9 +132,9 @@ if done is not None:
              "recall@K": p.recall} for p in done["sweep"]]
     quality = pd.DataFrame(rows).melt("K", var_name="measure", value_name="value")
     st.markdown("**Quality against K** (after reranking the top K)")
-    st.altair_chart(alt.Chart(quality).mark_line(point=True).encode(x="K:Q", y=alt.Y("value:Q"), color="measure:N")
-                    + alt.Chart(pd.DataFrame({"x": [params.top_k]})).mark_rule(strokeDash=[4, 3]).encode(x="x:Q"),
-                    width="stretch")
+    st.altair_chart(alt.Chart(quality).mark_line(point=True).encode(x=alt.X("K:Q", title="K"), y="value:Q",
+                                                                    color="measure:N")
+                    + rule(params.top_k, "K", color="#57606a"), width="stretch")
     lat = pd.DataFrame([{"K": k, "search p50 (ms)": v["p50_ms"], "rerank p50 (ms)": v["rerank_p50_ms"]}
                         for k, v in done["timing"].items()]).melt("K", var_name="measure", value_name="ms")
     st.markdown("**Latency against K** (median over the timed queries)")

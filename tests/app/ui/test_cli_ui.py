@@ -71,6 +71,10 @@ def test_kb_ui_serves_the_app(tmp_path, env, kb):
         wait_healthy(proc, port, log)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as r:
             assert r.status == 200 and b"<html" in r.read().lower()
+        proc.send_signal(signal.SIGTERM)  # to `kb ui` alone, as a supervisor would: the server itself stops
+        proc.wait(timeout=30)
+        with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
+            pass
     finally:
         stop(proc)
     assert f"http://localhost:{port}" in log.read_text()

@@ -146,6 +146,9 @@ def search(
     threshold: Annotated[Optional[float], typer.Option("--threshold", help="minimum score 0..1")] = None,
     mode: Annotated[Optional[str], typer.Option("--mode", help="hybrid | dense | lexical")] = None,
     groups: Annotated[Optional[str], typer.Option("--groups", help="comma-separated access groups")] = None,
+    max_per_doc: Annotated[Optional[int], typer.Option("--max-per-doc", help="at most M results per document")] = None,
+    merge: Annotated[Optional[bool], typer.Option("--merge/--no-merge", help="join neighbouring chunks of a "
+                                                  "document [default: settings merge_adjacent]")] = None,
     embedder: EmbedderOpt = None,
     reranker: RerankerOpt = None,
     as_json: JsonOpt = False,
@@ -171,7 +174,7 @@ def search(
         fail(str(exc))
     for q in items:
         try:
-            res = service.search(q, top_k, top_n, threshold, group_list, mode)
+            res = service.search(q, top_k, top_n, threshold, group_list, mode, max_per_doc, merge)
         except ValueError as exc:
             fail(str(exc))
         _print_result(res, as_json)

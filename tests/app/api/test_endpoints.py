@@ -185,7 +185,6 @@ def test_failed_load_is_reported(tmp_path):
 
     from app.api import create_app
     from app.settings import Settings
-
     from retrieval.storage import CURRENT
 
     (tmp_path / "i" / "v-1").mkdir(parents=True)  # an index written by a future version of kb

@@ -12,17 +12,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 
 from ingest import IngestError
-from ingest.identity import source_of
 from ingest.load import normalise_acl
 from retrieval.index import IndexMismatch
 from retrieval.storage import IndexLocked
 
-from ..ingest_sync import remove_documents, sync
+from ..uploads import delete_documents, ingest_uploads, safe_name
 from .auth import Caller
 from .errors import ApiError
 from .schemas import DocumentInfo
 from .state import ApiState, caller, state_of
-from .uploads import remove_upload, safe_name, save_upload, supported
 
 router = APIRouter()
 CallerDep = Annotated[Caller, Depends(caller)]
@@ -51,33 +49,24 @@ def ingest(request: Request, who: CallerDep,
     service = st.require_ready()
     who.require_admin("uploading documents")
     acl = _groups_field(groups)
-    folder = Path(st.settings.upload_dir)
-    saved: list[Path] = []
-    skipped: list[dict] = []
+    named = []
     for up in files:
-        name = safe_name(up.filename)
-        if not supported(name):
-            skipped.append({"file": name, "reason": f"unsupported file type '{Path(name).suffix or name}': "
-                                                    "send .html, .pdf, .docx, .md or .txt"})
-            continue
-        saved.append(save_upload(folder, name, up.file.read(), acl))
-    if not saved:
-        raise ApiError(422, "nothing ingested: " + "; ".join(f"{x['file']}: {x['reason']}" for x in skipped),
-                       "unprocessable")
-    s = st.settings
-    with st.ingest_lock:
         try:
-            report = sync(saved, service.index_dir, service.embedder, s.chunk_max_tokens, s.chunk_overlap,
-                          int(s.max_file_mb * 2**20), s.ann_threshold, delete=False, milvus=s.milvus_config())
+            named.append((safe_name(up.filename), up.file.read()))
+        except ValueError as exc:
+            raise ApiError(400, f"upload {exc}", "bad_request") from exc
+    with st.ingest_lock:
+        known = {r.source for r in service.index.documents.values()}
+        try:
+            report = ingest_uploads(named, acl, st.settings, service.index_dir, service.embedder, known)
         except IndexLocked as exc:
             raise ApiError(409, str(exc), "conflict", headers={"Retry-After": "5"}) from exc
         except IndexMismatch as exc:
             raise ApiError(409, str(exc), "conflict") from exc
-        for file, _reason in report.skipped:  # a broken upload is not kept: it would fail again on every ingest
-            remove_upload(Path(file))
-        _reload(st)
+        if report.changed:
+            _reload(st)
     out = report.to_dict()
-    out["skipped"] = skipped + [{"file": Path(f).name, "reason": r} for f, r in report.skipped]
+    out["skipped"] = [{"file": Path(f).name, "reason": r} for f, r in report.skipped]
     out["added"] = [Path(x).name for x in report.added]
     out["updated"] = [Path(x).name for x in report.updated]
     if not report.added and not report.updated and not report.unchanged:
@@ -106,13 +95,8 @@ def delete_document(doc_id: str, request: Request, who: CallerDep) -> dict:
         raise ApiError(404, f"no document {doc_id!r} in the index; GET /documents lists them", "not_found")
     with st.ingest_lock:
         try:
-            sources = remove_documents(service.index_dir, service.embedder, [doc_id], st.settings.ann_threshold,
-                                       milvus=st.settings.milvus_config())
+            sources = delete_documents([doc_id], st.settings, service.index_dir, service.embedder)
         except IndexLocked as exc:
             raise ApiError(409, str(exc), "conflict", headers={"Retry-After": "5"}) from exc
-        uploads = source_of(Path(st.settings.upload_dir)) + "/"
-        for src in sources:
-            if src.startswith(uploads):  # an uploaded copy would come back with the next ingest of the folder
-                remove_upload(Path(src))
         _reload(st)
     return {"deleted": doc_id, "sources": sources, "index_version": service.index.version}

@@ -8,28 +8,15 @@ makes a re-upload of the same bytes a no-op and a changed file an update, exactl
 
 from __future__ import annotations
 
-import json
-import os
-import unicodedata
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-from app.ingest_sync import IngestReport, remove_documents, sync
+from app.ingest_sync import IngestReport
 from app.settings import Settings
-from ingest.identity import source_of
-from ingest.load import SIDECAR_SUFFIX
+from app.uploads import delete_documents, ingest_uploads
 from retrieval.embedder import Embedder
 from retrieval.index import KnowledgeIndex
-
-
-def clean_name(name: str) -> str:
-    """The file-name part of a browser-sent name; ValueError naming it when nothing usable is left."""
-    base = unicodedata.normalize("NFC", PurePosixPath(name.replace("\\", "/")).name).strip()
-    if not base or base.startswith(".") or base.endswith(SIDECAR_SUFFIX) \
-            or any(unicodedata.category(ch).startswith("C") for ch in base):
-        raise ValueError(f"file name {name!r} is not usable: rename the file to a plain name like policy.pdf")
-    return base
 
 
 def parse_groups(text: str) -> list[str]:
@@ -37,57 +24,16 @@ def parse_groups(text: str) -> list[str]:
     return sorted({g.strip() for g in text.replace("，", ",").split(",") if g.strip()})
 
 
-def save_upload(folder: Path, name: str, data: bytes, groups: Sequence[str]) -> Path:
-    """Write `folder/<clean name>` atomically, and its sidecar with `groups` (removed when there are none)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder.resolve() / clean_name(name)
-    tmp = target.with_name(f".{target.name}.part")
-    tmp.write_bytes(data)
-    os.replace(tmp, target)
-    side = target.with_name(target.name + SIDECAR_SUFFIX)
-    if groups:
-        side.write_text(json.dumps({"acl": list(groups)}), encoding="utf-8")
-    else:
-        side.unlink(missing_ok=True)
-    return target
-
-
-def remove_upload(path: Path) -> None:
-    for p in (path, path.with_name(path.name + SIDECAR_SUFFIX)):
-        p.unlink(missing_ok=True)
-
-
 def ingest_files(files: Sequence[tuple[str, bytes]], groups: Sequence[str], settings: Settings, index_dir: Path,
                  embedder: Embedder, known_sources: set[str] | frozenset[str] = frozenset(),
                  progress: Callable[[str, int, int], None] | None = None) -> IngestReport:
-    """Keep the files (name, bytes) and sync them into the index; nothing else in the index changes. A file the
-    pipeline skipped is not kept, unless it is in `known_sources` (the index still holds an earlier version)."""
-    folder = Path(settings.upload_dir)
-    report_names: list[tuple[str, str]] = []
-    saved: list[Path] = []
-    for name, data in files:
-        try:
-            saved.append(save_upload(folder, name, data, groups))
-        except ValueError as exc:
-            report_names.append((name, str(exc)))
-    s = settings
-    report = sync(saved, index_dir, embedder, s.chunk_max_tokens, s.chunk_overlap, int(s.max_file_mb * 2**20),
-                  s.ann_threshold, delete=False, progress=progress) if saved else IngestReport()
-    for file, _reason in report.skipped:
-        if file not in known_sources:  # a broken upload is not kept: it would fail again on every ingest
-            remove_upload(Path(file))
-    report.skipped = report_names + report.skipped
-    return report
+    """Keep the files (name, bytes) and sync them into the index: `app.uploads.ingest_uploads`, as the API does."""
+    return ingest_uploads(files, groups, settings, index_dir, embedder, known_sources, progress)
 
 
 def delete(doc_ids: Sequence[str], settings: Settings, index_dir: Path, embedder: Embedder) -> list[str]:
-    """Remove documents from the index (a new version is published) and their uploaded copies; returns sources."""
-    sources = remove_documents(index_dir, embedder, doc_ids, settings.ann_threshold)
-    uploads = source_of(Path(settings.upload_dir)) + "/"
-    for src in sources:
-        if src.startswith(uploads):  # an uploaded copy would come back with the next ingest of the folder
-            remove_upload(Path(src))
-    return sources
+    """Remove documents and their uploaded copies: `app.uploads.delete_documents`, as the API does."""
+    return delete_documents(doc_ids, settings, index_dir, embedder)
 
 
 def documents(index: KnowledgeIndex | None, status: dict[str, str] | None = None) -> list[dict]:

@@ -57,6 +57,7 @@ class SearchResult:
     timings_ms: dict[str, float]
     results: list[Result]
     below_threshold: list[Result] = field(default_factory=list)
+    not_shown: list[Result] = field(default_factory=list)  # at or above the threshold, cut by top_n or max_per_doc
     params: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     index_version: str = ""
@@ -68,11 +69,13 @@ class SearchResult:
         out = {"query": self.query, "embedder": self.embedder, "reranker": self.reranker, "device": self.device,
                "dtype": self.dtype, "timings_ms": self.timings_ms, "params": self.params,
                "results": [r.to_dict() for r in self.results], "hidden": len(self.below_threshold),
+               "more": len(self.not_shown),
                "index_version": self.index_version, "cached": self.cached, "calibrated": self.calibrated}
         if self.warnings:
             out["warnings"] = self.warnings
         if include_hidden:
             out["below_threshold"] = [r.to_dict() for r in self.below_threshold]
+            out["not_shown"] = [r.to_dict() for r in self.not_shown]
         return out
 
 
@@ -282,7 +285,7 @@ class SearchService:
         rec = recall(index, self.embedder, query, top_k, mode, groups, s.dense_weight, s.lexical_weight,
                      s.rrf_k)
         t1 = time.perf_counter()
-        shown, hidden = self._rank(query, rec.hits, top_n, threshold, max_per_doc, merge)
+        shown, more, hidden = self._rank(query, rec.hits, top_n, threshold, max_per_doc, merge)
         t2 = time.perf_counter()
         timings = {"embed": round(rec.timings_ms["embed"], 2),
                    "recall": round((t1 - t0) * 1000 - rec.timings_ms["embed"], 2),
@@ -293,7 +296,7 @@ class SearchService:
         result = SearchResult(
             query=query, embedder=self.embedder.name,
             reranker=self.reranker.name if self.reranker else None,
-            device=device, dtype=dtype, timings_ms=timings, results=shown, below_threshold=hidden,
+            device=device, dtype=dtype, timings_ms=timings, results=shown, below_threshold=hidden, not_shown=more,
             params={"top_k": top_k, "top_n": top_n, "threshold": threshold, "mode": mode,
                     "groups": list(groups) if groups is not None else None, "max_per_doc": max_per_doc,
                     "merge": merge},
@@ -303,9 +306,11 @@ class SearchService:
         return result
 
     def _rank(self, query: str, hits: list[Hit], top_n: int, threshold: float, max_per_doc: int | None = None,
-              merge: bool = False) -> tuple[list[Result], list[Result]]:
+              merge: bool = False) -> tuple[list[Result], list[Result], list[Result]]:
+        """(shown, not shown though above the threshold — cut by N or the per-document cap —, below threshold)."""
         if self.reranker is None:
             results = [Result(i, h, None, None, None) for i, h in enumerate(hits, start=1)]
+            above = results
             kept, hidden = cap_per_document(results, max_per_doc), []
         else:
             from rerank.rank import rerank
@@ -315,8 +320,13 @@ class SearchService:
             if self.calibrator is not None:  # non-decreasing in the raw score: the order stays as reranked
                 results = [replace(r, score=p, band=band_of(p)) for r in results
                            for p in [float(self.calibrator.apply(r.raw_score))]]
-            kept = cap_per_document([r for r in results if r.score >= threshold], max_per_doc)
+            above = [r for r in results if r.score >= threshold]
+            kept = cap_per_document(above, max_per_doc)
             hidden = [r for r in results if r.score < threshold]
         if merge:
             kept = merge_adjacent(kept)
-        return [replace(r, rank=i) for i, r in enumerate(kept[:top_n], start=1)], hidden
+        shown = [replace(r, rank=i) for i, r in enumerate(kept[:top_n], start=1)]
+        used = {cid for r in shown for cid in r.hit.chunk.meta.get("merged", [r.hit.chunk.chunk_id])}
+        more = [replace(r, rank=i) for i, r in enumerate((r for r in above if r.hit.chunk.chunk_id not in used),
+                                                         start=len(shown) + 1)]
+        return shown, more, hidden

@@ -46,10 +46,11 @@ def _recall_order(results: Sequence[Result]) -> dict[str, int]:
 
 
 def from_search(res: SearchResult) -> list[Row]:
-    """Rows of the shown results, then those under the threshold, each in rank order."""
-    order = _recall_order(res.results + res.below_threshold)
+    """Rows of every recalled chunk: the shown results, those above the threshold cut by N (or the per-document
+    cap), then those under the threshold, each in rank order."""
+    order = _recall_order(res.results + res.not_shown + res.below_threshold)
     rows = []
-    for shown, group in ((True, res.results), (False, res.below_threshold)):
+    for shown, group in ((True, res.results), (False, res.not_shown), (False, res.below_threshold)):
         for r in group:
             c = r.hit.chunk
             rows.append(Row(id=order[c.chunk_id], rank=r.rank, text=c.text, score=r.score, raw_score=r.raw_score,

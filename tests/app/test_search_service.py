@@ -212,3 +212,14 @@ def test_unreadable_calibration_is_loud_and_falls_back_to_sigmoid(tmp_path, serv
     res = svc.search("vpn token", top_k=5, threshold=0.0)
     assert not res.calibrated and any("cal.json" in w and "kb tune" in w for w in res.warnings)
     assert all(math.isclose(r.score, 1 / (1 + math.exp(-r.raw_score)), rel_tol=1e-6) for r in res.results)
+
+
+def test_every_recalled_chunk_is_accounted_for(service):
+    """shown + cut by N + under the threshold = every chunk recalled, each once (the app's raw table needs it)."""
+    res = service.search("annual leave VPN laptop", top_k=10, top_n=2, threshold=0.3)
+    ids = [r.hit.chunk.chunk_id for r in res.results + res.not_shown + res.below_threshold]
+    assert len(ids) == len(set(ids)) == res.candidates
+    assert all(r.score >= 0.3 for r in res.not_shown) and len(res.results) == 2
+    assert [r.rank for r in res.results + res.not_shown] == list(range(1, len(res.results) + len(res.not_shown) + 1))
+    d = res.to_dict(include_hidden=True)
+    assert d["more"] == len(res.not_shown) and len(d["not_shown"]) == len(res.not_shown)

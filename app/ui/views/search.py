@@ -52,7 +52,8 @@ for warning in res.warnings:
 
 all_rows = rows.from_search(res)
 shown = [r for r in all_rows if r.shown]
-hidden = [r for r in all_rows if not r.shown]
+# the expander holds what the threshold hid; results cut by N are in the raw data table
+hidden = [r for r in all_rows if not r.shown and r.score is not None and r.score < params.threshold]
 recalled = getattr(res, "candidates", 0) or len(all_rows)
 if res.reranker:
     st.markdown(f"**{len(shown)} result{'s' * (len(shown) != 1)}** with a score of at least "

@@ -9,6 +9,10 @@ Contract: every chunk's `context_text()` (title › section, then body) counts a
 3. a unit over the budget is split into sentences (。！？；. ! ? ;), packed with `overlap` tokens of trailing
    sentences repeated at the start of the next piece;
 4. a sentence over the budget is cut at the longest prefix that fits (binary search on characters).
+
+A chunk also holds at most `max_tokens * MAX_CHARS_PER_TOKEN` characters, so text that a tokenizer folds into a
+few unknown tokens (a 10 MB line of hex, a pasted blob) neither becomes a megabyte chunk nor costs a tokenizer pass
+over megabytes for every cut: chunking stays linear in the document's length.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ _LIST_ITEM = re.compile(rf"^(?:[-*+•]\s|\d{{1,3}}[.)、]\s?|[（(][{CN_NUMERAL
 _SENTENCE_END = re.compile(r"(?<=[。！？；!?;…])|(?<=[.!?])(?=\s)")
 _CN_LEVEL = {"编": 1, "章": 2, "节": 3}
 _MAX_HEAD_CHARS = 160
+MAX_CHARS_PER_TOKEN = 16  # English averages about 4 characters a token and Chinese 1-2: never binding for prose
 
 
 @dataclass(frozen=True)
@@ -113,8 +118,11 @@ class _Packer:
         self.doc, self.count, self.max, self.overlap = doc, count_tokens, max_tokens, overlap
         self.title = doc.title[:_MAX_HEAD_CHARS]
         self.pieces: list[tuple[int, int, str]] = []  # (start, end, section)
+        self.max_chars = max_tokens * MAX_CHARS_PER_TOKEN
 
     def fits(self, start: int, end: int, section: str) -> bool:
+        if end - start > self.max_chars:  # decided without tokenizing what may be megabytes
+            return False
         return self.count(context_text(self.title, section, self.doc.text[start:end].strip())) <= self.max
 
     def pack_units(self, units: list[_Unit]) -> None:
@@ -162,7 +170,12 @@ class _Packer:
 
     def cut_tokens(self, start: int, end: int, section: str) -> None:
         while start < end:
-            lo, hi = start + 1, end
+            window = min(end, start + self.max_chars)
+            if self.fits(start, window, section):  # the whole window: one tokenizer call (blobs, the tail)
+                self.pieces.append((start, window, section))
+                start = window
+                continue
+            lo, hi = start + 1, window - 1
             while lo < hi:  # largest `stop` with fits(start, stop)
                 mid = (lo + hi + 1) // 2
                 if self.fits(start, mid, section):

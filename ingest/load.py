@@ -15,6 +15,9 @@ from .types import Document
 SUPPORTED_SUFFIXES = frozenset(LOADERS)
 SIDECAR_SUFFIX = ".meta.json"
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+# A thousand-page book on one line. Longer lines are minified data or pasted blobs, not something a person reads:
+# chunking one would cost minutes of tokenizing and fill the index with thousands of chunks of noise.
+MAX_LINE_CHARS = 1_000_000
 
 
 def sidecar_path(path: Path) -> Path:
@@ -81,6 +84,10 @@ def load_bytes(name: str, data: bytes, source: str, extra_meta: dict[str, Any] |
     text = clean_text(loaded.text)
     if not text:
         raise IngestError(source, "no text found in the file")
+    longest = max(map(len, text.split("\n")))
+    if longest > MAX_LINE_CHARS:
+        raise IngestError(source, f"a single line of {longest:,} characters, over the {MAX_LINE_CHARS:,} limit: "
+                                  "minified data or an embedded blob, not a document; add line breaks or remove it")
     meta: dict[str, Any] = {"format": suffix.lstrip("."), "content_hash": content_hash(data), "bytes": len(data)}
     meta.update(loaded.meta)
     meta.update(extra_meta or {})

@@ -14,6 +14,11 @@ from docx.text.paragraph import Paragraph
 from .base import Loaded
 
 MAX_UNPACKED_BYTES = 256 * 1024 * 1024
+# Apache POI's zip-bomb rule: a part over 100 KB may not expand more than 100 times. Word's XML compresses about
+# 5-20 times; a 340 KB file holding 100 MB of repeated paragraphs (300 times) would keep python-docx busy for many
+# minutes and gigabytes while staying under MAX_UNPACKED_BYTES.
+MAX_RATIO = 100
+RATIO_GRACE_BYTES = 100 * 1024
 
 
 def _check_zip(data: bytes) -> None:
@@ -24,6 +29,11 @@ def _check_zip(data: bytes) -> None:
         if unpacked > MAX_UNPACKED_BYTES:
             raise ValueError(f"DOCX unpacks to {unpacked / 2**20:.0f} MB, over the "
                              f"{MAX_UNPACKED_BYTES // 2**20} MB limit (a zip bomb?)")
+        for info in archive.infolist():
+            if info.file_size > RATIO_GRACE_BYTES and info.file_size > MAX_RATIO * max(1, info.compress_size):
+                raise ValueError(f"DOCX part {info.filename} expands {info.file_size // max(1, info.compress_size)} "
+                                 f"times ({info.compress_size} bytes to {info.file_size / 2**20:.0f} MB), over the "
+                                 f"{MAX_RATIO}x limit (a zip bomb?); re-save it from Word or LibreOffice")
         if "word/document.xml" not in archive.namelist():
             raise ValueError("zip archive without word/document.xml: not a DOCX")
 

@@ -5,17 +5,36 @@ from __future__ import annotations
 
 from pathlib import PurePath
 
-from bs4 import BeautifulSoup, Comment, NavigableString
+from bs4 import BeautifulSoup, Comment, NavigableString, Tag
 
 from .base import Loaded
+
+# libxml2's own nesting limit for XML (without XML_PARSE_HUGE); real pages stay far below it. Deeper trees are
+# refused: every insert into a bs4 tree walks the ancestors, so 10,000 nested tags would cost minutes.
+MAX_DEPTH = 256
 
 _DROP = ["script", "style", "noscript", "template", "nav", "footer", "aside", "form", "iframe", "svg", "button"]
 _BLOCKS = ["p", "div", "section", "article", "main", "blockquote", "pre", "dd", "dt", "br", "hr", "table", "ul", "ol"]
 
 
+def _too_deep(soup: BeautifulSoup) -> bool:
+    """Whether any tag is nested more than MAX_DEPTH levels deep (an iterative walk: no recursion, linear time)."""
+    stack = [(soup, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        stack.extend((child, depth + 1) for child in node.contents if isinstance(child, Tag))
+    return False
+
+
 def html_to_text(markup: bytes | str) -> tuple[str, str]:
-    """Return (title, structured text) of an HTML page. Encoding comes from the page (meta charset) or detection."""
+    """Return (title, structured text) of an HTML page. Encoding comes from the page (meta charset) or detection.
+
+    Raises ValueError for a page nested more than MAX_DEPTH tags deep."""
     soup = BeautifulSoup(markup, "lxml")
+    if _too_deep(soup):
+        raise ValueError(f"HTML is nested more than {MAX_DEPTH} tags deep; simplify the page or save it as text")
     for comment in soup.find_all(string=lambda s: isinstance(s, Comment)):
         comment.extract()
     for tag in soup(_DROP):

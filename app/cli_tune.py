@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Annotated, Optional
 
+import numpy as np
 import typer
 
 DEFAULT_KS = "10,20,50,100"
@@ -30,17 +31,6 @@ def _parse_ks(text: str) -> list[int]:
         raise ValueError(f"--k-values must be comma-separated whole numbers within 1..100, e.g. {DEFAULT_KS}; "
                          f"got {text!r}")
     return ks
-
-
-def _search_applies_calibration(settings) -> bool:
-    """Whether SearchService maps raw scores through `settings.calibration` (it then has a `calibrator`).
-
-    Until it does, a threshold in calibrated units would be compared with sigmoid scores, so tune writes the
-    threshold in the units search uses and leaves `calibration` unset.
-    """
-    from .search import SearchService
-
-    return hasattr(SearchService(settings), "calibrator")
 
 
 def tune(
@@ -63,7 +53,7 @@ def tune(
     calibration_out: Annotated[Optional[Path], typer.Option(
         "--calibration-out", help="where the fitted calibrator is saved [default: kb-calibration.json beside "
         "the config file]")] = None,
-    write: Annotated[bool, typer.Option("--write", help="write top_k, top_n, threshold (and calibration) to the "
+    write: Annotated[bool, typer.Option("--write", help="write top_k, top_n, threshold and calibration to the "
                                                         "config file; the old file is backed up")] = False,
     index: Annotated[Optional[Path], typer.Option("--index", help="main index folder; the eval index lives "
                                                   "beside it in ../eval")] = None,
@@ -77,7 +67,7 @@ def tune(
     from retrieval.storage import IndexLocked
 
     from . import tune as t
-    from .calibration import METHODS, load_calibrator
+    from .calibration import METHODS
     from .cli import _load_embedder, _quiet_libraries, err, fail, out
     from .evaluate import detect_layout, open_dataset
     from .search import SearchService
@@ -134,23 +124,24 @@ def tune(
             bar.update(task, description="timing K")
             timing = t.time_k(service, labelled, ks, latency_queries, mode)
 
-    applies = _search_applies_calibration(s)
-    serve = calibrator.apply if applies else t.sigmoid  # the units search will compare the threshold with
-    served = serve(raw)
+    # Search compares the threshold with calibrated scores once `calibration` is set, so it is chosen on them.
+    served = calibrator.apply(raw)
     rec = t.recommend_threshold(served, grades, target_precision, target_recall)
-    current = load_calibrator(s.calibration).apply if applies and s.calibration is not None else t.sigmoid
+    current = service.calibrator.apply if service.calibrator is not None else t.sigmoid  # as search serves now
     effect_now = t.answer_effect(collected, current, s.threshold, top_n)
     # Floor to 4 decimals: rounding up could hide the passage the threshold was chosen at.
     threshold = None if rec is None else math.floor(rec.threshold * 1e4) / 1e4
-    effect_rec = None if threshold is None else t.answer_effect(collected, serve, threshold, top_n)
+    effect_rec = None if threshold is None else t.answer_effect(collected, calibrator.apply, threshold, top_n)
     chosen_k = top_k if top_k is not None else t.choose_k(sweep)
-    grid = t.threshold_curve(served, grades, thresholds=[round(0.1 * i, 1) for i in range(1, 10)])
+    # Thresholds that show 90%, 80%, … 10% of the passages: informative whatever the range of the scores.
+    deciles = sorted({float(v) for v in np.round(np.quantile(served, np.linspace(0.1, 0.9, 9)), 4)})
+    grid = t.threshold_curve(served, grades, thresholds=deciles)
     report = {
         "dataset": labelled.name, "queries": len(labelled.queries), "unanswerable": len(labelled.unanswerable),
         "judged": f"{labelled.unit}s", "pairs": int(raw.size), "relevant_pairs": int((grades > 0).sum()),
         "embedder": collected.embedder, "reranker": collected.reranker, "collected_top_k": collected.top_k,
         "calibration": {**calibrator.to_dict(), "cross_validation": cv},
-        "threshold_units": "calibrated" if applies else "sigmoid",
+        "threshold_units": "calibrated",
         "target": {"precision": target_precision} if target_precision is not None else {"recall": target_recall},
         "recommendation": None if rec is None else {**t.to_jsonable(rec), "threshold": threshold},
         "answers": {"current": effect_now, "recommended": effect_rec},
@@ -165,11 +156,9 @@ def tune(
             fail(f"no threshold reaches the target on these labels (best precision "
                  f"{max(p.precision or 0 for p in t.threshold_curve(served, grades)):.3f}); nothing written: "
                  "lower --target-precision, or use a better reranker")
-        values = {"top_k": chosen_k, "top_n": top_n, "threshold": threshold}
         cal_path = calibration_out if calibration_out is not None else config_path().with_name("kb-calibration.json")
         calibrator.save(cal_path)
-        if applies:
-            values["calibration"] = str(cal_path)
+        values = {"top_k": chosen_k, "top_n": top_n, "threshold": threshold, "calibration": str(cal_path)}
         try:
             path, backup = t.write_config(values)
         except ValueError as exc:
@@ -180,10 +169,10 @@ def tune(
     if as_json:
         print(json.dumps(report, ensure_ascii=False))
         return
-    _print_report(report, out, applies)
+    _print_report(report, out)
 
 
-def _print_report(r: dict, out, applies: bool) -> None:
+def _print_report(r: dict, out) -> None:
     from rich.table import Table
 
     cal, cv = r["calibration"], r["calibration"]["cross_validation"]
@@ -197,8 +186,7 @@ def _print_report(r: dict, out, applies: bool) -> None:
     out.print(f"calibration {cal['method']} ({params}); {cv['folds']}-fold by query: Brier {cv['brier_sigmoid']} "
               f"→ {cv['brier_calibrated']}, calibration error {cv['ece_sigmoid']} → {cv['ece_calibrated']} "
               "(sigmoid → calibrated)", highlight=False)
-    units = "calibrated score" if applies else "score (the reranker's sigmoid, as search serves it)"
-    table = Table(title=f"threshold on the {units}")
+    table = Table(title="threshold on the calibrated score (at the deciles of the scores)")
     for col in ("threshold", "precision", "recall", "shown"):
         table.add_column(col, justify="right")
     for p in r["curve"]:
@@ -234,7 +222,6 @@ def _print_report(r: dict, out, applies: bool) -> None:
     if r["written"]:
         w = r["written"]
         out.print(f"written to {w['config']} (backup: {w['backup'] or 'none, new file'}); calibrator saved to "
-                  f"{w['calibrator']}" + ("" if applies else " (not applied: search does not calibrate yet, so "
-                                               "the threshold is in sigmoid units)"), highlight=False)
+                  f"{w['calibrator']}", highlight=False)
     else:
         out.print("run again with --write to make these the defaults", highlight=False)

@@ -123,7 +123,7 @@ def collect(service: SearchService, labelled: EvalSet, top_k: int = 50, mode: st
         # Every candidate, unmerged and uncapped: calibration learns from the reranker's scores as they are.
         res = service.search(q.text, top_k=top_k, top_n=top_k, threshold=0.0, groups=q.groups, mode=mode,
                              max_per_doc=top_k, merge=False)
-        results = res.results + res.below_threshold
+        results = res.results + res.not_shown + res.below_threshold
         rank = {h.chunk.chunk_id: r for r, h in enumerate(recall_order([x.hit for x in results]), start=1)}
         cands = []
         for x in results:

@@ -256,14 +256,16 @@ def test_kb_tune_write_is_what_kb_search_then_uses(world, tune_env):
     config = tomllib.loads((tune_env / "kb.toml").read_text())
     assert config["recall_mode"] == "hybrid"  # kept
     assert {k: config[k] for k in ("top_k", "top_n", "threshold")} == chosen
-    assert load_calibrator(report["written"]["calibrator"]).method == "platt"
+    assert config["calibration"] == report["written"]["calibrator"]  # search maps raw scores through it
+    assert load_calibrator(config["calibration"]).method == "platt"
     assert report["written"]["backup"] and "recall_mode" in open(report["written"]["backup"]).read()
 
     search = runner.invoke(app, ["search", "reset my VPN token", "--json"])
     assert search.exit_code == 0, search.output
     out = json.loads(search.stdout.strip().splitlines()[-1])
     assert out["params"]["threshold"] == chosen["threshold"] and out["params"]["top_k"] == chosen["top_k"]
-    assert out["params"]["top_n"] == 3 and all(r["score"] >= chosen["threshold"] for r in out["results"])
+    assert out["params"]["top_n"] == 3 and out["calibrated"] is True
+    assert all(r["score"] >= chosen["threshold"] for r in out["results"])
 
 
 def test_kb_tune_refuses_bad_requests(world, tune_env, monkeypatch):

@@ -11,6 +11,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -28,16 +29,37 @@ def body(message: str, error_type: str, **extra) -> dict:
     return {"error": message, "error_type": error_type, **extra}
 
 
+class ErrorBody(BaseModel):
+    """What every 4xx/5xx answers (422 adds `details`: the failing fields)."""
+
+    error: str
+    error_type: str
+    details: list[dict] | None = None
+
+
+def error_responses(*statuses: int) -> dict[int, dict]:
+    """OpenAPI entries for the error statuses a router may answer, so that clients (and schema-driven fuzzers)
+    know them; 422 replaces FastAPI's default `{detail}` shape with ours."""
+    return {code: {"model": ErrorBody, "description": _TYPES[code]} for code in statuses}
+
+
 _TYPES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
           409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type", 422: "validation_error",
           429: "overloaded", 503: "not_ready"}
 
 
+def _sendable(part: object) -> str | int:
+    """A location part as it can be sent back: a JSON key may hold a lone surrogate that UTF-8 cannot encode."""
+    if isinstance(part, int):
+        return part
+    return str(part).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _validation_message(exc: RequestValidationError) -> str:
     parts = []
     for e in exc.errors()[:5]:
-        where = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
-        parts.append(f"{where}: {e.get('msg', 'invalid')}")
+        where = ".".join(str(_sendable(x)) for x in e.get("loc", ()) if x != "body") or "body"
+        parts.append(f"{where}: {_sendable(e.get('msg', 'invalid'))}")
     return "; ".join(parts) or "invalid request"
 
 
@@ -48,7 +70,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
-        details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+        details = [{"loc": [_sendable(x) for x in e.get("loc", ())], "msg": _sendable(e.get("msg", ""))}
+                   for e in exc.errors()]
         return JSONResponse(body(_validation_message(exc), "validation_error", details=details), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)

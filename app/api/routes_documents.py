@@ -18,11 +18,11 @@ from retrieval.storage import IndexLocked
 
 from ..uploads import delete_documents, ingest_uploads, safe_name
 from .auth import Caller
-from .errors import ApiError
+from .errors import ApiError, error_responses
 from .schemas import DocumentInfo
 from .state import ApiState, caller, state_of
 
-router = APIRouter()
+router = APIRouter(responses=error_responses(400, 401, 403, 404, 409, 413, 422, 503))
 CallerDep = Annotated[Caller, Depends(caller)]
 
 

@@ -10,9 +10,10 @@ from fastapi.responses import JSONResponse
 
 from ..search import PRESETS
 from .auth import Caller
+from .errors import error_responses
 from .state import caller, state_of
 
-router = APIRouter()
+router = APIRouter(responses=error_responses(401, 503))
 
 
 @router.get("/health", summary="200 when models and index are loaded, 503 before (or if loading failed)")
@@ -53,6 +54,8 @@ def info(request: Request, who: Annotated[Caller, Depends(caller)]) -> dict:
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-def metrics(request: Request) -> Response:
+def metrics(request: Request, who: Annotated[Caller, Depends(caller)]) -> Response:
+    """Needs a key when keys are configured, like every route but /health and the docs: the counters describe the
+    index and its traffic (Prometheus sends one with `authorization: {credentials: KEY}` in the scrape config)."""
     m = state_of(request).metrics
     return Response(m.render(), media_type=m.content_type)

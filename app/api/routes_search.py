@@ -10,11 +10,11 @@ from fastapi import APIRouter, Depends, Request
 
 from ..search import PRESETS
 from .auth import Caller
-from .errors import ApiError
+from .errors import ApiError, error_responses
 from .schemas import RerankRequest, RerankResponse, SearchRequest, TeiRank
 from .state import caller, state_of
 
-router = APIRouter()
+router = APIRouter(responses=error_responses(400, 401, 403, 413, 422, 429, 503))
 CallerDep = Annotated[Caller, Depends(caller)]
 
 

@@ -2,22 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+
+def _encodable(value: str) -> str:
+    """JSON can carry a lone UTF-16 surrogate (`"\\ud800"`); such a string can be neither tokenized nor sent back,
+    so it is refused here (422 naming the field) instead of failing later as a 500."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"unpaired UTF-16 surrogate {value[exc.start]!r} at character {exc.start}: "
+                         "send valid Unicode text") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_encodable)]
 
 
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    query: str = Field(..., description="the question, e.g. 试用期员工离职需要办理哪些手续？")
+    query: Text = Field(..., description="the question, e.g. 试用期员工离职需要办理哪些手续？")
     top_k: int | None = Field(None, ge=1, le=1000, description="recall size K [default: settings]")
     top_n: int | None = Field(None, ge=1, le=100, description="results shown N [default: settings]")
     threshold: float | None = Field(None, ge=0.0, le=1.0, description="minimum normalised score [default: settings]")
     preset: Literal["strict", "balanced", "recall"] | None = Field(
         None, description="threshold preset (strict 0.75, balanced 0.5, recall 0.4); `threshold` wins if both")
     mode: Literal["hybrid", "dense", "lexical"] | None = None
-    groups: list[str] | None = Field(None, max_length=100, description="restrict to these access groups")
+    groups: list[Text] | None = Field(None, max_length=100, description="restrict to these access groups")
     max_per_doc: int | None = Field(None, ge=1, le=100, description="at most this many results per document")
     merge_adjacent: bool | None = Field(None, description="join neighbouring chunks of one document")
     include_hidden: bool = Field(False, description="also return results below the threshold")
@@ -25,7 +39,7 @@ class SearchRequest(BaseModel):
 
 class CohereDocument(BaseModel):
     model_config = ConfigDict(extra="allow")
-    text: str
+    text: Text
 
 
 class RerankRequest(BaseModel):
@@ -33,14 +47,14 @@ class RerankRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")  # clients send model, rank_fields, max_chunks_per_doc, truncate…
 
-    query: str
-    documents: list[str | CohereDocument] | None = None
-    texts: list[str] | None = None
+    query: Text
+    documents: list[Text | CohereDocument] | None = None
+    texts: list[Text] | None = None
     top_n: int | None = Field(None, ge=1)
     return_documents: bool = False
     raw_scores: bool = False
     return_text: bool = False
-    model: str | None = None
+    model: Text | None = None
 
     @model_validator(mode="after")
     def _one_list(self) -> RerankRequest:

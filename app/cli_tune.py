@@ -190,7 +190,7 @@ def _print_report(r: dict, out) -> None:
     for col in ("threshold", "precision", "recall", "shown"):
         table.add_column(col, justify="right")
     for p in r["curve"]:
-        table.add_row(f"{p['threshold']:.1f}", "-" if p["precision"] is None else f"{p['precision']:.3f}",
+        table.add_row(f"{p['threshold']:.4g}", "-" if p["precision"] is None else f"{p['precision']:.3f}",
                       f"{p['recall']:.3f}", f"{p['shown_fraction']:.1%}")
     out.print(table)
     rec, now, new = r["recommendation"], r["answers"]["current"], r["answers"]["recommended"]

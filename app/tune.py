@@ -340,21 +340,24 @@ def sweep_k(collected: Collected, ks: Sequence[int], top_n: int) -> list[KPoint]
 def time_k(service: SearchService, labelled: EvalSet, ks: Sequence[int], n_queries: int = 20,
            mode: str | None = None) -> dict[int, dict[str, float]]:
     """Measured p50 latency (ms) of a whole search and of its rerank stage at each K, over the first
-    `n_queries` labelled queries (after one warm-up search)."""
+    `n_queries` labelled queries (after one warm-up search). Each query is timed at every K in turn, so a
+    change in machine load affects all K alike."""
     queries = labelled.queries[:max(1, n_queries)]
+    ks = sorted(set(ks))
     # A cached result would report the timings of its first search: the cache is emptied before each one.
-    service.search(queries[0].text, top_k=min(ks), top_n=1, threshold=0.0, groups=queries[0].groups, mode=mode)
-    out = {}
-    for k in sorted(set(ks)):
-        total, rerank = [], []
-        for q in queries:
+    service.cache.clear()
+    service.search(queries[0].text, top_k=ks[-1], top_n=1, threshold=0.0, groups=queries[0].groups, mode=mode)
+    total: dict[int, list[float]] = {k: [] for k in ks}
+    rerank: dict[int, list[float]] = {k: [] for k in ks}
+    for q in queries:
+        for k in ks:
             service.cache.clear()
             res = service.search(q.text, top_k=k, top_n=min(k, MAX_TOP_K), threshold=0.0, groups=q.groups,
                                  mode=mode)
-            total.append(res.timings_ms["total"])
-            rerank.append(res.timings_ms["rerank"])
-        out[k] = {"p50_ms": round(statistics.median(total), 2), "rerank_p50_ms": round(statistics.median(rerank), 2)}
-    return out
+            total[k].append(res.timings_ms["total"])
+            rerank[k].append(res.timings_ms["rerank"])
+    return {k: {"p50_ms": round(statistics.median(total[k]), 2),
+                "rerank_p50_ms": round(statistics.median(rerank[k]), 2)} for k in ks}
 
 
 def choose_k(points: Sequence[KPoint], tolerance: float = 0.01) -> int:

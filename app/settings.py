@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     rerank_batch_size: int = Field(32, ge=1, le=1024)
     rerank_max_length: int = Field(512, ge=32, le=8192)
     long_passage: Literal["max", "mean", "first"] = "max"
+    rerank_backend: Literal["torch", "onnx", "openvino"] = Field(
+        "torch", description="cross-encoder runtime: torch (any device), onnx or openvino (CPU; docs/PERFORMANCE.md)")
+    rerank_quantize: bool = Field(False, description="int8 with rerank_backend=onnx, used only if it keeps the "
+                                                     "top-10 order on the check set")
+    rerank_threads: int | None = Field(None, ge=1, le=1024, description="CPU threads for the reranker [all cores]")
     calibration: Path | None = Field(None, description="calibrator JSON from `kb tune --write`: scores become "
                                      "calibrated probabilities, and threshold and bands apply to them")
 

@@ -4,6 +4,8 @@ fine-tuned folder) through sentence-transformers' `CrossEncoder`, keeping the ra
 - Cheap `__init__` (validates the knobs, imports no torch); `load()` resolves the model (folder, models/<name>/,
   HF cache, hub), picks device and dtype once (`retrieval.device.choose_device`: GPU → float16, CPU → float32)
   and checks that the weight file really holds every tensor the config needs.
+- Backend (`rerank.backends`): `torch` (default, any device), or on the CPU `onnx` (ONNX Runtime on a cached,
+  parity-checked export; `quantize=True` adds int8, used only if its agreement check passed) or `openvino`.
 - `score(query, texts)`: candidate text HTML-cleaned; long passages split into windows with the query whole
   (`rerank.windows`); pairs scored in length-sorted batches; the raw logit is kept (identity activation) and
   `score = sigmoid(raw)`; Python floats in input order.
@@ -54,13 +56,36 @@ class CrossEncoderReranker:
 
     def __init__(self, name_or_path: str, device: str = "auto", dtype: str = "auto", batch_size: int = 32,
                  max_length: int = 512, long_passage: str = "max", models_dir: str | Path = "models",
-                 allow_remote_code: bool = False):
+                 allow_remote_code: bool = False, backend: str = "torch", quantize: bool = False,
+                 threads: int | None = None, quantize_max_shift: float = 0.05, quantize_policy: str = "refuse"):
         if not isinstance(name_or_path, str) or not name_or_path.strip() or name_or_path.lower() == "none":
             from rerank.errors import RerankerParameterError
 
             raise RerankerParameterError("reranker", name_or_path, "a hub name, a local folder or models/<name>",
                                          "pass e.g. --reranker BAAI/bge-reranker-v2-m3 or a fine-tuned folder")
         check_device_dtype(device, dtype)
+        from rerank.backends import check_backend, check_threads
+
+        self.backend_setting = check_backend(backend)
+        if not isinstance(quantize, bool):
+            from rerank.errors import RerankerParameterError
+
+            raise RerankerParameterError("quantize", quantize, "true or false",
+                                         "set KB_RERANK_QUANTIZE=true to use int8 with --backend onnx")
+        self.quantize = quantize
+        self.threads = check_threads(threads)
+        if not isinstance(quantize_max_shift, (int, float)) or not 0.0 <= quantize_max_shift <= 1.0:
+            from rerank.errors import RerankerParameterError
+
+            raise RerankerParameterError("quantize_max_shift", quantize_max_shift, "a score shift from 0.0 to 1.0",
+                                         "leave it at 0.05")
+        self.quantize_max_shift = float(quantize_max_shift)
+        if quantize_policy not in ("refuse", "warn"):
+            from rerank.errors import RerankerParameterError
+
+            raise RerankerParameterError("quantize_policy", quantize_policy, "refuse or warn",
+                                         "refuse (default) serves float32 when int8 fails its agreement check")
+        self.quantize_policy = quantize_policy
         self._name = name_or_path
         self._device_arg, self._dtype_arg = device, dtype
         self.batch_size = check_batch_size(batch_size)
@@ -69,7 +94,8 @@ class CrossEncoderReranker:
         self.models_dir = Path(models_dir)
         self.allow_remote_code = bool(allow_remote_code)
         self._lock = threading.RLock()
-        self._model = None
+        self._model = None  # the scorer (rerank.backends): TorchScorer, OnnxScorer or OpenVinoScorer
+        self._backend_info: dict[str, Any] = {}
         self._resolved = None
         self._config: dict[str, Any] | None = None
         self._choice = None
@@ -122,10 +148,17 @@ class CrossEncoderReranker:
         return self._model.tokenizer
 
     @property
+    def backend(self) -> str | None:
+        """The backend in use after load (torch, onnx or openvino); None before."""
+        return self._model.backend if self._model is not None else None
+
+    @property
     def cross_encoder(self):
-        """The underlying sentence_transformers.CrossEncoder (after load)."""
+        """The underlying sentence_transformers.CrossEncoder (after load, torch backend only)."""
         self._require_loaded()
-        return self._model
+        if self._model.backend != "torch":
+            raise RuntimeError(f"reranker {self._name!r} runs on {self._model.backend}, not a PyTorch CrossEncoder")
+        return self._model.cross_encoder
 
     def info(self) -> dict[str, Any]:
         return {
@@ -137,6 +170,7 @@ class CrossEncoderReranker:
             "long_passage": self.long_passage, "device": self.device, "dtype": self.dtype,
             "device_choice": self._choice.to_dict() if self._choice else None, "fallback": self._fallback,
             "load_ms": self._load_ms, "allow_remote_code": self.allow_remote_code,
+            "backend_setting": self.backend_setting, "quantize": self.quantize, **self._backend_info,
         }
 
     def __repr__(self) -> str:
@@ -152,7 +186,6 @@ class CrossEncoderReranker:
         with self._lock:
             if self._model is not None:
                 return self
-            from retrieval.device import choose_device
             from retrieval.models import ModelNotAvailable, resolve_model
 
             started = time.perf_counter()
@@ -175,8 +208,8 @@ class CrossEncoderReranker:
                     f"run `kb models check {resolved.path}`")
             check_max_length(self.max_length, position_limit(config), self._name)
             self._check_weights(resolved.path, config)
-            choice = choose_device(self._device_arg, self._dtype_arg)
-            self._model = self._build(resolved.path, choice.device, choice.dtype)
+            choice = self._choose_device()
+            self._model = self._build(resolved, config, choice.device, choice.dtype)
             self._resolved, self._config, self._choice = resolved, config, choice
             self._load_ms = round((time.perf_counter() - started) * 1000, 1)
             log.info("reranker %s loaded from %s on %s/%s (%s)", self._name, resolved.path, choice.device,
@@ -210,18 +243,86 @@ class CrossEncoderReranker:
             raise RerankerLoadError(f"reranker {self._name!r}: {files[0].name} does not match config.json: "
                                     f"{mismatch.describe()}; run `kb models check {path}`")
 
-    def _build(self, path: str, device: str, dtype: str):
-        import torch
-        from sentence_transformers import CrossEncoder
+    def _choose_device(self):
+        """Device and dtype; the ONNX Runtime and OpenVINO backends run on the CPU in float32."""
+        from rerank.backends import CPU_ONLY
+        from retrieval.device import choose_device
 
+        backend = self.backend_setting
+        if backend not in CPU_ONLY:
+            return choose_device(self._device_arg, self._dtype_arg)
+        from rerank.errors import RerankerParameterError
+
+        if self._device_arg.startswith("cuda"):
+            raise RerankerParameterError("device", self._device_arg, f"cpu or auto with backend={backend}",
+                                         "use --backend torch on a GPU (FP16), or --device cpu")
+        if self._dtype_arg not in ("auto", "float32"):
+            raise RerankerParameterError("dtype", self._dtype_arg, f"auto or float32 with backend={backend}",
+                                         "for int8 set quantize (KB_RERANK_QUANTIZE=true) instead")
+        cpu = choose_device("cpu", "float32")
+        return type(cpu)(**{**cpu.to_dict(), "reason": f"backend {backend} runs on the CPU in float32"})
+
+    def _build(self, resolved, config: dict[str, Any], device: str, dtype: str):
+        from rerank.backends import TorchScorer
+
+        backend = self.backend_setting
+        path = resolved.path
         try:
-            return CrossEncoder(path, device=device, max_length=self.max_length, activation_fn=torch.nn.Identity(),
-                                trust_remote_code=self.allow_remote_code, local_files_only=True,
-                                model_kwargs={"dtype": getattr(torch, dtype)})
+            if backend == "torch":
+                scorer = TorchScorer(path, device, dtype, self.max_length, self.allow_remote_code, self.threads)
+                self._backend_info = scorer.describe()
+                return scorer
         except Exception as exc:  # tokenizer or weights that transformers cannot read
             raise RerankerLoadError(f"reranker {self._name!r} could not be loaded from {path} "
                                     f"({exc.__class__.__name__}: {str(exc)[:200]}); run `kb models check {path}`"
                                     ) from exc
+        return self._build_exported(resolved, backend)
+
+    def _build_exported(self, resolved, backend: str):
+        """ONNX Runtime or OpenVINO on the cached export (made and parity-checked on first use)."""
+        from transformers import AutoTokenizer
+
+        from rerank.backends import OnnxScorer, OpenVinoScorer, require
+        from rerank.onnx_export import ensure_exported, ensure_quantized, export_dir
+
+        require(backend)
+        path = resolved.path
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True,
+                                                      trust_remote_code=self.allow_remote_code)
+        except Exception as exc:
+            raise RerankerLoadError(f"reranker {self._name!r}: tokenizer in {path} could not be loaded "
+                                    f"({exc.__class__.__name__}: {str(exc)[:200]}); run `kb models check {path}`"
+                                    ) from exc
+        folder = export_dir(path, resolved.origin, self._name, self.models_dir)
+        exported = ensure_exported(path, folder, tokenizer, self.max_length, self.allow_remote_code)
+        file, warning, agreement = exported.fp32_file, None, None
+        if self.quantize:
+            if backend != "onnx":
+                warning = f"quantize applies to backend onnx only; {backend} runs the float32 export"
+            else:
+                exported = ensure_quantized(exported, tokenizer, self.max_length)
+                agreement = exported.int8_agreement
+                if agreement.acceptable(self.quantize_max_shift):
+                    file = exported.int8_file
+                else:
+                    refuse = self.quantize_policy == "refuse"
+                    file = exported.fp32_file if refuse else exported.int8_file
+                    warning = (f"int8 model {'refused' if refuse else 'used although it failed its check'}: on the "
+                               f"check set it changed the top-{agreement.top_k} order of "
+                               f"{agreement.queries_with_changed_top_k}/{agreement.queries} queries, max score "
+                               f"shift {agreement.max_score_diff:.4f} (allowed {self.quantize_max_shift}); "
+                               + ("serving the float32 ONNX model" if refuse else "scores differ from float32"))
+                    warnings.warn(f"reranker {self._name!r}: {warning}", RuntimeWarning, stacklevel=4)
+                    log.warning("reranker %s: %s", self._name, warning)
+        cls = OnnxScorer if backend == "onnx" else OpenVinoScorer
+        scorer = cls(file, tokenizer, exported.input_names, self.max_length, self.threads)
+        self._backend_info = {**scorer.describe(), "quantized": file == exported.int8_file,
+                              "export_dir": str(exported.folder),
+                              "export_parity_max_raw_diff": exported.manifest["parity"]["max_raw_diff"],
+                              "int8_agreement": agreement.to_dict() if agreement else None,
+                              "backend_warning": warning}
+        return scorer
 
     def _require_loaded(self) -> None:
         if self._model is None:
@@ -271,11 +372,7 @@ class CrossEncoderReranker:
         return out
 
     def _predict(self, batch: list[tuple[str, str]]) -> list[float]:
-        import torch
-
-        scores = self._model.predict(batch, batch_size=len(batch), activation_fn=torch.nn.Identity(),
-                                     show_progress_bar=False, convert_to_numpy=True)
-        return [float(s) for s in scores.reshape(-1).tolist()]
+        return self._model.predict(batch)
 
     def _run(self, pairs: list[tuple[str, str]], lengths: list[int]) -> list[float]:
         with self._lock:
@@ -297,7 +394,7 @@ class CrossEncoderReranker:
         log.warning("reranker %s: %s", self._name, reason)
         import torch
 
-        self._model.to(device="cpu", dtype=torch.float32)
+        self._model.to_cpu()  # only the torch backend runs on CUDA
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         self._choice = type(cpu)(**{**cpu.to_dict(), "reason": reason})

@@ -23,10 +23,12 @@ def is_disabled(name: str | None) -> bool:
 
 def create_reranker(name: str, device: str = "auto", dtype: str = "auto", batch_size: int = 32,
                     max_length: int = 512, long_passage: str = "max", models_dir: str | Path = "models",
-                    allow_remote_code: bool = False, api_key: str | None = None) -> Reranker:
+                    allow_remote_code: bool = False, api_key: str | None = None, backend: str = "torch",
+                    quantize: bool = False, threads: int | None = None) -> Reranker:
     """A not-yet-loaded reranker: `RemoteReranker` for a URL (`tei+http://host:8080`, `http(s)://...`; `api_key`
     is sent to it as a bearer token), `LLMReranker` for causal-LM configs (or gemma/minicpm names without a local
-    config), else `CrossEncoderReranker`."""
+    config), else `CrossEncoderReranker`. `backend` (torch | onnx | openvino), `quantize` (int8, onnx only) and
+    `threads` apply to the cross-encoder (see rerank.backends); an LLM reranker runs on torch only."""
     from rerank.remote import RemoteReranker, is_remote
 
     if is_remote(name):
@@ -37,24 +39,34 @@ def create_reranker(name: str, device: str = "auto", dtype: str = "auto", batch_
     if is_llm_reranker(name, config):
         from rerank.llm import LLMReranker
 
+        if backend != "torch" or quantize:
+            from rerank.errors import RerankerParameterError
+
+            raise RerankerParameterError("backend", backend if backend != "torch" else "torch+quantize",
+                                         f"torch without quantize for the LLM reranker {name!r}",
+                                         "set KB_RERANK_BACKEND=torch and KB_RERANK_QUANTIZE=false")
+
         return LLMReranker(name, device=device, dtype=dtype, batch_size=batch_size, max_length=max_length,
                            long_passage=long_passage, models_dir=models_dir, allow_remote_code=allow_remote_code)
     from rerank.engine import CrossEncoderReranker
 
     return CrossEncoderReranker(name, device=device, dtype=dtype, batch_size=batch_size, max_length=max_length,
-                                long_passage=long_passage, models_dir=models_dir, allow_remote_code=allow_remote_code)
+                                long_passage=long_passage, models_dir=models_dir, allow_remote_code=allow_remote_code,
+                                backend=backend, quantize=quantize, threads=threads)
 
 
 def get_reranker(name: str, device: str = "auto", dtype: str = "auto", batch_size: int = 32, max_length: int = 512,
                  long_passage: str = "max", models_dir: str | Path = "models",
-                 allow_remote_code: bool = False, api_key: str | None = None) -> Reranker:
+                 allow_remote_code: bool = False, api_key: str | None = None, backend: str = "torch",
+                 quantize: bool = False, threads: int | None = None) -> Reranker:
     """The process-wide loaded reranker for these arguments (loaded on first call, then shared)."""
-    key = (name, device, dtype, batch_size, max_length, long_passage, str(models_dir), allow_remote_code, api_key)
+    key = (name, device, dtype, batch_size, max_length, long_passage, str(models_dir), allow_remote_code, api_key,
+           backend, quantize, threads)
     with _SHARED_LOCK:
         reranker = _SHARED.get(key)
         if reranker is None:
             reranker = create_reranker(name, device, dtype, batch_size, max_length, long_passage, models_dir,
-                                       allow_remote_code, api_key)
+                                       allow_remote_code, api_key, backend, quantize, threads)
             reranker.load()
             _SHARED[key] = reranker
         return reranker

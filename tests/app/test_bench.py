@@ -1,0 +1,96 @@
+"""`kb bench rerank | search | ingest --json` on tiny models and small corpora: the documented keys are there and
+the figures are consistent with what was run (no timing thresholds)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from app.cli import app
+from tests.tiny_models import build_tiny_cross_encoder
+
+DOCS = {
+    "leave.md": "# Annual leave\n\nEmployees get twenty days of annual leave a year. Requests go through the HR "
+                "portal and need the manager's approval.\n\n## Carry-over\n\nUnused days expire at the end of March.\n",
+    "vpn.md": "# VPN\n\nTo reset a forgotten VPN token, open the self-service portal and choose Reset. A lost token "
+              "must be reported to the service desk the same day.\n\n## Travel\n\nAbroad, use the travel VPN profile.\n",
+    "probation.md": "# 试用期\n\n试用期员工离职应提前三日通知公司。\n\n## 转正\n\n转正后须提前三十日书面通知。\n",
+    "expenses.md": "# Expenses\n\nTravel expenses are reimbursed within five working days of submitting receipts. "
+                   "Hotel costs above the city limit need the director's approval.\n",
+}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    for name, text in DOCS.items():
+        (root / name).write_text(text, encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return build_tiny_cross_encoder(tmp_path_factory.mktemp("models") / "tiny", arch="bert", seed=2,
+                                    max_position=512)
+
+
+def _json(result):
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_bench_rerank_json(isolated_settings, corpus, tiny):
+    pytest.importorskip("onnxruntime")
+    result = CliRunner().invoke(app, ["bench", "rerank", "--reranker", str(tiny), "--corpus", str(corpus),
+                                      "--k", "2,4", "--repeats", "2", "--variants", "naive,torch,onnx",
+                                      "--max-length", "64", "--json"])
+    report = _json(result)
+    assert report["variants"] == ["naive", "torch", "onnx"] and report["ks"] == [2, 4] and report["repeats"] == 2
+    assert {"cpu", "cores", "load_average", "date", "torch"} <= set(report["machine"])
+    assert report["corpus_chunks"] >= 4 and report["parameters"] > 0
+    for k in ("2", "4"):
+        row = report["by_k"][k]
+        assert row["pair_tokens"]["max"] <= 64
+        for v in ("naive", "torch", "onnx"):
+            lat = row[v]["latency_ms"]
+            assert lat["n"] == 2 and lat["min"] <= lat["p50"] <= lat["p95"] <= lat["p99"]
+            assert row[v]["pairs_per_s"] > 0
+        for v in ("torch", "onnx"):  # same model, same pairs, float32: the same scores and order as naive
+            assert row[v]["ratio_vs_naive"] > 0
+            assert row[v]["max_abs_score_diff"] < 1e-4 and row[v]["top10_identical"] is True
+    assert report["engine"]["onnx"]["backend"] == "onnx" and report["engine"]["torch"]["backend"] == "torch"
+
+
+def test_bench_rerank_errors(isolated_settings, tmp_path, tiny):
+    result = CliRunner().invoke(app, ["bench", "rerank", "--reranker", str(tiny), "--corpus", str(tmp_path / "nope"),
+                                      "--json"])
+    assert result.exit_code == 2 and "nope" in result.output and "--corpus" in result.output
+    result = CliRunner().invoke(app, ["bench", "rerank", "--reranker", str(tiny), "--k", "0"])
+    assert result.exit_code == 2 and "--k" in result.output
+    result = CliRunner().invoke(app, ["bench", "rerank", "--reranker", "none"])
+    assert result.exit_code == 2 and "needs a reranker" in result.output
+
+
+def test_bench_search_json(isolated_settings, tiny):
+    result = CliRunner().invoke(app, ["bench", "search", "--sizes", "150,300", "--repeats", "3", "--top-k", "5",
+                                      "--reranker", str(tiny), "--json"])
+    report = _json(result)
+    assert set(report["sizes"]) == {"150", "300"} and report["top_k"] == 5
+    assert report["embedder"] and report["reranker"] == str(tiny)
+    for row in report["sizes"].values():
+        assert row["dense_index"] and row["build_s"] >= 0
+        for stage in ("embed", "recall", "rerank", "total"):
+            assert row[stage]["n"] == 3 and row[stage]["p50"] <= row[stage]["p95"] <= row[stage]["p99"]
+        assert row["rerank"]["min"] > 0  # five candidates were really reranked
+        assert row["total"]["p50"] >= row["rerank"]["min"]
+
+
+def test_bench_ingest_json(isolated_settings, corpus):
+    report = _json(CliRunner().invoke(app, ["bench", "ingest", str(corpus), "--json"]))
+    row = report["corpora"][str(corpus)]
+    assert row["documents"] == len(DOCS) and row["skipped"] == 0
+    assert row["chunks"] == row["chunks_counted_without_embedding"] >= len(DOCS)
+    assert row["documents_per_s"] == pytest.approx(row["documents"] / row["seconds"], rel=0.05)
+    assert 0 < row["parse_chunk_share"] <= 1

@@ -334,15 +334,17 @@ class CrossEncoderReranker:
         self.load()
         query = check_query(query)
         tok = self._model.tokenizer
-        return [split_windows(tok, query, text, self.max_length, index=i)
-                for i, text in enumerate(prepare_texts(texts))]
+        with self._lock:  # a fast tokenizer is not safe to share between threads ("Already borrowed")
+            return [split_windows(tok, query, text, self.max_length, index=i)
+                    for i, text in enumerate(prepare_texts(texts))]
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
         """Raw logits of (query, text) pairs as given: no cleaning, no windows; each pair must fit max_length."""
         self.load()
         from rerank.windows import pair_lengths
 
-        lengths = [pair_lengths(self._model.tokenizer, q, [t])[0] for q, t in pairs]
+        with self._lock:  # the tokenizer is shared; see windows()
+            lengths = [pair_lengths(self._model.tokenizer, q, [t])[0] for q, t in pairs]
         too_long = [i for i, n in enumerate(lengths) if n > self.max_length]
         if too_long:
             from rerank.errors import RerankerParameterError

@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--variants", default="naive,torch,onnx,onnx-int8")
     parser.add_argument("--layers", type=int, default=24, help="fewer for a quick trial (the figure needs 24)")
+    parser.add_argument("--batch-size", type=int, default=32, help="the engine variants' batch (naive: its default)")
     parser.add_argument("--corpus", type=Path, default=ROOT / "data" / "samples" / "docs")
     args = parser.parse_args()
 
@@ -61,7 +62,7 @@ def main() -> None:
         path = build_m3_sized(Path(tmp) / "m3_sized", num_hidden_layers=args.layers)
         build_s = time.perf_counter() - t0
         report = bench_rerank(str(path), [args.corpus], [int(k) for k in args.k.split(",")], args.repeats,
-                              args.variants.split(","), models_dir=Path(tmp) / "models",
+                              args.variants.split(","), batch_size=args.batch_size, models_dir=Path(tmp) / "models",
                               progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     report["model"] = f"XLMRobertaForSequenceClassification, bge-reranker-v2-m3 shape ({args.layers} layers), " \
                       "random weights"

@@ -258,6 +258,7 @@ def test_kb_tune_write_is_what_kb_search_then_uses(world, tune_env):
     assert {k: config[k] for k in ("top_k", "top_n", "threshold")} == chosen
     assert config["calibration"] == report["written"]["calibrator"]  # search maps raw scores through it
     assert load_calibrator(config["calibration"]).method == "platt"
+    assert sorted(p.name for p in tune_env.iterdir() if "calibration" in p.name) == ["kb-calibration.json"]
     assert report["written"]["backup"] and "recall_mode" in open(report["written"]["backup"]).read()
 
     search = runner.invoke(app, ["search", "reset my VPN token", "--json"])

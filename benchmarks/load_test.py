@@ -111,6 +111,7 @@ class PhaseResult:
     seconds: float
     records: list[Record] = field(default_factory=list)
     rss_mb: dict[str, float] = field(default_factory=dict)
+    rss_timeline: list[tuple[int, float]] = field(default_factory=list)  # (seconds into the phase, MB)
 
     def summary(self, errors_exclude_429: bool) -> dict:
         by_route: dict[str, list[float]] = {}
@@ -128,6 +129,7 @@ class PhaseResult:
             "statuses": dict(sorted(statuses.items())), "errors": len(errors),
             "latency_ms": {"all_ok": percentiles(ok), **{k: percentiles(v) for k, v in sorted(by_route.items())}},
             "rejected_429_latency_ms": percentiles(rejected), "rss_mb": self.rss_mb,
+            "rss_timeline_mb": self.rss_timeline,
             "error_examples": sorted({f"{r.status} {r.route}: {r.detail}" for r in errors})[:5],
         }
 
@@ -160,17 +162,25 @@ async def run_phase(url: str, workload: Workload, clients: int, seconds: float, 
         if server_pid is None:
             return
         result.rss_mb["start"] = round(rss_mb(server_pid), 1)
-        half = time.monotonic() + seconds / 2
+        began = time.monotonic()
+        half = began + seconds / 2
         peak = result.rss_mb["start"]
+        step = max(1.0, seconds / 12)
+        next_tick = began + step
         while time.monotonic() < deadline and sent < max_requests:
             await asyncio.sleep(0.5)
             now = rss_mb(server_pid)
             peak = max(peak, now)
             if "middle" not in result.rss_mb and time.monotonic() >= half:
                 result.rss_mb["middle"] = round(now, 1)
+            if time.monotonic() >= next_tick:
+                result.rss_timeline.append((round(time.monotonic() - began), round(now, 1)))
+                next_tick += step
         result.rss_mb["peak"] = round(peak, 1)
 
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    # Idle connections expire on this side before uvicorn's 5 s keep-alive timeout closes them on the other: a
+    # starved client reusing one the server just closed would count a reset that is nobody's error.
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients, keepalive_expiry=2.0)
     started = time.monotonic()
     async with httpx.AsyncClient(timeout=120, limits=limits, headers=headers) as http:
         await asyncio.gather(sample_memory(), *(client(n, http) for n in range(clients)))
@@ -192,8 +202,11 @@ def kb(*args: str) -> list[str]:
 
 
 def prepare(workdir: Path, env: dict) -> tuple[Path, Path]:
-    """Index the sample KB with MiniLM and build the tiny reranker, each in a subprocess."""
+    """Index the sample KB with MiniLM and build the tiny reranker, each in a subprocess (kept when already in
+    `workdir`)."""
     index, reranker = workdir / "index", workdir / "tiny_reranker"
+    if (index / "CURRENT").is_file() and (reranker / "config.json").is_file():
+        return index, reranker
     subprocess.run(kb("ingest", str(SAMPLES / "docs"), "--index", str(index), "--embedder",
                       "packaged:all-MiniLM-L6-v2", "--json"), cwd=REPO,
                    env=env, check=True, stdout=subprocess.DEVNULL)
@@ -234,7 +247,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--max-requests", type=int, default=100_000)
     ap.add_argument("--rerank-share", type=float, default=0.5)
-    ap.add_argument("--warmup-seconds", type=float, default=5.0)
+    ap.add_argument("--warmup-seconds", type=float, default=10.0, help="at full concurrency, before measuring")
+    ap.add_argument("--workdir", help="keep the built index and reranker here (reused by the next run)")
     ap.add_argument("--overload-clients", type=int, default=150)
     ap.add_argument("--overload-seconds", type=float, default=10.0)
     ap.add_argument("--seed", type=int, default=0)
@@ -249,7 +263,9 @@ def main() -> int:
         if args.url is None:
             env.setdefault("KB_CONFIG", str(Path(tmp) / "no-kb.toml"))
             t0 = time.perf_counter()
-            index, reranker = prepare(Path(tmp), env)
+            work = Path(args.workdir) if args.workdir else Path(tmp)
+            work.mkdir(parents=True, exist_ok=True)
+            index, reranker = prepare(work, env)
             proc, url = start_server(index, reranker, env, Path(tmp) / "serve.log")
             pid: int | None = proc.pid
             setup_s = round(time.perf_counter() - t0, 1)
@@ -257,8 +273,7 @@ def main() -> int:
             url, pid, setup_s = args.url.rstrip("/"), args.pid, 0.0
         try:
             info = httpx.get(url + "/info", headers=headers, timeout=30).json()
-            asyncio.run(run_phase(url, workload, min(4, args.clients), args.warmup_seconds, 10**9, None, args.seed,
-                                  headers))
+            asyncio.run(run_phase(url, workload, args.clients, args.warmup_seconds, 10**9, None, args.seed, headers))
             steady = asyncio.run(run_phase(url, workload, args.clients, args.seconds, args.max_requests, pid,
                                            args.seed + 1, headers))
             heavy = Workload(workload.queries, workload.passages, 1.0, candidates=min(100, len(workload.passages)))

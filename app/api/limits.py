@@ -1,7 +1,8 @@
 """Back-pressure and size limits.
 
 `Admission` lets `max_active` model-bound requests run at once and `max_waiting` wait; anything beyond is refused
-at once with 429 and a Retry-After, so an overloaded server answers quickly instead of queueing without bound.
+at once with 429 and a Retry-After, so an overloaded server answers quickly instead of queueing without bound;
+`EarlyReject` gives that 429 before the request is even read while the queue is full.
 `BodyLimit` refuses request bodies over a byte limit with 413 before they are read into memory.
 """
 
@@ -42,6 +43,33 @@ class Admission:
             with self._lock:
                 self.active -= 1
             self._slots.release()
+
+    def full(self) -> bool:
+        """Whether a request arriving now would be refused (read without the lock: a hint for `EarlyReject`;
+        `slot()` stays the judge of what it lets through)."""
+        return self.waiting >= self.max_waiting and self.active >= self.max_active
+
+
+class EarlyReject:
+    """ASGI middleware: while `admission` is full, requests to `paths` get their 429 on the event loop, before the
+    body is read and parsed and before a worker thread is taken. Under overload those steps cost more than the
+    refusal itself, so refusing after them is slow exactly when it matters. `on_reject(path)` counts it."""
+
+    def __init__(self, app, admission: Admission, paths: frozenset[str], on_reject=None):
+        self.app, self.admission, self.paths, self.on_reject = app, admission, paths, on_reject
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] not in self.paths or not self.admission.full():
+            return await self.app(scope, receive, send)
+        if self.on_reject is not None:
+            self.on_reject(scope["path"], scope["method"])
+        a = self.admission
+        payload = json.dumps(body(f"server busy: {a.active} requests running and {a.waiting} waiting (limit "
+                                  f"{a.max_waiting}); retry shortly", "overloaded")).encode()
+        await send({"type": "http.response.start", "status": 429,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+                                (b"retry-after", b"1"), (b"connection", b"close")]})  # the body was not read
+        await send({"type": "http.response.body", "body": payload})
 
 
 class BodyLimit:

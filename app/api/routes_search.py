@@ -15,6 +15,7 @@ from .schemas import RerankRequest, RerankResponse, SearchRequest, TeiRank
 from .state import caller, state_of
 
 router = APIRouter(responses=error_responses(400, 401, 403, 413, 422, 429, 503))
+ADMITTED_PATHS = frozenset({"/search", "/rerank", "/v1/rerank", "/v2/rerank"})  # the routes that take a slot
 CallerDep = Annotated[Caller, Depends(caller)]
 
 

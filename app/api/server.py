@@ -18,9 +18,10 @@ from fastapi.middleware.cors import CORSMiddleware
 from ..search import SearchService
 from ..settings import Settings, get_settings
 from . import errors
-from .limits import BodyLimit
+from .limits import BodyLimit, EarlyReject
 from .routes_documents import router as documents_router
 from .routes_ops import router as ops_router
+from .routes_search import ADMITTED_PATHS
 from .routes_search import router as search_router
 from .state import ApiState
 
@@ -70,4 +71,10 @@ def create_app(settings: Settings | None = None, service: SearchService | None =
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["*"])
     app.add_middleware(BodyLimit, max_bytes=int(settings.api_max_request_mb * 2**20))
+
+    def rejected_early(path: str, method: str) -> None:
+        state.metrics.requests.labels(path, method, "429").inc()
+        state.metrics.rejected.inc()
+
+    app.add_middleware(EarlyReject, admission=state.admission, paths=ADMITTED_PATHS, on_reject=rejected_early)
     return app

@@ -94,7 +94,8 @@ def _effective(key: str, narrowed: list[str] | None) -> list[str] | None:
     return None if "*" in KEYS[key] else KEYS[key]
 
 
-@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@settings(max_examples=40, deadline=None, derandomize=True, database=None,
+          suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_no_query_surfaces_another_groups_chunk(api, corpus, embedder, data):
     variant, url, svc = api

@@ -19,9 +19,6 @@ def workload():
     return load_test.Workload(load_test.sample_queries(), load_test.sample_passages(), rerank_share=0.5)
 
 
-@pytest.mark.xfail(reason="rerank/engine.py tokenizes windows outside its lock while another thread's predict() "
-                          "re-pads the shared fast tokenizer: ~5% of concurrent reranks fail (docs/RELIABILITY.md)",
-                   strict=False)
 def test_concurrent_mixed_traffic_has_no_errors_and_flat_memory(tmp_path, embedder, tiny_reranker, workload):
     svc = make_service(tmp_path, embedder, tiny_reranker)
     pid = os.getpid()  # the server runs in a thread of this process

@@ -78,7 +78,8 @@ def rerank_command(
         name, device=s.device if device is None else device, dtype=s.dtype if dtype is None else dtype,
         batch_size=s.rerank_batch_size if batch_size is None else batch_size,
         max_length=s.rerank_max_length if max_length is None else max_length,
-        long_passage=s.long_passage if long_passage is None else long_passage, models_dir=s.models_dir))
+        long_passage=s.long_passage if long_passage is None else long_passage, models_dir=s.models_dir,
+        backend=s.rerank_backend, quantize=s.rerank_quantize, threads=s.rerank_threads))
     try:
         _run_guarded(engine.load)
     except typer.Exit:

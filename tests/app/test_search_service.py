@@ -223,3 +223,15 @@ def test_every_recalled_chunk_is_accounted_for(service):
     assert [r.rank for r in res.results + res.not_shown] == list(range(1, len(res.results) + len(res.not_shown) + 1))
     d = res.to_dict(include_hidden=True)
     assert d["more"] == len(res.not_shown) and len(d["not_shown"]) == len(res.not_shown)
+
+
+def test_rerank_backend_setting_reaches_the_reranker(service):
+    pytest.importorskip("onnxruntime")
+    svc = SearchService(service.settings.model_copy(update={"rerank_backend": "onnx", "rerank_threads": 1}))
+    svc.embedder, svc.index = service.embedder, service.index
+    svc.load_reranker()
+    assert svc.reranker_error is None and svc.reranker.info()["backend"] == "onnx"
+    a = svc.search("how do I reset my VPN token", top_k=10, top_n=10, threshold=0.0)
+    b = service.search("how do I reset my VPN token", top_k=10, top_n=10, threshold=0.0)
+    assert [r.hit.chunk.chunk_id for r in a.results] == [r.hit.chunk.chunk_id for r in b.results]
+    assert all(math.isclose(x.score, y.score, abs_tol=1e-4) for x, y in zip(a.results, b.results))

@@ -66,8 +66,11 @@ def writer_lock(root: Path) -> Iterator[None]:
         raise IndexLocked(f"index {root} is being written by another process (an ingest is running); "
                           "wait for it to finish and try again") from exc
     try:
-        for stale in root.glob(".tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+        for stale in root.glob(".tmp-*"):  # a version folder, or the CURRENT pointer file, of a killed writer
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
         yield
     finally:
         fcntl.flock(fh, fcntl.LOCK_UN)

@@ -86,3 +86,24 @@ def test_hostile_json_bodies_get_a_4xx_json_error(fuzz_app, path, raw):
     assert 400 <= r.status_code < 500, (r.status_code, r.text[:300])
     assert r.headers["content-type"].startswith("application/json")
     assert set(r.json()) >= {"error", "error_type"} and r.json()["error"]
+
+
+def test_an_oversized_upload_is_413_before_anything_is_written(fuzz_app, tmp_path):
+    """The body limit holds for multipart uploads too, declared (Content-Length) or streamed (chunked)."""
+    from app.api.server import create_app as build
+
+    state = fuzz_app.state.kb
+    settings = state.settings.model_copy(update={"api_max_request_mb": 0.25, "upload_dir": tmp_path / "uploads"})
+    with TestClient(build(settings, state.service, background=False)) as c:
+        files = [("files", ("big.md", b"# Big\n\n" + b"word " * 100_000, "text/markdown"))]
+        r = c.post("/ingest", files=files, headers={"X-API-Key": "admin"})
+        assert r.status_code == 413 and r.json()["error_type"] == "payload_too_large", r.text[:200]
+
+        def stream():
+            for _ in range(100):
+                yield b"x" * 4096
+
+        r = c.post("/ingest", content=stream(), headers={"X-API-Key": "admin",
+                                                         "content-type": "multipart/form-data; boundary=b"})
+        assert r.status_code == 413
+    assert not (tmp_path / "uploads").exists() or not any((tmp_path / "uploads").iterdir())

@@ -111,9 +111,11 @@ def test_kill_9_during_kb_ingest_leaves_old_or_new_index_and_a_rerun_completes(t
     report = last_json_line(rerun.output())
     assert report["total_documents"] == 34 and report["skipped"] == []
     assert _content(index_state(root)) == _content(new)
-    assert not list(root.glob(".tmp-*")), "debris of the killed runs was not cleaned up"
+    debris = sorted(p.name for p in root.glob(".tmp-*"))
+    assert debris == [], f"debris of the killed runs was not cleaned up: {debris} after kills {outcomes}"
     assert len(list(root.glob("v-*"))) <= 2  # the live version and the one before it
     assert len(outcomes) == len(plan)
+    print(f"kill points {[(a, round(d, 3)) for a, d in plan]}: index found {outcomes}")  # shown with -s
 
 
 def test_a_second_ingest_is_refused_while_the_first_holds_the_lock(tmp_path, kb_env):
@@ -143,3 +145,22 @@ def _sources(root: Path) -> list[str]:
     manifest = KnowledgeIndex.read_manifest(root)
     index = KnowledgeIndex.open(root, manifest["embedder"], {}, create=False)
     return [r.source for r in index.documents.values()]
+
+
+def test_a_killed_writers_leftovers_are_removed_by_the_next_writer(tmp_path, kb_env):
+    """What a writer killed inside `publish` leaves: a half-written version folder and the new CURRENT pointer
+    written but not yet swapped in. The live version is untouched, and the next writer removes both."""
+    from retrieval.storage import writer_lock
+
+    corpus, root = tmp_path / "kb", tmp_path / "index"
+    write_corpus(corpus, range(3), seed=4)
+    assert _ingest(corpus, root, kb_env, tmp_path / "first.log").wait() == 0
+    before = index_state(root)
+    (root / ".tmp-v-20261122000000-dead00").mkdir()
+    (root / ".tmp-v-20261122000000-dead00" / "documents.jsonl").write_text('{"half": ', encoding="utf-8")
+    (root / f".tmp-{CURRENT}-beef00").write_text("v-20261122000000-dead00", encoding="utf-8")
+    assert index_state(root) == before  # readers see the live version only
+    with writer_lock(root):
+        pass
+    assert sorted(p.name for p in root.iterdir() if p.name.startswith(".tmp-")) == []
+    assert index_state(root) == before

@@ -53,6 +53,7 @@ def test_kb_ingest_of_hostile_files_skips_each_with_a_reason_and_keeps_the_good_
 
     report = last_json_line(out)
     reasons = {Path(s["file"]).name: s["reason"] for s in report["skipped"]}
+    print(f"peak RSS {peak:.0f} MB, {report['seconds']} s; skipped: {reasons}")  # shown with -s
     assert set(reasons) == set(BAD), reasons
     for name, words in BAD.items():
         assert words.lower() in reasons[name].lower(), (name, reasons[name])

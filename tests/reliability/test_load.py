@@ -6,12 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from app.api import create_app
 from benchmarks import load_test
 from tests.app.api.conftest import live_server, make_service
+
+
+def run(coro):
+    """Run a client phase on a loop of its own thread: an earlier test (a browser or app driver) may have left
+    this thread's event loop running, where asyncio.run() refuses to start."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 @pytest.fixture(scope="module")
@@ -23,9 +31,9 @@ def test_concurrent_mixed_traffic_has_no_errors_and_flat_memory(tmp_path, embedd
     svc = make_service(tmp_path, embedder, tiny_reranker)
     pid = os.getpid()  # the server runs in a thread of this process
     with live_server(create_app(svc.settings, svc, background=False)) as url:
-        asyncio.run(load_test.run_phase(url, workload, 2, 2.0, 10**6, None))  # warm-up: lazy buffers, caches
-        run = asyncio.run(load_test.run_phase(url, workload, 5, 5.0, 2_000, pid, seed=1))
-    summary = run.summary(errors_exclude_429=False)
+        run(load_test.run_phase(url, workload, 2, 2.0, 10**6, None))  # warm-up: lazy buffers, caches
+        phase = run(load_test.run_phase(url, workload, 5, 5.0, 2_000, pid, seed=1))
+    summary = phase.summary(errors_exclude_429=False)
     assert summary["requests"] > 10 and summary["statuses"].get("200", 0) > 10, summary
     assert summary["errors"] == 0, summary["error_examples"]
     assert set(summary["latency_ms"]) == {"all_ok", "/search", "/rerank"}  # both routes were exercised
@@ -40,8 +48,8 @@ def test_overload_is_refused_with_quick_429s_not_queued(tmp_path, embedder, work
     svc = make_service(tmp_path, embedder, "none", api_max_concurrency=2, api_max_queue=64, cache_size=0)
     search_only = load_test.Workload(workload.queries, workload.passages, rerank_share=0.0)
     with live_server(create_app(svc.settings, svc, background=False)) as url:
-        run = asyncio.run(load_test.run_phase(url, search_only, 150, 4.0, 3_000, None, seed=2))
-    summary = run.summary(errors_exclude_429=True)
+        phase = run(load_test.run_phase(url, search_only, 150, 4.0, 3_000, None, seed=2))
+    summary = phase.summary(errors_exclude_429=True)
     assert summary["errors"] == 0, summary["error_examples"]
     assert summary["statuses"].get("429", 0) > 0 and summary["statuses"].get("200", 0) > 0, summary["statuses"]
     refused, served = summary["rejected_429_latency_ms"], summary["latency_ms"]["all_ok"]

@@ -180,6 +180,22 @@ def search(
         _print_result(res, as_json)
 
 
+def open_eval_set(dataset: Path, emb, index: Path | None, split: str, progress: bool):
+    """The labelled set at `dataset` with its cached eval index, kept beside the main index (INDEX/../eval);
+    `kb eval` and `kb tune` share it. Errors end the command with the reason."""
+    from retrieval.storage import IndexLocked
+
+    from .evaluate import open_dataset
+
+    s = get_settings()
+    root = (index if index is not None else s.index_dir).parent / "eval"
+    try:
+        return open_dataset(dataset, emb, root, s.chunk_max_tokens, s.chunk_overlap, split,
+                            int(s.max_file_mb * 2**20), progress=progress)
+    except (FileNotFoundError, ValueError, IndexLocked) as exc:
+        fail(str(exc))
+
+
 @app.command("eval")
 def eval_(
     dataset: Annotated[Path, typer.Argument(help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv) or a "
@@ -200,10 +216,8 @@ def eval_(
     shown for unanswerable questions. The eval index lives beside the main one (INDEX/../eval) and is reused."""
     from rich.progress import Progress
 
-    from retrieval.storage import IndexLocked
-
     from .calibration import load_calibrator
-    from .evaluate import detect_layout, evaluate_set, open_dataset
+    from .evaluate import detect_layout, evaluate_set
     from .search import SearchService
 
     _quiet_libraries()
@@ -228,12 +242,7 @@ def eval_(
     if calibrate is not None and fitted_for not in (None, service.reranker.name):
         err.print(f"[yellow]warning:[/] calibration {s.calibration} was fitted for reranker {fitted_for!r}, not "
                   f"{service.reranker.name!r}: its scores mean little here; run `kb tune` again", highlight=False)
-    root = (index if index is not None else s.index_dir).parent / "eval"
-    try:
-        es = open_dataset(dataset, emb, root, s.chunk_max_tokens, s.chunk_overlap, split,
-                          int(s.max_file_mb * 2**20), progress=not as_json)
-    except (FileNotFoundError, ValueError, IndexLocked) as exc:
-        fail(str(exc))
+    es = open_eval_set(dataset, emb, index, split, progress=not as_json)
     for file, reason in es.skipped:
         err.print(f"[yellow]skipped[/] {file}: {reason} (its labels cannot be judged)", highlight=False)
     modes = ["dense", "lexical", "hybrid"] if mode == "all" else [mode or s.recall_mode]

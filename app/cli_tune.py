@@ -67,12 +67,10 @@ def tune(
     """Calibrate reranker scores, recommend the threshold for a target precision or recall, sweep K."""
     from rich.progress import Progress
 
-    from retrieval.storage import IndexLocked
-
     from . import tune as t
     from .calibration import METHODS
-    from .cli import _load_embedder, _quiet_libraries, err, fail, out
-    from .evaluate import detect_layout, open_dataset
+    from .cli import _load_embedder, _quiet_libraries, err, fail, open_eval_set, out
+    from .evaluate import detect_layout
     from .search import SearchService
     from .settings import config_path, get_settings
 
@@ -97,12 +95,7 @@ def tune(
         fail(str(exc))
 
     emb = _load_embedder(embedder)
-    root = (index if index is not None else s.index_dir).parent / "eval"
-    try:
-        labelled = open_dataset(dataset, emb, root, s.chunk_max_tokens, s.chunk_overlap, split,
-                                int(s.max_file_mb * 2**20), progress=not as_json)
-    except (FileNotFoundError, ValueError, IndexLocked) as exc:
-        fail(str(exc))
+    labelled = open_eval_set(dataset, emb, index, split, progress=not as_json)
     service = SearchService(s, labelled.index.root, emb.name, reranker)
     service.embedder, service.index = emb, labelled.index  # the loaded embedder, over the labelled set's index
     service.load_reranker()

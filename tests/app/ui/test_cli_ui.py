@@ -14,12 +14,7 @@ from pathlib import Path
 import pytest
 
 from retrieval.index import KnowledgeIndex
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.app.api.conftest import free_port
 
 
 def kb_command(*args: str) -> list[str]:

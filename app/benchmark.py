@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
-RERANK_VARIANTS = ("naive", "torch", "onnx", "onnx-int8", "openvino")
+# "+exact": the reduced-precision pass, then float32 on the near-ties of the top 10 (rerank.exact)
+RERANK_VARIANTS = ("naive", "torch", "torch-bf16", "torch-bf16+exact", "onnx", "onnx-int8", "onnx-int8+exact",
+                   "openvino")
 DEFAULT_QUERIES = ["试用期员工离职需要提前几天通知公司？", "How many days of annual leave do new employees get?",
                    "报销差旅费需要哪些发票？", "How do I reset my VPN token when I lost it?",
                    "加班工资怎么计算？", "Who approves remote work days?"]
@@ -88,7 +90,7 @@ def candidate_texts(corpus: Sequence[Path], count_tokens: Callable[[str], int], 
     return texts
 
 
-def _load_variant(variant: str, model: str, batch_size: int, max_length: int, threads: int | None,
+def _load_variant(variant: str, model: str, batch_size: int | None, max_length: int, threads: int | None,
                   models_dir: str | Path):
     if variant == "naive":
         from sentence_transformers import CrossEncoder
@@ -96,10 +98,13 @@ def _load_variant(variant: str, model: str, batch_size: int, max_length: int, th
         return CrossEncoder(model, device="cpu")  # default settings: the baseline as a user would write it
     from rerank.engine import CrossEncoderReranker
 
-    backend = {"torch": "torch", "onnx": "onnx", "onnx-int8": "onnx", "openvino": "openvino"}[variant]
-    return CrossEncoderReranker(model, device="cpu", dtype="float32", batch_size=batch_size, max_length=max_length,
-                                models_dir=models_dir, backend=backend, quantize=variant == "onnx-int8",
-                                quantize_policy="warn", threads=threads).load()
+    base, exact = variant.removesuffix("+exact"), variant.endswith("+exact")
+    backend = {"torch": "torch", "torch-bf16": "torch", "onnx": "onnx", "onnx-int8": "onnx",
+               "openvino": "openvino"}[base]
+    dtype = "bfloat16" if base == "torch-bf16" else "float32"
+    return CrossEncoderReranker(model, device="cpu", dtype=dtype, batch_size=batch_size, max_length=max_length,
+                                models_dir=models_dir, backend=backend, quantize=base == "onnx-int8",
+                                quantize_policy="warn", threads=threads, exact_top=10 if exact else 0).load()
 
 
 def _run_variant(variant: str, model, query: str, texts: list[str]) -> list[float]:
@@ -111,7 +116,7 @@ def _run_variant(variant: str, model, query: str, texts: list[str]) -> list[floa
 
 def bench_rerank(model: str, corpus: Sequence[Path], ks: Sequence[int] = (10, 50), repeats: int = 3,
                  variants: Sequence[str] = ("naive", "torch", "onnx", "onnx-int8"),
-                 queries: Sequence[str] | None = None, batch_size: int = 32, max_length: int = 512,
+                 queries: Sequence[str] | None = None, batch_size: int | None = None, max_length: int = 512,
                  threads: int | None = None, models_dir: str | Path = "models", seed: int = 0,
                  progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Rerank K candidates (real chunks of `corpus`, cut to fit `max_length` with the query, so every variant
@@ -175,11 +180,14 @@ def bench_rerank(model: str, corpus: Sequence[Path], ks: Sequence[int] = (10, 50
                 entry["top10_identical"] = all(same)
             row[v] = entry
         by_k[str(k)] = row
-    info = {v: {key: m.info().get(key) for key in ("backend", "quantized", "threads", "backend_warning",
-                                                   "int8_agreement")} for v, m in loaded.items() if v != "naive"}
+    info = {v: {key: m.info().get(key) for key in ("backend", "dtype", "quantized", "threads", "backend_warning",
+                                                   "int8_agreement", "bf16_agreement", "exact_margin",
+                                                   "exact_rescored")}
+            for v, m in loaded.items() if v != "naive"}
     n_params = _parameters(loaded)
     return {"model": model, "parameters": n_params, "variants": list(variants), "ks": list(ks), "repeats": repeats,
-            "batch_size": batch_size, "max_length": max_length, "corpus": [str(c) for c in corpus],
+            "batch_size": batch_size or next((m.batch_size for v, m in loaded.items() if v != "naive"), None),
+            "max_length": max_length, "corpus": [str(c) for c in corpus],
             "corpus_chunks": len(texts), "load_s": load_s, "by_k": by_k, "engine": info,
             "machine": started_machine, "load_average_after": [round(x, 2) for x in os.getloadavg()]}
 
@@ -281,7 +289,7 @@ def bench_ingest(corpora: Sequence[Path], embedder, max_tokens: int = 512, overl
         seconds = max(report.seconds, 1e-9)
         out["corpora"][str(corpus)] = {
             "documents": len(report.added), "chunks": report.chunks_written, "skipped": len(report.skipped),
-            "seconds": round(report.seconds, 2), "documents_per_s": round(len(report.added) / seconds, 2),
+            "seconds": round(report.seconds, 3), "documents_per_s": round(len(report.added) / seconds, 2),
             "chunks_per_s": round(report.chunks_written / seconds, 2),
             "parse_chunk_s": round(parse_s, 2), "parse_chunk_share": round(min(1.0, parse_s / seconds), 3),
             "chunks_counted_without_embedding": n_chunks}

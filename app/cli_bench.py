@@ -72,8 +72,10 @@ def rerank_command(
                                                          "candidates [default: data/samples/docs]")] = None,
     k: Annotated[str, typer.Option("--k", help="candidate counts, comma-separated")] = "10,50",
     repeats: Annotated[int, typer.Option("--repeats", help="interleaved repetitions per variant and K")] = 3,
-    variants: Annotated[str, typer.Option("--variants", help="comma-separated: naive (always), torch, onnx, "
-                                          "onnx-int8, openvino")] = "naive,torch,onnx,onnx-int8",
+    variants: Annotated[str, typer.Option("--variants", help="comma-separated: naive (always), torch, "
+                                          "torch-bf16, torch-bf16+exact, onnx, onnx-int8, onnx-int8+exact, openvino "
+                                          "(+exact: float32 re-scoring of top-10 near-ties)")
+                         ] = "naive,torch,torch-bf16+exact,onnx-int8+exact",
     batch_size: Annotated[Optional[int], typer.Option("--batch-size")] = None,
     max_length: Annotated[Optional[int], typer.Option("--max-length")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for the engine variants")] = None,
@@ -144,9 +146,10 @@ def search_command(
 
     if not is_disabled(name):
         engine = _guarded(lambda: create_reranker(
-            name, device=s.device, dtype=s.dtype, batch_size=s.rerank_batch_size, max_length=s.rerank_max_length,
-            long_passage=s.long_passage, models_dir=s.models_dir, backend=s.rerank_backend,
-            quantize=s.rerank_quantize, threads=s.rerank_threads))
+            name, device=s.device, dtype=s.reranker_dtype, batch_size=s.rerank_batch_size,
+            max_length=s.rerank_max_length, long_passage=s.long_passage, models_dir=s.models_dir,
+            backend=s.rerank_backend, quantize=s.rerank_quantize, threads=s.rerank_threads,
+            exact_top=s.rerank_exact_top))
         _guarded(engine.load)
     report = _guarded(lambda: bench_search(s, emb, engine, size_list, repeats, s.top_k if top_k is None else top_k,
                                            progress=_progress(as_json)))

@@ -75,11 +75,12 @@ def rerank_command(
                           "folder (the setting KB_RERANKER is 'none')")
     texts = _read_candidates(candidates)
     engine = _run_guarded(lambda: create_reranker(
-        name, device=s.device if device is None else device, dtype=s.dtype if dtype is None else dtype,
+        name, device=s.device if device is None else device, dtype=s.reranker_dtype if dtype is None else dtype,
         batch_size=s.rerank_batch_size if batch_size is None else batch_size,
         max_length=s.rerank_max_length if max_length is None else max_length,
         long_passage=s.long_passage if long_passage is None else long_passage, models_dir=s.models_dir,
-        backend=s.rerank_backend, quantize=s.rerank_quantize, threads=s.rerank_threads))
+        backend=s.rerank_backend, quantize=s.rerank_quantize, threads=s.rerank_threads,
+        exact_top=s.rerank_exact_top))
     try:
         _run_guarded(engine.load)
     except typer.Exit:

@@ -212,11 +212,12 @@ class SearchService:
             return
         s = self.settings
         try:
-            self.reranker = get_reranker(self.reranker_name, device=s.device, dtype=s.dtype,
+            self.reranker = get_reranker(self.reranker_name, device=s.device, dtype=s.reranker_dtype,
                                          batch_size=s.rerank_batch_size, max_length=s.rerank_max_length,
                                          long_passage=s.long_passage, models_dir=str(s.models_dir),
                                          api_key=s.reranker_api_key, backend=s.rerank_backend,
-                                         quantize=s.rerank_quantize, threads=s.rerank_threads)
+                                         quantize=s.rerank_quantize, threads=s.rerank_threads,
+                                         exact_top=s.rerank_exact_top)
             self.reranker_error = None
         except Exception as exc:  # noqa: BLE001 — any load failure means recall-only, said loudly
             self.reranker = None

@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     milvus_index: Literal["FLAT", "HNSW", "IVF_FLAT", "DISKANN", "AUTOINDEX"] = "HNSW"
     milvus_token: str | None = Field(None, description="'user:password' or an API key for a secured Milvus")
 
+    @property
+    def reranker_dtype(self) -> str:
+        """The reranker's dtype: `rerank_dtype` when set, else the shared `dtype`."""
+        return self.rerank_dtype or self.dtype
+
     def milvus_config(self) -> MilvusConfig | None:
         """What `KnowledgeIndex` needs to keep vectors in Milvus; None when they stay in FAISS."""
         from retrieval.vector_store import MilvusConfig
@@ -68,7 +73,8 @@ class Settings(BaseSettings):
     merge_adjacent: bool = Field(False, description="join neighbouring chunks of one document into one result")
     cache_size: int = Field(256, ge=0, description="query-result LRU entries (0 disables the cache)")
 
-    rerank_batch_size: int = Field(32, ge=1, le=1024)
+    rerank_batch_size: int | None = Field(None, ge=1, le=1024, description="pairs per reranker forward pass "
+                                          "[8 on a CPU, where smaller batches pad less; 32 on a GPU]")
     rerank_max_length: int = Field(512, ge=32, le=8192)
     long_passage: Literal["max", "mean", "first"] = "max"
     rerank_backend: Literal["torch", "onnx", "openvino"] = Field(
@@ -76,6 +82,11 @@ class Settings(BaseSettings):
     rerank_quantize: bool = Field(False, description="int8 with rerank_backend=onnx, used only if it keeps the "
                                                      "top-10 order on the check set")
     rerank_threads: int | None = Field(None, ge=1, le=1024, description="CPU threads for the reranker [all cores]")
+    rerank_dtype: Literal["auto", "float32", "float16", "bfloat16"] | None = Field(
+        None, description="the reranker's dtype when it should differ from `dtype` (bfloat16: fast on CPUs with "
+                          "AMX/AVX512-BF16, checked against float32 at load)")
+    rerank_exact_top: int = Field(10, ge=0, le=1000, description="with bfloat16 on a CPU or int8, near-ties in the "
+                                  "top N are re-scored in float32, so the top-N order is float32's (0: off)")
     calibration: Path | None = Field(None, description="calibrator JSON from `kb tune --write`: scores become "
                                      "calibrated probabilities, and threshold and bands apply to them")
 

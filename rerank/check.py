@@ -120,7 +120,7 @@ def _skip(report: CheckReport, names: list[str], why: str) -> None:
 
 def check_model(path: str | Path, *, golden: str | Path | None = None, current: str | None = None,
                 models_dir: str | Path = "models", device: str = "cpu", dtype: str = "auto",
-                max_length: int = 512, batch_size: int = 32, allow_remote_code: bool = False) -> CheckReport:
+                max_length: int = 512, batch_size: int | None = None, allow_remote_code: bool = False) -> CheckReport:
     """Validate the cross-encoder folder `path`; with `golden`, compare it with `current` on labelled pairs."""
     folder = Path(path).expanduser()
     report = CheckReport(str(folder))
@@ -271,7 +271,7 @@ def _score_grouped(reranker, pairs: list[GoldenPair]) -> list[float]:
 
 
 def compare_on_golden(path: str | Path, golden: str | Path, current: str | None, *, models_dir: str | Path = "models",
-                      device: str = "cpu", dtype: str = "auto", max_length: int = 512, batch_size: int = 32,
+                      device: str = "cpu", dtype: str = "auto", max_length: int = 512, batch_size: int | None = None,
                       allow_remote_code: bool = False, tolerance: float = 0.02) -> GoldenReport:
     """Score the golden pairs with the model at `path` and with `current` (the serving model), and compare."""
     from rerank.engine import CrossEncoderReranker

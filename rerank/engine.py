@@ -4,6 +4,10 @@ fine-tuned folder) through sentence-transformers' `CrossEncoder`, keeping the ra
 - Cheap `__init__` (validates the knobs, imports no torch); `load()` resolves the model (folder, models/<name>/,
   HF cache, hub), picks device and dtype once (`retrieval.device.choose_device`: GPU → float16, CPU → float32)
   and checks that the weight file really holds every tensor the config needs.
+- Reduced precision on the CPU, opt-in: `dtype="bfloat16"` (fast where the CPU has AMX/AVX512-BF16) or int8
+  (`backend="onnx", quantize=True`). With `exact_top=N` (default 10) the float32 model is kept too and the near-ties
+  of the top N are re-scored by it (`rerank.exact`), so the top-N order is float32's; with `exact_top=0` the reduced
+  copy serves alone, and only if it keeps every top-10 order of the check set.
 - Backend (`rerank.backends`): `torch` (default, any device), or on the CPU `onnx` (ONNX Runtime on a cached,
   parity-checked export; `quantize=True` adds int8, used only if its agreement check passed) or `openvino`.
 - `score(query, texts)`: candidate text HTML-cleaned; long passages split into windows with the query whole
@@ -34,6 +38,7 @@ from rerank.windows import Window, aggregate, split_windows
 log = logging.getLogger(__name__)
 
 _DEVICES_HELP = "auto, cpu, cuda or cuda:N"
+CPU_BATCH, GPU_BATCH = 8, 32  # pairs per forward pass when batch_size is None
 _DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
@@ -54,10 +59,11 @@ class CrossEncoderReranker:
 
     kind = "cross-encoder"
 
-    def __init__(self, name_or_path: str, device: str = "auto", dtype: str = "auto", batch_size: int = 32,
+    def __init__(self, name_or_path: str, device: str = "auto", dtype: str = "auto", batch_size: int | None = None,
                  max_length: int = 512, long_passage: str = "max", models_dir: str | Path = "models",
                  allow_remote_code: bool = False, backend: str = "torch", quantize: bool = False,
-                 threads: int | None = None, quantize_max_shift: float = 0.05, quantize_policy: str = "refuse"):
+                 threads: int | None = None, quantize_max_shift: float = 0.05, quantize_policy: str = "refuse",
+                 exact_top: int = 10):
         if not isinstance(name_or_path, str) or not name_or_path.strip() or name_or_path.lower() == "none":
             from rerank.errors import RerankerParameterError
 
@@ -86,9 +92,19 @@ class CrossEncoderReranker:
             raise RerankerParameterError("quantize_policy", quantize_policy, "refuse or warn",
                                          "refuse (default) serves float32 when int8 fails its agreement check")
         self.quantize_policy = quantize_policy
+        if not isinstance(exact_top, int) or isinstance(exact_top, bool) or not 0 <= exact_top <= 1000:
+            from rerank.errors import RerankerParameterError
+
+            raise RerankerParameterError("exact_top", exact_top, "an integer from 0 (off) to 1000",
+                                         "leave it at 10: bfloat16/int8 near-ties in the top 10 are re-scored in "
+                                         "float32 (KB_RERANK_EXACT_TOP)")
+        self.exact_top = exact_top
         self._name = name_or_path
         self._device_arg, self._dtype_arg = device, dtype
-        self.batch_size = check_batch_size(batch_size)
+        # None: chosen with the device at load, CPU_BATCH on a CPU (smaller batches pad less, and CPU matrix products
+        # are as efficient at 8 pairs as at 32: docs/PERFORMANCE.md), GPU_BATCH on a GPU
+        self._batch_arg = None if batch_size is None else check_batch_size(batch_size)
+        self.batch_size = self._batch_arg or GPU_BATCH
         self.max_length = check_max_length(max_length)
         self.long_passage = check_long_passage(long_passage)
         self.models_dir = Path(models_dir)
@@ -103,6 +119,11 @@ class CrossEncoderReranker:
         self._oom_halvings = 0
         self._fallback: str | None = None
         self._load_ms: float | None = None
+        self._served_dtype: str | None = None  # set when a CPU bfloat16 request went through its agreement check
+        # with a reduced-precision scorer and exact_top > 0: the float32 scorer for near-ties (rerank.exact)
+        self._exact = None
+        self._exact_margin: float | None = None
+        self._exact_stats = {"calls": 0, "candidates": 0, "rescored": 0}
 
     # ---- description -------------------------------------------------------------------------------------------
     @property
@@ -171,6 +192,8 @@ class CrossEncoderReranker:
             "device_choice": self._choice.to_dict() if self._choice else None, "fallback": self._fallback,
             "load_ms": self._load_ms, "allow_remote_code": self.allow_remote_code,
             "backend_setting": self.backend_setting, "quantize": self.quantize, **self._backend_info,
+            "exact_top": self.exact_top if self._exact is not None else 0, "exact_margin": self._exact_margin,
+            "exact_rescored": dict(self._exact_stats) if self._exact is not None else None,
         }
 
     def __repr__(self) -> str:
@@ -210,7 +233,12 @@ class CrossEncoderReranker:
             self._check_weights(resolved.path, config)
             choice = self._choose_device()
             self._model = self._build(resolved, config, choice.device, choice.dtype)
+            if self._served_dtype not in (None, choice.dtype):  # bfloat16 refused by its agreement check
+                choice = type(choice)(**{**choice.to_dict(), "dtype": self._served_dtype,
+                                         "reason": f"{choice.reason}; bfloat16 failed its agreement check"})
             self._resolved, self._config, self._choice = resolved, config, choice
+            if self._batch_arg is None:
+                self.batch_size = self._batch_limit = GPU_BATCH if choice.device.startswith("cuda") else CPU_BATCH
             self._load_ms = round((time.perf_counter() - started) * 1000, 1)
             log.info("reranker %s loaded from %s on %s/%s (%s)", self._name, resolved.path, choice.device,
                      choice.dtype, choice.reason)
@@ -269,14 +297,68 @@ class CrossEncoderReranker:
         path = resolved.path
         try:
             if backend == "torch":
-                scorer = TorchScorer(path, device, dtype, self.max_length, self.allow_remote_code, self.threads)
+                cpu_bf16 = device == "cpu" and dtype == "bfloat16"
+                scorer = TorchScorer(path, device, "float32" if cpu_bf16 else dtype, self.max_length,
+                                     self.allow_remote_code, self.threads)
                 self._backend_info = scorer.describe()
+                if cpu_bf16:
+                    scorer = self._to_bfloat16(scorer, path)
                 return scorer
         except Exception as exc:  # tokenizer or weights that transformers cannot read
             raise RerankerLoadError(f"reranker {self._name!r} could not be loaded from {path} "
                                     f"({exc.__class__.__name__}: {str(exc)[:200]}); run `kb models check {path}`"
                                     ) from exc
         return self._build_exported(resolved, backend)
+
+    def _use_exact(self, exact_scorer, agreement) -> None:
+        from rerank.exact import margin_for
+
+        self._exact = exact_scorer
+        self._exact_margin = margin_for(agreement.max_raw_diff)
+
+    def _failed_check(self, what: str, agreement, fallback: str) -> tuple[bool, str]:
+        """Warn (and log) that a reduced copy failed its agreement check; (refused, the warning for info())."""
+        refuse = self.quantize_policy == "refuse"
+        warning = (f"{what} {'refused' if refuse else 'used although it failed its check'}: on the check set it "
+                   f"changed the top-{agreement.top_k} order of {agreement.queries_with_changed_top_k}/"
+                   f"{agreement.queries} queries, max score shift {agreement.max_score_diff:.4f} (allowed "
+                   f"{self.quantize_max_shift}); "
+                   + (f"serving {fallback}" if refuse else "scores differ from float32"))
+        warnings.warn(f"reranker {self._name!r}: {warning}", RuntimeWarning, stacklevel=6)
+        log.warning("reranker %s: %s", self._name, warning)
+        return refuse, warning
+
+    def _to_bfloat16(self, scorer, path: str):
+        """A bfloat16 copy of a float32 CPU model. The check set is scored in both. With `exact_top` the float32
+        model stays for the near-ties and the check's largest shift sets their margin (rerank.exact). Without, the
+        bfloat16 copy serves only if every query's top-10 order is identical and the score shift is within
+        `quantize_max_shift` (the int8 rule); otherwise (policy refuse) the float32 model is loaded again, `info()`
+        says why and `dtype` reports float32."""
+        from rerank.agreement import check_set, compare
+        from rerank.backends import TorchScorer, cpu_has_native_bf16
+
+        pairs, groups = check_set()
+        reference = scorer.predict(pairs)
+        exact = None
+        if self.exact_top:  # keep the float32 model for near-ties; the bfloat16 copy is half its size again
+            import copy
+
+            exact, scorer = scorer, copy.deepcopy(scorer)
+        scorer.cast("bfloat16")
+        agreement = compare(reference, scorer.predict(pairs), groups)
+        native = cpu_has_native_bf16()
+        warning = None if native else ("this CPU has no AMX-BF16 or AVX512-BF16: bfloat16 is emulated and slower "
+                                       "than float32; use --dtype float32")
+        if exact is not None:
+            self._use_exact(exact, agreement)
+        elif not agreement.acceptable(self.quantize_max_shift):
+            refuse, warning = self._failed_check("bfloat16", agreement, "float32")
+            if refuse:
+                scorer = TorchScorer(path, "cpu", "float32", self.max_length, self.allow_remote_code, self.threads)
+        self._served_dtype = str(scorer.cross_encoder.model.dtype).removeprefix("torch.")
+        self._backend_info = {**scorer.describe(), "bf16_agreement": agreement.to_dict(), "cpu_bf16_native": native,
+                              "backend_warning": warning}
+        return scorer
 
     def _build_exported(self, resolved, backend: str):
         """ONNX Runtime or OpenVINO on the cached export (made and parity-checked on first use)."""
@@ -303,18 +385,15 @@ class CrossEncoderReranker:
             else:
                 exported = ensure_quantized(exported, tokenizer, self.max_length)
                 agreement = exported.int8_agreement
-                if agreement.acceptable(self.quantize_max_shift):
+                if self.exact_top:  # near-ties in the top are re-scored by the float32 export
+                    file = exported.int8_file
+                    self._use_exact(OnnxScorer(exported.fp32_file, tokenizer, exported.input_names, self.max_length,
+                                               self.threads), agreement)
+                elif agreement.acceptable(self.quantize_max_shift):
                     file = exported.int8_file
                 else:
-                    refuse = self.quantize_policy == "refuse"
+                    refuse, warning = self._failed_check("int8 model", agreement, "the float32 ONNX model")
                     file = exported.fp32_file if refuse else exported.int8_file
-                    warning = (f"int8 model {'refused' if refuse else 'used although it failed its check'}: on the "
-                               f"check set it changed the top-{agreement.top_k} order of "
-                               f"{agreement.queries_with_changed_top_k}/{agreement.queries} queries, max score "
-                               f"shift {agreement.max_score_diff:.4f} (allowed {self.quantize_max_shift}); "
-                               + ("serving the float32 ONNX model" if refuse else "scores differ from float32"))
-                    warnings.warn(f"reranker {self._name!r}: {warning}", RuntimeWarning, stacklevel=4)
-                    log.warning("reranker %s: %s", self._name, warning)
         cls = OnnxScorer if backend == "onnx" else OpenVinoScorer
         scorer = cls(file, tokenizer, exported.input_names, self.max_length, self.threads)
         self._backend_info = {**scorer.describe(), "quantized": file == exported.int8_file,
@@ -352,7 +431,9 @@ class CrossEncoderReranker:
             raise RerankerParameterError("pairs", f"pair {too_long[0]} of {lengths[too_long[0]]} tokens",
                                          f"at most max_length={self.max_length} tokens per pair",
                                          "use score() which splits long passages into windows")
-        return self._run(list(pairs), lengths)
+        raws = self._run(list(pairs), lengths)
+        return self._rescore_near_ties(raws, lambda again: self._run_exact([pairs[i] for i in again],
+                                                                            [lengths[i] for i in again]))
 
     def score(self, query: str, texts: Sequence[str]) -> list[tuple[float, float]]:
         """(raw logit, sigmoid) per text, Python floats, input order. Loads the model on first use."""
@@ -362,15 +443,36 @@ class CrossEncoderReranker:
         if not per_text:
             return []
         query = check_query(query)
+        raws = self._aggregate(query, per_text, self._run)
+        raws = self._rescore_near_ties(raws, lambda again: self._aggregate(query, [per_text[i] for i in again],
+                                                                            self._run_exact))
+        return [(raw, sigmoid(raw)) for raw in raws]
+
+    def _rescore_near_ties(self, raws: list[float], rescore) -> list[float]:
+        """With a reduced-precision scorer: replace the near-ties of the top `exact_top` (rerank.exact) by their
+        float32 scores, `rescore(indices)`, so that the top order is float32's. Without one: `raws` unchanged."""
+        if self._exact is None:
+            return raws
+        from rerank.exact import near_ties
+
+        again = near_ties(raws, self.exact_top, self._exact_margin)
+        if again:
+            for i, raw in zip(again, rescore(again), strict=True):
+                raws[i] = raw
+        with self._lock:
+            self._exact_stats["calls"] += 1
+            self._exact_stats["candidates"] += len(raws)
+            self._exact_stats["rescored"] += len(again)
+        return raws
+
+    def _aggregate(self, query: str, per_text: list[list[Window]], run) -> list[float]:
+        """One raw score per text: its windows scored by `run` and combined by `long_passage`."""
         flat = [w for ws in per_text for w in ws]
-        raws = self._run([(query, w.text) for w in flat], [w.n_tokens for w in flat])
-        grouped: list[list[float]] = [[] for _ in per_text]
-        for w, raw in zip(flat, raws, strict=True):
-            grouped[w.index].append(raw)
-        out = []
-        for scores in grouped:
-            raw = float(aggregate(scores, self.long_passage))
-            out.append((raw, sigmoid(raw)))
+        raws = run([(query, w.text) for w in flat], [w.n_tokens for w in flat])
+        out, start = [], 0
+        for ws in per_text:  # flat keeps each text's windows together, in order
+            out.append(float(aggregate(raws[start:start + len(ws)], self.long_passage)))
+            start += len(ws)
         return out
 
     def _predict(self, batch: list[tuple[str, str]]) -> list[float]:
@@ -387,6 +489,11 @@ class CrossEncoderReranker:
             self._batch_limit = run.batch_size
             return run.scores
 
+    def _run_exact(self, pairs: list[tuple[str, str]], lengths: list[int]) -> list[float]:
+        """Float32 raw scores from the exact scorer (CPU only, so no OOM fallback)."""
+        with self._lock:
+            return score_in_batches(pairs, lengths, self._batch_limit, self._exact.predict).scores
+
     def _fall_back_to_cpu(self, why: str) -> None:
         from retrieval.device import choose_device
 
@@ -401,4 +508,4 @@ class CrossEncoderReranker:
             torch.cuda.empty_cache()
         self._choice = type(cpu)(**{**cpu.to_dict(), "reason": reason})
         self._fallback = reason
-        self._batch_limit = self.batch_size
+        self.batch_size = self._batch_limit = self._batch_arg or CPU_BATCH

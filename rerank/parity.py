@@ -78,7 +78,7 @@ def _score(reranker, pairs: list[tuple[str, str]]) -> list[float]:
 
 
 def parity(reranker: str, pairs: list[tuple[str, str]] | None = None, *, models_dir: str | Path = "models",
-           max_length: int = 512, batch_size: int = 32, gpu_dtype: str = "float16",
+           max_length: int = 512, batch_size: int | None = None, gpu_dtype: str = "float16",
            allow_remote_code: bool = False) -> ParityReport:
     import torch
 

@@ -127,3 +127,28 @@ def build_tiny_cross_encoder(dest: str | Path, arch: str = "bert", seed: int = 0
     model.save_pretrained(dest)
     tokenizer.save_pretrained(dest)
     return dest
+
+
+def fit_to_separate(path, steps: int = 80) -> float:
+    """Train a tiny model to give the check-set passages clearly different scores (as a trained reranker does)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from rerank.agreement import check_set
+
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path)
+    pairs, _ = check_set()
+    targets = torch.tensor([6.0 - (i % 12) for i in range(len(pairs))])  # 12 passages per query, 1 logit apart
+    enc = tok([q for q, _ in pairs], [p for _, p in pairs], padding=True, return_tensors="pt")
+    torch.manual_seed(0)
+    trained = [p for n, p in model.named_parameters() if "embeddings" not in n]  # the 30k-word table: left alone
+    opt = torch.optim.Adam(trained, lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(**enc).logits.squeeze(-1), targets)
+        loss.backward()
+        opt.step()
+    model.eval().save_pretrained(path)
+    return float(loss.detach())

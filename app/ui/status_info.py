@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from retrieval.device import DeviceChoice
 
@@ -37,3 +38,13 @@ def human_bytes(n: int) -> str:
             return f"{size:.1f} {unit}"
         size /= 1024
     return f"{size:.1f} GiB"
+
+
+def exact_note(reranker_info: dict[str, Any]) -> str:
+    """For a bfloat16 / int8 reranker: how many candidates its float32 re-scoring of near-ties took over so far."""
+    r = reranker_info
+    if not r.get("exact_top"):
+        return ""
+    done = r.get("exact_rescored") or {}
+    return (f"; {'int8' if r.get('quantized') else r.get('dtype')} with float32 re-scoring of top-{r['exact_top']} "
+            f"near-ties ({done.get('rescored', 0)} of {done.get('candidates', 0)} candidates so far)")

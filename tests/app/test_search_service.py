@@ -235,3 +235,21 @@ def test_rerank_backend_setting_reaches_the_reranker(service):
     b = service.search("how do I reset my VPN token", top_k=10, top_n=10, threshold=0.0)
     assert [r.hit.chunk.chunk_id for r in a.results] == [r.hit.chunk.chunk_id for r in b.results]
     assert all(math.isclose(x.score, y.score, abs_tol=1e-4) for x, y in zip(a.results, b.results))
+
+
+def test_rerank_dtype_setting_gives_bfloat16_with_float32_order(service, monkeypatch):
+    from app.settings import Settings
+
+    monkeypatch.setenv("KB_RERANK_DTYPE", "bfloat16")
+    monkeypatch.setenv("KB_RERANK_EXACT_TOP", "5")
+    env = Settings()
+    assert (env.reranker_dtype, env.rerank_exact_top, env.dtype) == ("bfloat16", 5, "auto")  # embedder unchanged
+    svc = SearchService(service.settings.model_copy(update={"rerank_dtype": "bfloat16", "rerank_exact_top": 5}))
+    svc.embedder, svc.index = service.embedder, service.index
+    svc.load_reranker()
+    info = svc.reranker.info()
+    assert svc.reranker_error is None and (info["dtype"], info["exact_top"]) == ("bfloat16", 5)
+    a = svc.search("how do I reset my VPN token", top_k=10, top_n=5, threshold=0.0)
+    b = service.search("how do I reset my VPN token", top_k=10, top_n=5, threshold=0.0)
+    assert [r.hit.chunk.chunk_id for r in a.results] == [r.hit.chunk.chunk_id for r in b.results]
+    assert all(abs(x.score - y.score) <= info["exact_margin"] for x, y in zip(a.results, b.results))

@@ -58,6 +58,16 @@ def test_batching_invariance(tiny_model):
     assert max(abs(x[1] - y[1]) for x, y in zip(a, b, strict=True)) < 1e-5
 
 
+def test_batch_size_defaults_to_the_device_and_a_setting_wins(tiny_model):
+    from rerank.engine import CPU_BATCH
+
+    default = CrossEncoderReranker(str(tiny_model), device="cpu", max_length=64)
+    assert default.load().info()["batch_size"] == CPU_BATCH == 8  # small CPU batches pad less
+    assert default.info()["effective_batch_size"] == CPU_BATCH
+    chosen = CrossEncoderReranker(str(tiny_model), device="cpu", batch_size=24, max_length=64).load()
+    assert chosen.info()["batch_size"] == 24
+
+
 def test_html_is_cleaned_before_scoring(bert_engine):
     plain = bert_engine.score(QUERY, ["Employees get 20 days of annual leave."])[0]
     html = bert_engine.score(QUERY, ["<p>Employees get <b>20 days</b> of annual&nbsp;leave.</p>"])[0]

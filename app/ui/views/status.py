@@ -9,7 +9,7 @@ import streamlit as st
 
 from app.settings import config_path
 from app.ui import history, resources
-from app.ui.status_info import device_rows, folder_bytes, human_bytes, precision
+from app.ui.status_info import device_rows, exact_note, folder_bytes, human_bytes, precision
 from retrieval.storage import current_version
 
 engine = resources.engine()
@@ -44,7 +44,7 @@ if svc.reranker is not None:
     models.append({"Role": "reranker", "Model": svc.reranker.name, "Requested": svc.reranker_name,
                    "Path": r.get("path"), "Device": r.get("device"), "Precision": precision(r.get("dtype")),
                    "Details": f"{r.get('architecture') or r.get('kind', '')}, max {r.get('max_length')} tokens, "
-                              f"batch {r.get('batch_size')}"})
+                              f"batch {r.get('batch_size')}{exact_note(r)}"})
 else:
     models.append({"Role": "reranker", "Model": "not loaded", "Requested": svc.reranker_name, "Path": None,
                    "Device": None, "Precision": None, "Details": svc.reranker_error or "switched off"})

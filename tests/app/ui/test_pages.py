@@ -125,6 +125,16 @@ def test_status_shows_device_precision_models_index_and_latency(app_test, kb):
     assert any("loaded" in s.value for s in at.success)
 
 
+def test_status_says_bfloat16_and_its_float32_re_scoring(app_test, monkeypatch):
+    monkeypatch.setenv("KB_RERANK_DTYPE", "bfloat16")
+    at = search(app_test(), QUERY)
+    at.switch_page("views/status.py").run()
+    assert not at.exception
+    assert {m.label: m.value for m in at.metric}["Precision"] == "BF16"
+    details = at.dataframe[0].value.set_index("Role").loc["reranker", "Details"]
+    assert "bfloat16 with float32 re-scoring of top-10 near-ties" in details and "candidates so far" in details
+
+
 def test_status_banner_when_reranker_cannot_load(app_test):
     at = app_test(reranker="models/missing-reranker")
     at.switch_page("views/status.py").run()

@@ -75,7 +75,7 @@ def rerank_command(
     variants: Annotated[str, typer.Option("--variants", help="comma-separated: naive (always), torch, "
                                           "torch-bf16, torch-bf16+exact, onnx, onnx-int8, onnx-int8+exact, openvino "
                                           "(+exact: float32 re-scoring of top-10 near-ties)")
-                         ] = "naive,torch,torch-bf16+exact,onnx-int8+exact",
+                         ] = "naive,torch,torch-bf16+exact",
     batch_size: Annotated[Optional[int], typer.Option("--batch-size")] = None,
     max_length: Annotated[Optional[int], typer.Option("--max-length")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for the engine variants")] = None,

@@ -18,7 +18,7 @@ import argparse
 import gc
 import json
 import multiprocessing
-import sys
+import tempfile
 import time
 import tracemalloc
 from pathlib import Path
@@ -83,16 +83,17 @@ def table_and_bm25(name: str, chunks: list[Chunk]) -> dict:
     tracemalloc.start()
     table = {c.chunk_id: c for c in (Chunk.from_dict(json.loads(x)) for x in lines)}  # as KnowledgeIndex.open
     table_bytes = tracemalloc.get_traced_memory()[0]
-    lex = LexicalIndex()
-    for line in token_lines:  # as LexicalIndex.load
-        cid, toks = json.loads(line)
-        lex.chunk_ids.append(cid)
-        lex.tokens.append(toks)
+    plain = [json.loads(line)[1] for line in token_lines]  # as LexicalIndex.load did before interning
     tokens_bytes = tracemalloc.get_traced_memory()[0] - table_bytes
-    interned = [[sys.intern(t) for t in json.loads(line)[1]] for line in token_lines]  # one str per distinct term
-    interned_bytes = tracemalloc.get_traced_memory()[0] - table_bytes - tokens_bytes
     tracemalloc.stop()
-    assert interned == lex.tokens
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "tokens.jsonl").write_text("\n".join(token_lines) + "\n", encoding="utf-8")
+        gc.collect()
+        tracemalloc.start()
+        lex = LexicalIndex.load(Path(tmp))  # the real loader: one string per distinct term
+        interned_bytes = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+    assert plain == lex.tokens
     bm25 = lex._ensure()
     matrix = sum(a.nbytes for a in bm25.scores.values() if isinstance(a, np.ndarray))
     terms = sum(len(t) for t in lex.tokens)
@@ -109,8 +110,10 @@ def main() -> None:
     ap.add_argument("--n-hnsw", type=int, default=10_000, help="vectors per HNSW measurement (slow to build)")
     ap.add_argument("--dims", type=int, nargs="+", default=[384, 1024])
     ap.add_argument("--data", type=Path, default=Path("../shared/eval-data"), help="folder with scifact/, cmrc2018/")
+    ap.add_argument("--text-only", action="store_true", help="only the chunk table and BM25 rows")
     args = ap.parse_args()
-    jobs = [(args.n if k == "flat" else args.n_hnsw, d, k) for d in args.dims for k in ("flat", "hnsw")]
+    jobs = [] if args.text_only else [(args.n if k == "flat" else args.n_hnsw, d, k) for d in args.dims
+                                      for k in ("flat", "hnsw")]
     out: dict = {"dense": [], "text": []}
     for job in jobs:
         with multiprocessing.get_context("spawn").Pool(1) as pool:  # a fresh process per measurement

@@ -28,3 +28,17 @@ def test_bm25_ranks_exact_terms_and_respects_mask():
     mask = np.array([1, 1, 0, 1], dtype=np.float32)
     assert "c2" not in [cid for cid, _ in index.search("VPN token", 4, mask)]
     assert index.search("完全无关的词语 zzzz", 4) == []
+
+
+def test_token_lists_share_one_string_per_term_after_a_save_and_load(tmp_path):
+    chunks = [Chunk(chunk_id=f"c{i}", doc_id="d", text=f"VPN token reset number {i}. 试用期员工离职手续。")
+              for i in range(50)]
+    index = LexicalIndex()
+    index.set_chunks(chunks)
+    index.save(tmp_path / "bm25")
+    loaded = LexicalIndex.load(tmp_path / "bm25")
+    assert loaded.tokens == index.tokens and loaded.chunk_ids == index.chunk_ids
+    for lists in (index.tokens, loaded.tokens):
+        vpn = [t for toks in lists for t in toks if t == "vpn"]
+        assert len(vpn) == 50 and all(t is vpn[0] for t in vpn)  # one object, not fifty
+    assert loaded.search("试用期离职", 3) == index.search("试用期离职", 3)

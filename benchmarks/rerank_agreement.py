@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -27,6 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-12), 1 - 1e-12)
+    return math.log(p / (1 - p))
 
 
 def main() -> None:
@@ -43,6 +49,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import tempfile
+
+    import numpy as np
 
     from app.benchmark import _load_variant, _run_variant, candidate_texts, machine
     from ingest.types import Chunk
@@ -61,7 +69,7 @@ def main() -> None:
         lexical = LexicalIndex()
         lexical.set_chunks([Chunk(chunk_id=str(i), doc_id=str(i), text=t) for i, t in enumerate(texts)])
         times = {v: [] for v in variants}
-        rows = {v: {"order": 0, "set": 0, "top1": 0, "diff": 0.0} for v in variants if v != "naive"}
+        rows = {v: {"order": 0, "set": 0, "top1": 0, "diff": 0.0, "shifts": []} for v in variants if v != "naive"}
         for n, query in enumerate(queries):
             hits = [int(cid) for cid, _ in lexical.search(query, args.k)]
             hits += [i for i in range(len(texts)) if i not in set(hits)][:args.k - len(hits)]  # pad a short recall
@@ -79,6 +87,7 @@ def main() -> None:
                 row["set"] += set(top_k_order(ref, 10)) == set(top_k_order(got, 10))
                 row["top1"] += top_k_order(ref, 1) == top_k_order(got, 1)
                 row["diff"] = max(row["diff"], max(abs(a - b) for a, b in zip(ref, got)))
+                row["shifts"] += [abs(_logit(a) - _logit(b)) for a, b in zip(ref, got)]
             print(f"query {n + 1}/{len(queries)}", file=sys.stderr, flush=True)
         info = {v: {key: m.info().get(key) for key in ("dtype", "backend", "quantized", "backend_warning",
                                                        "exact_margin", "exact_rescored")}
@@ -94,7 +103,10 @@ def main() -> None:
             "p50_ms": round(statistics.median(times[v]) * 1000, 1),
             "top10_order_identical": f"{row['order']}/{len(queries)}",
             "top10_set_identical": f"{row['set']}/{len(queries)}", "top1_identical": f"{row['top1']}/{len(queries)}",
-            "max_abs_score_diff": float(f"{row['diff']:.3g}")}
+            "max_abs_score_diff": float(f"{row['diff']:.3g}"),
+            # |Δ logit| per pair (logits recovered from the sigmoid scores), to set against the check set's δ
+            "logit_shift": {q: float(f"{np.percentile(row['shifts'], p):.3g}")
+                            for q, p in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))}}
     print(json.dumps(report) if args.json else json.dumps(report, indent=1, ensure_ascii=False))
 
 

@@ -59,7 +59,7 @@ def percentiles(values_ms: Sequence[float]) -> dict[str, float]:
             "min": round(float(a.min()), 2), "n": int(a.size)}
 
 
-def _files(paths: Sequence[Path]) -> list[Path]:
+def corpus_files(paths: Sequence[Path]) -> list[Path]:
     from ingest import SUPPORTED_SUFFIXES
 
     out = []
@@ -82,7 +82,7 @@ def candidate_texts(corpus: Sequence[Path], count_tokens: Callable[[str], int], 
     from ingest import IngestError, chunk, load
 
     texts = []
-    for f in _files(corpus):
+    for f in corpus_files(corpus):
         try:
             texts += [c.context_text() for c in chunk(load(f), count_tokens, budget, min(32, budget // 4))]
         except IngestError:
@@ -90,8 +90,9 @@ def candidate_texts(corpus: Sequence[Path], count_tokens: Callable[[str], int], 
     return texts
 
 
-def _load_variant(variant: str, model: str, batch_size: int | None, max_length: int, threads: int | None,
+def load_variant(variant: str, model: str, batch_size: int | None, max_length: int, threads: int | None,
                   models_dir: str | Path):
+    """A loaded scorer for a `RERANK_VARIANTS` name: the naive CrossEncoder, or our engine set up for it."""
     if variant == "naive":
         from sentence_transformers import CrossEncoder
 
@@ -107,7 +108,7 @@ def _load_variant(variant: str, model: str, batch_size: int | None, max_length: 
                                 quantize_policy="warn", threads=threads, exact_top=10 if exact else 0).load()
 
 
-def _run_variant(variant: str, model, query: str, texts: list[str]) -> list[float]:
+def run_variant(variant: str, model, query: str, texts: list[str]) -> list[float]:
     """Sigmoid scores in input order (the naive CrossEncoder applies the sigmoid itself)."""
     if variant == "naive":
         return [float(s) for s in model.predict([(query, t) for t in texts], show_progress_bar=False)]
@@ -128,7 +129,7 @@ def bench_rerank(model: str, corpus: Sequence[Path], ks: Sequence[int] = (10, 50
         raise ValueError(f"variants must include naive and come from {', '.join(RERANK_VARIANTS)}; got {variants}")
     if repeats < 1 or not ks or min(ks) < 1:
         raise ValueError(f"repeats and every K must be at least 1; got repeats={repeats}, ks={list(ks)}")
-    _files(corpus)  # a missing corpus fails before minutes of model loading
+    corpus_files(corpus)  # a missing corpus fails before minutes of model loading
     say = progress or (lambda msg: None)
     queries = list(queries) if queries else DEFAULT_QUERIES
     started_machine = machine()
@@ -136,7 +137,7 @@ def bench_rerank(model: str, corpus: Sequence[Path], ks: Sequence[int] = (10, 50
     for v in variants:
         say(f"loading {v}")
         t0 = time.perf_counter()
-        loaded[v] = _load_variant(v, model, batch_size, max_length, threads, models_dir)
+        loaded[v] = load_variant(v, model, batch_size, max_length, threads, models_dir)
         load_s[v] = round(time.perf_counter() - t0, 2)
     tokenizer = loaded["naive"].tokenizer
 
@@ -158,7 +159,7 @@ def bench_rerank(model: str, corpus: Sequence[Path], ks: Sequence[int] = (10, 50
             for v in order:
                 say(f"repetition {rep + 1}/{repeats}, K={k}, {v}")
                 t0 = time.perf_counter()
-                scores[k][v].append(_run_variant(v, loaded[v], query, pools[k]))
+                scores[k][v].append(run_variant(v, loaded[v], query, pools[k]))
                 times[k][v].append(time.perf_counter() - t0)
     by_k = {}
     for k in ks:
@@ -272,7 +273,7 @@ def bench_ingest(corpora: Sequence[Path], embedder, max_tokens: int = 512, overl
     say = progress or (lambda msg: None)
     out: dict[str, Any] = {"embedder": embedder.name, "machine": machine(), "corpora": {}}
     for corpus in corpora:
-        files = _files([corpus])
+        files = corpus_files([corpus])
         budget = chunker_settings(embedder, max_tokens, overlap)["max_tokens"]
         say(f"{corpus}: parse + chunk")
         t0 = time.perf_counter()

@@ -52,7 +52,7 @@ def main() -> None:
 
     import numpy as np
 
-    from app.benchmark import _load_variant, _run_variant, candidate_texts, machine
+    from app.benchmark import candidate_texts, load_variant, machine, run_variant
     from ingest.types import Chunk
     from rerank.agreement import top_k_order
     from retrieval.lexical import LexicalIndex
@@ -62,7 +62,7 @@ def main() -> None:
     queries = queries[:args.limit] if args.limit else queries
     started = machine()
     with tempfile.TemporaryDirectory() as tmp:
-        loaded = {v: _load_variant(v, args.reranker, args.batch_size, args.max_length, None, tmp) for v in variants}
+        loaded = {v: load_variant(v, args.reranker, args.batch_size, args.max_length, None, tmp) for v in variants}
         tok = loaded["naive"].tokenizer
         budget = args.max_length - max(len(tok(q, add_special_tokens=False)["input_ids"]) for q in queries) - 4
         texts = candidate_texts([args.corpus], lambda t: len(tok(t, add_special_tokens=False)["input_ids"]), budget)
@@ -78,7 +78,7 @@ def main() -> None:
             scores = {}
             for v in order:
                 t0 = time.perf_counter()
-                scores[v] = _run_variant(v, loaded[v], query, pool)
+                scores[v] = run_variant(v, loaded[v], query, pool)
                 times[v].append(time.perf_counter() - t0)
             ref = scores["naive"]
             for v, row in rows.items():

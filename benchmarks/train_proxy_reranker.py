@@ -43,11 +43,11 @@ def minilm_path() -> Path:
 
 def corpus_chunks(corpora: list[Path], count_tokens, budget: int) -> list[tuple[str, str]]:
     """(doc_id, chunk text) of every chunk of the corpora, as the reranker reads chunks."""
-    from app.benchmark import _files
+    from app.benchmark import corpus_files
     from ingest import IngestError, chunk, load
 
     out = []
-    for f in _files([c for c in corpora if c.exists()]):
+    for f in corpus_files([c for c in corpora if c.exists()]):
         try:
             out += [(str(f), c.context_text()) for c in chunk(load(f), count_tokens, budget, 16)]
         except IngestError:

@@ -114,6 +114,11 @@ class TorchScorer:
 
         self.cross_encoder.to(device="cpu", dtype=torch.float32)
 
+    @property
+    def dtype(self) -> str:
+        """The weights' dtype now: float32, float16 or bfloat16."""
+        return str(self.cross_encoder.model.dtype).removeprefix("torch.")
+
     def cast(self, dtype: str) -> None:
         """Cast the weights in place (float32 → bfloat16 on a CPU; one way: the rounding is not undone)."""
         import torch
@@ -126,16 +131,51 @@ class TorchScorer:
                 "attention": getattr(model.config, "_attn_implementation", None)}
 
 
-class OnnxScorer:
-    """An exported ONNX file run by ONNX Runtime on the CPU."""
+class _ExportedScorer:
+    """A runtime for the exported ONNX file: tokenizer, inputs and threads are shared; `_open` loads the file and
+    `_infer` runs one batch of numpy inputs to a logits array."""
 
-    backend = "onnx"
+    backend = ""
+    _cannot_open = ""  # "<runtime> could not <verb>", for the load error
+    _fix = ""  # what the user can do when the file cannot be opened
 
     def __init__(self, onnx_file: Path, tokenizer, input_names: Sequence[str], max_length: int,
                  threads: int | None = None):
+        self.threads = threads if threads is not None else available_cores()
+        self.file = Path(onnx_file)
+        self.tokenizer = tokenizer
+        self.input_names = list(input_names)
+        self.max_length = max_length
+        try:
+            self._open()
+        except Exception as exc:  # a truncated or foreign file
+            raise RerankerLoadError(f"{self._cannot_open} {onnx_file} ({exc.__class__.__name__}: {str(exc)[:200]}); "
+                                    + self._fix.format(folder=self.file.parent)) from exc
+
+    def _open(self) -> None:
+        raise NotImplementedError
+
+    def _infer(self, inputs: dict):
+        raise NotImplementedError
+
+    def predict(self, pairs: list[tuple[str, str]]) -> list[float]:
+        logits = self._infer(tokenize(self.tokenizer, pairs, self.max_length, self.input_names))
+        return [float(s) for s in logits.reshape(-1).tolist()]
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.backend, "threads": self.threads, "file": str(self.file)}
+
+
+class OnnxScorer(_ExportedScorer):
+    """An exported ONNX file run by ONNX Runtime on the CPU."""
+
+    backend = "onnx"
+    _cannot_open = "ONNX Runtime could not open"
+    _fix = "delete {folder} to export it again"
+
+    def _open(self) -> None:
         import onnxruntime as ort
 
-        self.threads = threads if threads is not None else available_cores()
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1  # one graph at a time; parallelism is inside the matrix products
@@ -143,52 +183,27 @@ class OnnxScorer:
         opts.log_severity_level = 3
         # idle threads sleep instead of spinning: the CPU is shared with the embedder, the API and other processes
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self.session = ort.InferenceSession(str(onnx_file), opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # a truncated or foreign file
-            raise RerankerLoadError(f"ONNX Runtime could not open {onnx_file} ({exc.__class__.__name__}: "
-                                    f"{str(exc)[:200]}); delete {Path(onnx_file).parent} to export it again"
-                                    ) from exc
-        self.file = Path(onnx_file)
-        self.tokenizer = tokenizer
-        self.input_names = list(input_names)
-        self.max_length = max_length
+        self.session = ort.InferenceSession(str(self.file), opts, providers=["CPUExecutionProvider"])
 
-    def predict(self, pairs: list[tuple[str, str]]) -> list[float]:
-        logits = self.session.run(None, tokenize(self.tokenizer, pairs, self.max_length, self.input_names))[0]
-        return [float(s) for s in logits.reshape(-1).tolist()]
-
-    def describe(self) -> dict[str, Any]:
-        return {"backend": self.backend, "threads": self.threads, "file": str(self.file)}
+    def _infer(self, inputs: dict):
+        return self.session.run(None, inputs)[0]
 
 
-class OpenVinoScorer:
+class OpenVinoScorer(_ExportedScorer):
     """The exported ONNX file compiled by OpenVINO for the CPU, float32 inference precision."""
 
     backend = "openvino"
+    _cannot_open = "OpenVINO could not compile"
+    _fix = "use --backend onnx or torch"
 
-    def __init__(self, onnx_file: Path, tokenizer, input_names: Sequence[str], max_length: int,
-                 threads: int | None = None):
+    def _open(self) -> None:
         import openvino as ov
 
-        self.threads = threads if threads is not None else available_cores()
-        core = ov.Core()
-        try:
-            self.compiled = core.compile_model(str(onnx_file), "CPU", {
-                "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": self.threads,
-                "PERFORMANCE_HINT": "LATENCY"})
-        except Exception as exc:
-            raise RerankerLoadError(f"OpenVINO could not compile {onnx_file} ({exc.__class__.__name__}: "
-                                    f"{str(exc)[:200]}); use --backend onnx or torch") from exc
-        self.file = Path(onnx_file)
-        self.tokenizer = tokenizer
-        self.input_names = list(input_names)
-        self.max_length = max_length
+        self.compiled = ov.Core().compile_model(str(self.file), "CPU", {
+            "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": self.threads, "PERFORMANCE_HINT": "LATENCY"})
 
-    def predict(self, pairs: list[tuple[str, str]]) -> list[float]:
-        out = self.compiled(tokenize(self.tokenizer, pairs, self.max_length, self.input_names))
-        return [float(s) for s in out[self.compiled.output(0)].reshape(-1).tolist()]
+    def _infer(self, inputs: dict):
+        return self.compiled(inputs)[self.compiled.output(0)]
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.backend, "threads": self.threads, "file": str(self.file),
-                "inference_precision": "f32"}
+        return {**super().describe(), "inference_precision": "f32"}

@@ -119,7 +119,6 @@ class CrossEncoderReranker:
         self._oom_halvings = 0
         self._fallback: str | None = None
         self._load_ms: float | None = None
-        self._served_dtype: str | None = None  # set when a CPU bfloat16 request went through its agreement check
         # with a reduced-precision scorer and exact_top > 0: the float32 scorer for near-ties (rerank.exact)
         self._exact = None
         self._exact_margin: float | None = None
@@ -233,8 +232,9 @@ class CrossEncoderReranker:
             self._check_weights(resolved.path, config)
             choice = self._choose_device()
             self._model = self._build(resolved, config, choice.device, choice.dtype)
-            if self._served_dtype not in (None, choice.dtype):  # bfloat16 refused by its agreement check
-                choice = type(choice)(**{**choice.to_dict(), "dtype": self._served_dtype,
+            served = getattr(self._model, "dtype", choice.dtype)  # the torch scorer's weights
+            if choice.dtype == "bfloat16" and served != choice.dtype:  # refused by its agreement check
+                choice = type(choice)(**{**choice.to_dict(), "dtype": served,
                                          "reason": f"{choice.reason}; bfloat16 failed its agreement check"})
             self._resolved, self._config, self._choice = resolved, config, choice
             if self._batch_arg is None:
@@ -355,7 +355,6 @@ class CrossEncoderReranker:
             refuse, warning = self._failed_check("bfloat16", agreement, "float32")
             if refuse:
                 scorer = TorchScorer(path, "cpu", "float32", self.max_length, self.allow_remote_code, self.threads)
-        self._served_dtype = str(scorer.cross_encoder.model.dtype).removeprefix("torch.")
         self._backend_info = {**scorer.describe(), "bf16_agreement": agreement.to_dict(), "cpu_bf16_native": native,
                               "backend_warning": warning}
         return scorer

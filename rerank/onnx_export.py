@@ -104,25 +104,14 @@ def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     os.replace(tmp, folder / MANIFEST)
 
 
-def _session(file: Path, threads: int | None = None):
-    import onnxruntime as ort
+def onnx_scores(file: Path, tokenizer, pairs, names, max_length: int, batch_size: int = 16) -> list[float]:
+    """Raw logits of `pairs` from an ONNX file, through the scorer that serves it (same session options)."""
+    from rerank.backends import OnnxScorer
 
-    from rerank.backends import available_cores
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads or available_cores()
-    opts.log_severity_level = 3
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(file), opts, providers=["CPUExecutionProvider"])
-
-
-def _run(session, tokenizer, pairs, names, max_length: int, batch_size: int = 16) -> list[float]:
-    from rerank.backends import tokenize
-
+    scorer = OnnxScorer(file, tokenizer, names, max_length)
     out: list[float] = []
     for start in range(0, len(pairs), batch_size):
-        logits = session.run(None, tokenize(tokenizer, pairs[start:start + batch_size], max_length, names))[0]
-        out += [float(x) for x in logits.reshape(-1)]
+        out += scorer.predict(pairs[start:start + batch_size])
     return out
 
 
@@ -205,7 +194,7 @@ def _export(model_path: Path, out: Path, tokenizer, max_length: int, allow_remot
     pairs, groups = check_set()
     reference = _torch_scores(model, tokenizer, pairs, names, max_length)
     del model
-    exported = _run(_session(out / FP32_FILE), tokenizer, pairs, names, max_length)
+    exported = onnx_scores(out / FP32_FILE, tokenizer, pairs, names, max_length)
     parity = compare(reference, exported, groups)
     if not parity.max_raw_diff <= PARITY_TOLERANCE:
         raise RerankerLoadError(f"the ONNX export of {model_path} disagrees with PyTorch (max |Δ logit| "
@@ -230,8 +219,8 @@ def ensure_quantized(exported: Exported, tokenizer, max_length: int = 512) -> Ex
         quantize_dynamic(str(exported.fp32_file), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
         pairs, groups = check_set()
         names = exported.input_names
-        reference = _run(_session(exported.fp32_file), tokenizer, pairs, names, max_length)
-        agreement = compare(reference, _run(_session(tmp), tokenizer, pairs, names, max_length), groups)
+        reference = onnx_scores(exported.fp32_file, tokenizer, pairs, names, max_length)
+        agreement = compare(reference, onnx_scores(tmp, tokenizer, pairs, names, max_length), groups)
         os.replace(tmp, exported.int8_file)
     except Exception as exc:
         tmp.unlink(missing_ok=True)

@@ -59,10 +59,10 @@ def test_export_is_made_again_when_the_weights_change(tmp_path):
 
 
 def _onnx_scores(file, tokenizer, names):
-    from rerank.onnx_export import _run, _session
+    from rerank.onnx_export import onnx_scores
 
     pairs, _ = check_set()
-    return _run(_session(file), tokenizer, pairs, names, 64)
+    return onnx_scores(file, tokenizer, pairs, names, 64)
 
 
 def test_int8_is_refused_when_it_changes_the_top10_order(tmp_path):

@@ -1,6 +1,8 @@
 """Settings: defaults < config file (`kb.toml`, or the file named by `KB_CONFIG`) < `KB_*` environment variables.
 
-Read once with `get_settings()`; code below `app/` receives values as arguments, never reads settings itself.
+Read once with `get_settings()`; `app.components` turns them into parts, and code below `app/` receives values as
+arguments, never reads settings itself. Sign-in settings live in `[auth]` of the config file or `KB_AUTH_*`
+variables (`KB_AUTH_PROVIDER_URL` is `auth.provider_url`); secrets are `SecretStr`, never printed.
 """
 
 from __future__ import annotations
@@ -8,13 +10,14 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
-if TYPE_CHECKING:
-    from retrieval.vector_store import MilvusConfig
+from rerank.params import BACKENDS, LONG_PASSAGE_MODES, TOP_N_RANGE
+from retrieval.device import DTYPES
+from retrieval.types import MODES, TOP_K_RANGE
 
 DEFAULT_CONFIG = "kb.toml"
 
@@ -23,8 +26,46 @@ def config_path() -> Path:
     return Path(os.environ.get("KB_CONFIG", DEFAULT_CONFIG))
 
 
+class AuthSettings(BaseModel):
+    """Sign-in with an OIDC provider (Microsoft Entra ID, Okta, Keycloak, ...): the app requires login, the API
+    accepts the provider's tokens beside API keys. Unset `provider_url`: open mode (docs/SECURITY.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider_url: str | None = Field(None, description="the OIDC issuer; its discovery document is at "
+                                     "PROVIDER_URL/.well-known/openid-configuration")
+    client_id: str | None = Field(None, description="this application's client id at the provider (the tokens' "
+                                  "audience)")
+    client_secret: SecretStr | None = Field(None, description="the client secret (the app's login)")
+    groups_claim: str = Field("groups", description="the token claim with the user's groups: a list, or a "
+                              "space/comma separated string")
+    admin_group: str = Field("kb-admin", description="members of this group may open Library, Tuning and Status "
+                             "and ingest or delete through the API")
+    cookie_secret: SecretStr | None = Field(None, description="signs the app's login cookie (a long random string)")
+    redirect_uri: str | None = Field(None, description="where the provider sends people back after login "
+                                     "[default: http://HOST:PORT/oauth2callback of `kb ui`]")
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.provider_url)
+
+    def missing(self, for_app: bool) -> list[str]:
+        """The settings a sign-in still needs, by their environment names (the app needs all four; the API only
+        the issuer and the client id). Empty when none is set at all: open mode."""
+        needed = {"KB_AUTH_PROVIDER_URL": self.provider_url, "KB_AUTH_CLIENT_ID": self.client_id}
+        if for_app:
+            needed |= {"KB_AUTH_CLIENT_SECRET": self.client_secret, "KB_AUTH_COOKIE_SECRET": self.cookie_secret}
+        given = [v for v in (self.provider_url, self.client_id, self.client_secret, self.cookie_secret) if v]
+        return [name for name, value in needed.items() if not value] if given else []
+
+    @property
+    def discovery_url(self) -> str:
+        return f"{(self.provider_url or '').rstrip('/')}/.well-known/openid-configuration"
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="KB_", extra="ignore", validate_default=True)
+    model_config = SettingsConfigDict(env_prefix="KB_", extra="ignore", validate_default=True,
+                                      env_nested_delimiter="_", env_nested_max_split=1)
 
     index_dir: Path = Field(Path("data/index"), description="where the built index lives (git-ignored)")
     models_dir: Path = Field(Path("models"), description="local model folders, e.g. models/reranker_zh_v2")
@@ -34,12 +75,12 @@ class Settings(BaseSettings):
     reranker_api_key: str | None = Field(None, description="bearer token for a remote (TEI) reranker started with "
                                          "--api-key")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    dtype: Literal[DTYPES] = "auto"
 
-    top_k: int = Field(50, ge=1, le=1000, description="recall size K")
-    top_n: int = Field(5, ge=1, le=100, description="results shown N")
+    top_k: int = Field(50, ge=TOP_K_RANGE[0], le=TOP_K_RANGE[1], description="recall size K")
+    top_n: int = Field(5, ge=TOP_N_RANGE[0], le=TOP_N_RANGE[1], description="results shown N")
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="minimum normalised reranker score shown")
-    recall_mode: Literal["hybrid", "dense", "lexical"] = "hybrid"
+    recall_mode: Literal[MODES] = "hybrid"
     dense_weight: float = Field(1.0, ge=0.0)
     lexical_weight: float = Field(1.0, ge=0.0)
     rrf_k: int = Field(60, ge=1, description="reciprocal rank fusion constant")
@@ -61,14 +102,6 @@ class Settings(BaseSettings):
         """The reranker's dtype: `rerank_dtype` when set, else the shared `dtype`."""
         return self.rerank_dtype or self.dtype
 
-    def milvus_config(self) -> MilvusConfig | None:
-        """What `KnowledgeIndex` needs to keep vectors in Milvus; None when they stay in FAISS."""
-        from retrieval.vector_store import MilvusConfig
-
-        if self.vector_store == "faiss":
-            return None
-        return MilvusConfig(self.milvus_uri, self.milvus_collection, self.milvus_index, self.milvus_token)
-
     max_per_doc: int | None = Field(None, ge=1, description="at most this many results per document (None: no cap)")
     merge_adjacent: bool = Field(False, description="join neighbouring chunks of one document into one result")
     cache_size: int = Field(256, ge=0, description="query-result LRU entries (0 disables the cache)")
@@ -76,19 +109,22 @@ class Settings(BaseSettings):
     rerank_batch_size: int | None = Field(None, ge=1, le=1024, description="pairs per reranker forward pass "
                                           "[8 on a CPU, where smaller batches pad less; 32 on a GPU]")
     rerank_max_length: int = Field(512, ge=32, le=8192)
-    long_passage: Literal["max", "mean", "first"] = "max"
-    rerank_backend: Literal["torch", "onnx", "openvino"] = Field(
+    long_passage: Literal[LONG_PASSAGE_MODES] = "max"
+    rerank_backend: Literal[BACKENDS] = Field(
         "torch", description="cross-encoder runtime: torch (any device), onnx or openvino (CPU; docs/PERFORMANCE.md)")
     rerank_quantize: bool = Field(False, description="int8 with rerank_backend=onnx, used only if it keeps the "
                                                      "top-10 order on the check set")
     rerank_threads: int | None = Field(None, ge=1, le=1024, description="CPU threads for the reranker [all cores]")
-    rerank_dtype: Literal["auto", "float32", "float16", "bfloat16"] | None = Field(
+    rerank_dtype: Literal[DTYPES] | None = Field(
         None, description="the reranker's dtype when it should differ from `dtype` (bfloat16: fast on CPUs with "
                           "AMX/AVX512-BF16, checked against float32 at load)")
     rerank_exact_top: int = Field(10, ge=0, le=1000, description="with bfloat16 on a CPU or int8, near-ties in the "
                                   "top N are re-scored in float32, so the top-N order is float32's (0: off)")
     calibration: Path | None = Field(None, description="calibrator JSON from `kb tune --write`: scores become "
                                      "calibrated probabilities, and threshold and bands apply to them")
+
+    # ---- sign-in (`[auth]`, KB_AUTH_*) -----------------------------------------------------------------------------
+    auth: AuthSettings = Field(default_factory=AuthSettings)
 
     # ---- HTTP API (`kb serve`) ----------------------------------------------------------------------------------
     api_keys: dict[str, list[str]] = Field(
@@ -102,6 +138,10 @@ class Settings(BaseSettings):
     api_max_text_chars: int = Field(2_000_000, ge=1, description="characters of documents per /rerank (413 above)")
     api_max_request_mb: float = Field(50.0, gt=0, description="request body size, uploads included (413 above)")
     upload_dir: Path = Field(Path("data/uploads"), description="where files uploaded through POST /ingest are kept")
+    audit_log: Path | None = Field(None, description="JSON-lines record of admin actions and refused attempts "
+                                   "[default: audit.jsonl beside the index folder]")
+    allow_open: bool = Field(False, description="let `kb ui` / `kb serve` listen beyond loopback with no sign-in "
+                             "and no API keys (everyone who reaches it sees every document)")
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings],

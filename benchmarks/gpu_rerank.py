@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from rerank.types import RerankerOptions
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -75,12 +77,12 @@ def pairs_of(tokenizer, n: int, tokens: int) -> tuple[str, list[str]]:
 def measure(path: Path, dtype: str, n: int, tokens: int, repeats: int, batch_size: int) -> dict:
     import torch
 
-    from rerank.engine import CrossEncoderReranker
+    from rerank.engines.cross_encoder import CrossEncoderReranker
 
     torch.cuda.empty_cache()
     t0 = time.perf_counter()
-    engine = CrossEncoderReranker(str(path), device="cuda", dtype=dtype, batch_size=batch_size,
-                                  max_length=tokens).load()
+    options = RerankerOptions(device="cuda", dtype=dtype, batch_size=batch_size, max_length=tokens)
+    engine = CrossEncoderReranker(str(path), options).load()
     torch.cuda.synchronize()
     load_s = time.perf_counter() - t0
     query, passages = pairs_of(engine.tokenizer, n, tokens)
@@ -102,7 +104,7 @@ def measure(path: Path, dtype: str, n: int, tokens: int, repeats: int, batch_siz
                           "p95": round(times[int(0.95 * (len(times) - 1))], 1), "min": round(times[0], 1)},
            "pairs_per_s": round(n / (statistics.median(times) / 1000), 1),
            "peak_gpu_memory_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2),
-           "pair_tokens": sorted(lengths), "effective_batch_size": engine.info()["effective_batch_size"],
+           "pair_tokens": sorted(lengths), "effective_batch_size": engine.info().effective_batch_size,
            "raw": raw}
     del engine
     return out
@@ -123,8 +125,8 @@ def main() -> int:
         message = "no CUDA GPU here: nothing to measure (run this on a machine with an NVIDIA GPU)"
         print(json.dumps({"gpu": None, "message": message}) if args.json else message)
         return 0
-    from app.benchmark import machine
-    from rerank.agreement import top_k_order
+    from app.quality.bench import machine
+    from rerank.validation.agreement import top_k_order
 
     report = {"model": "XLMRobertaForSequenceClassification, bge-reranker-v2-m3 config, random weights",
               "pairs": args.pairs, "tokens": args.tokens, "repeats": args.repeats, "batch_size": args.batch_size,

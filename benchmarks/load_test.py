@@ -27,7 +27,6 @@ import json
 import os
 import random
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from app.quality.latency import percentiles
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "data" / "samples"
@@ -87,15 +88,6 @@ def rss_mb(pid: int) -> float:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1]) / 1024
     raise RuntimeError(f"cannot read the memory of process {pid}")
-
-
-def percentiles(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    if len(values) == 1:
-        return {"p50": values[0], "p95": values[0], "p99": values[0], "max": values[0]}
-    q = statistics.quantiles(values, n=100, method="inclusive")
-    return {"p50": round(q[49], 1), "p95": round(q[94], 1), "p99": round(q[98], 1), "max": round(max(values), 1)}
 
 
 @dataclass

@@ -24,6 +24,7 @@ from retrieval.embedder import Embedder  # noqa: E402
 from retrieval.index import KnowledgeIndex  # noqa: E402
 from retrieval.models import PACKAGED_MINILM  # noqa: E402
 from retrieval.recall import recall  # noqa: E402
+from retrieval.stores.faiss import FaissStoreFactory  # noqa: E402
 
 WORDS = ("leave annual sick parental probation resignation notice payroll salary expense receipt travel hotel "
          "laptop software request vpn token password reset security incident report onboarding remote office "
@@ -35,7 +36,7 @@ QUERIES = ["how do I reset my VPN token", "试用期员工离职需要办理哪�
 
 def build(n: int, dim: int, root: Path, emb_info: dict, ann_threshold: int) -> KnowledgeIndex:
     rng = np.random.default_rng(0)
-    index = KnowledgeIndex(root, emb_info, {}, ann_threshold)
+    index = KnowledgeIndex(root, emb_info, {}, FaissStoreFactory(ann_threshold))
     chunks = [Chunk(chunk_id=f"c{i}", doc_id=f"d{i // 20}", text=" ".join(rng.choice(WORDS, 60)),
                     meta={"acl": ["hr"] if i % 10 == 0 else [], "position": i % 20}) for i in range(n)]
     vecs = rng.standard_normal((n, dim)).astype(np.float32)

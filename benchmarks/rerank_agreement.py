@@ -52,9 +52,10 @@ def main() -> None:
 
     import numpy as np
 
-    from app.benchmark import candidate_texts, load_variant, machine, run_variant
+    from app.quality.bench import candidate_texts, load_variant, machine, run_variant
     from ingest.types import Chunk
-    from rerank.agreement import top_k_order
+    from rerank.types import RerankerOptions
+    from rerank.validation.agreement import top_k_order
     from retrieval.lexical import LexicalIndex
 
     variants = args.variants.split(",")
@@ -62,7 +63,8 @@ def main() -> None:
     queries = queries[:args.limit] if args.limit else queries
     started = machine()
     with tempfile.TemporaryDirectory() as tmp:
-        loaded = {v: load_variant(v, args.reranker, args.batch_size, args.max_length, None, tmp) for v in variants}
+        options = RerankerOptions(batch_size=args.batch_size, max_length=args.max_length, models_dir=tmp)
+        loaded = {v: load_variant(v, args.reranker, options) for v in variants}
         tok = loaded["naive"].tokenizer
         budget = args.max_length - max(len(tok(q, add_special_tokens=False)["input_ids"]) for q in queries) - 4
         texts = candidate_texts([args.corpus], lambda t: len(tok(t, add_special_tokens=False)["input_ids"]), budget)
@@ -89,8 +91,8 @@ def main() -> None:
                 row["diff"] = max(row["diff"], max(abs(a - b) for a, b in zip(ref, got)))
                 row["shifts"] += [abs(_logit(a) - _logit(b)) for a, b in zip(ref, got)]
             print(f"query {n + 1}/{len(queries)}", file=sys.stderr, flush=True)
-        info = {v: {key: m.info().get(key) for key in ("dtype", "backend", "quantized", "backend_warning",
-                                                       "exact_margin", "exact_rescored")}
+        info = {v: {key: getattr(m.info(), key) for key in ("dtype", "backend", "quantized", "warning",
+                                                            "exact_margin", "exact_rescored")}
                 for v, m in loaded.items() if v != "naive"}
     report = {"reranker": args.reranker, "queries": len(queries), "k": args.k, "corpus_chunks": len(texts),
               "batch_size": args.batch_size, "machine": started,

@@ -56,14 +56,16 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=ROOT / "data" / "samples" / "docs")
     args = parser.parse_args()
 
-    from app.benchmark import bench_rerank
+    from app.quality.bench import bench_rerank
+    from rerank.types import RerankerOptions
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         path = build_m3_sized(Path(tmp) / "m3_sized", num_hidden_layers=args.layers)
         build_s = time.perf_counter() - t0
         report = bench_rerank(str(path), [args.corpus], [int(k) for k in args.k.split(",")], args.repeats,
-                              args.variants.split(","), batch_size=args.batch_size, models_dir=Path(tmp) / "models",
+                              args.variants.split(","),
+                              options=RerankerOptions(batch_size=args.batch_size, models_dir=str(Path(tmp) / "models")),
                               progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     report["model"] = f"XLMRobertaForSequenceClassification, bge-reranker-v2-m3 shape ({args.layers} layers), " \
                       "random weights"

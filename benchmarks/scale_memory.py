@@ -28,7 +28,7 @@ import numpy as np
 from ingest.types import Chunk
 from retrieval.analyzer import analyze
 from retrieval.lexical import LexicalIndex
-from retrieval.vector_store import FaissStore
+from retrieval.stores.faiss import FaissStore
 
 
 def rss_bytes() -> int:

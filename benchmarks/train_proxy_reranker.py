@@ -43,7 +43,7 @@ def minilm_path() -> Path:
 
 def corpus_chunks(corpora: list[Path], count_tokens, budget: int) -> list[tuple[str, str]]:
     """(doc_id, chunk text) of every chunk of the corpora, as the reranker reads chunks."""
-    from app.benchmark import corpus_files
+    from app.quality.bench import corpus_files
     from ingest import IngestError, chunk, load
 
     out = []

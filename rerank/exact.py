@@ -13,7 +13,7 @@ check set and widened by a safety factor), let m = 2δ and s = the N-th best fas
 
 A trained reranker separates candidates by whole logits, so only a few near-ties are re-scored; a random-weight
 model has every candidate within noise of the others, so nearly all of the top are re-scored (exact, not fast).
-Pure functions; the engine (`rerank.engine`) runs the scorers.
+Pure functions; the engine (`rerank.engines.cross_encoder`) runs the scorers.
 """
 
 from __future__ import annotations

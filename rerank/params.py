@@ -1,16 +1,42 @@
-"""Validation of the reranker's knobs, shared by the engines, the CLI and the service."""
+"""The reranker's knobs and the shown-results filter: every range check and allowed value in one place.
+
+Engines, `RerankerOptions`, the service, the settings and the API schemas all check against these, so a value is
+allowed (or refused, with the same message) wherever it is given.
+"""
 
 from __future__ import annotations
 
 from rerank.errors import RerankerParameterError
+from retrieval.device import DTYPES
 
 LONG_PASSAGE_MODES = ("max", "mean", "first")
+BACKENDS = ("torch", "onnx", "openvino")
 BATCH_SIZE_RANGE = (1, 1024)
 MAX_LENGTH_RANGE = (32, 8192)
+THREADS_RANGE = (1, 1024)
+EXACT_TOP_RANGE = (0, 1000)
+TOP_N_RANGE = (1, 100)  # results shown
+THRESHOLD_RANGE = (0.0, 1.0)  # on the 0..1 score
+_DEVICES = "auto, cpu, cuda or cuda:N"
 
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_device(device: object) -> str:
+    """Cheap string check (no torch import); `retrieval.device.choose_device` checks CUDA at load."""
+    if not isinstance(device, str) or not (device in ("auto", "cpu", "cuda")
+                                           or (device.startswith("cuda:") and device[5:].isdigit())):
+        raise RerankerParameterError("device", device, _DEVICES, "pass --device auto (GPU if present) or cpu")
+    return device
+
+
+def check_dtype(dtype: object) -> str:
+    if dtype not in DTYPES:
+        raise RerankerParameterError("dtype", dtype, ", ".join(DTYPES),
+                                     "pass --dtype auto (float16 on GPU, float32 on CPU)")
+    return dtype  # type: ignore[return-value]
 
 
 def check_batch_size(batch_size: object) -> int:
@@ -41,15 +67,43 @@ def check_long_passage(long_passage: object) -> str:
     return long_passage  # type: ignore[return-value]
 
 
+def check_backend(backend: object) -> str:
+    if backend not in BACKENDS:
+        raise RerankerParameterError("backend", backend, f"one of {', '.join(BACKENDS)}",
+                                     "pass --backend torch (default), onnx or openvino (or set KB_RERANK_BACKEND)")
+    return backend  # type: ignore[return-value]
+
+
+def check_threads(threads: object) -> int | None:
+    if threads is None:
+        return None
+    lo, hi = THREADS_RANGE
+    if not _is_int(threads) or not lo <= threads <= hi:
+        raise RerankerParameterError("threads", threads, f"an integer from {lo} to {hi}, or None (one per core)",
+                                     "leave it unset, or set KB_RERANK_THREADS to the cores the reranker may use")
+    return threads
+
+
+def check_exact_top(exact_top: object) -> int:
+    lo, hi = EXACT_TOP_RANGE
+    if not _is_int(exact_top) or not lo <= exact_top <= hi:
+        raise RerankerParameterError("exact_top", exact_top, f"an integer from {lo} (off) to {hi}",
+                                     "leave it at 10: bfloat16/int8 near-ties in the top 10 are re-scored in "
+                                     "float32 (KB_RERANK_EXACT_TOP)")
+    return exact_top
+
+
 def check_threshold(threshold: object) -> float:
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
-        raise RerankerParameterError("threshold", threshold, "a number from 0.0 to 1.0 (a sigmoid score)",
+    lo, hi = THRESHOLD_RANGE
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not lo <= threshold <= hi:
+        raise RerankerParameterError("threshold", threshold, f"a number from {lo} to {hi} (a 0..1 score)",
                                      "pass e.g. --threshold 0.5, or 0.0 to keep everything")
     return float(threshold)
 
 
 def check_top_n(top_n: object) -> int:
-    if not _is_int(top_n) or top_n < 1:
-        raise RerankerParameterError("top_n", top_n, "an integer of 1 or more",
-                                     "pass e.g. --top-n 5, or leave it unset to keep every result")
+    lo, hi = TOP_N_RANGE
+    if not _is_int(top_n) or not lo <= top_n <= hi:
+        raise RerankerParameterError("top_n", top_n, f"an integer from {lo} to {hi}",
+                                     "pass e.g. --top-n 5")
     return top_n

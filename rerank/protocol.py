@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
+
+from rerank.types import RerankerInfo
+from retrieval.device import DeviceChoice
 
 
 @runtime_checkable
@@ -18,16 +21,16 @@ class Reranker(Protocol):
     def loaded(self) -> bool: ...
 
     @property
-    def device_choice(self) -> Any:
-        """The `retrieval.device.DeviceChoice` made at load (None before)."""
+    def device_choice(self) -> DeviceChoice | None:
+        """The device and dtype chosen at load, with the reason (None before)."""
         ...
 
-    def load(self) -> None: ...
+    def load(self) -> Reranker: ...
 
     def score(self, query: str, texts: Sequence[str]) -> list[tuple[float, float]]:
         """(raw_score, score) per text, Python floats, in input order; score = sigmoid(raw_score)."""
         ...
 
-    def info(self) -> dict[str, Any]:
-        """What is loaded, where, in which dtype and why (for the CLI, the API's /info and the UI)."""
+    def info(self) -> RerankerInfo:
+        """What is loaded, where, in which dtype and why (the same fields for every engine)."""
         ...

@@ -10,7 +10,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from typing import Any
 
-_DTYPES = ("auto", "float32", "float16", "bfloat16")
+DTYPES = ("auto", "float32", "float16", "bfloat16")  # the one list: settings, rerank options, CLI
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,8 @@ def choose_device(device: str = "auto", dtype: str = "auto") -> DeviceChoice:
     """
     import torch
 
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}; got {dtype!r}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
     if not (device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())):
         raise ValueError(f"device must be auto, cpu, cuda or cuda:N; got {device!r}")
     smi = shutil.which("nvidia-smi") is not None

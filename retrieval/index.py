@@ -2,8 +2,8 @@
 
 The manifest records what the vectors mean (embedder, dimension, normalisation) and how chunks were cut; an index
 is never queried or extended with a different embedder. Saving writes a complete new version (see `storage`).
-Vectors live in FAISS inside each version (the default) or, with a `MilvusConfig`, in one Milvus collection that
-all versions share (`retrieval.milvus_store` says how versions and Milvus stay consistent).
+Vectors live in the `VectorStore` that the given `StoreFactory` makes (`retrieval.stores`): FAISS inside each
+version by default, or one Milvus collection that all versions share.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import numpy as np
 from ingest.types import Chunk, Document
 
 from .lexical import LexicalIndex
-from .milvus_store import MilvusStore
 from .storage import current_version, new_version_dir, publish
-from .vector_store import FaissStore, MilvusConfig, VectorStore, allowed_by_groups
+from .stores.base import StoreFactory, VectorStore, allowed_by_groups
+from .stores.faiss import FaissStoreFactory
 
 FORMAT_VERSION = 1
 
@@ -30,9 +30,13 @@ FORMAT_VERSION = 1
 class IndexMismatch(RuntimeError):
     """The index was built with another embedder or format. The message says how to rebuild."""
 
+    kind = "conflict"  # app.errors maps it to an HTTP status and an exit code
+
 
 class IndexNotFound(RuntimeError):
     """No index at that folder yet."""
+
+    kind = "not_found"  # app.errors maps it to an HTTP status and an exit code
 
 
 @dataclass
@@ -63,17 +67,16 @@ def embedder_signature(info: dict[str, Any]) -> dict[str, Any]:
 
 
 class KnowledgeIndex:
-    def __init__(self, root: Path, embedder: dict[str, Any], chunker: dict[str, Any], ann_threshold: int = 50_000,
-                 milvus: MilvusConfig | None = None):
-        """A new, empty index; `milvus` None keeps the vectors in FAISS."""
+    def __init__(self, root: Path, embedder: dict[str, Any], chunker: dict[str, Any],
+                 stores: StoreFactory | None = None):
+        """A new, empty index whose vectors go to a store `stores` makes (None: FAISS, flat up to 50,000)."""
         self.root = Path(root)
         self.embedder = embedder_signature(embedder)
         self.chunker = dict(chunker)
         self.documents: dict[str, DocRecord] = {}
         self.chunks: dict[str, Chunk] = {}
-        self.ann_threshold = ann_threshold
-        self.milvus = milvus
-        self.dense: VectorStore = self._empty_store()
+        self.stores: StoreFactory = stores if stores is not None else FaissStoreFactory()
+        self.dense: VectorStore = self.stores.create(self.embedder["dim"], self.root)
         self.lexical = LexicalIndex()
         self._masks: dict[tuple[str, ...], np.ndarray] = {}  # lexical masks per group set, for this version
         self.version = ""
@@ -88,27 +91,24 @@ class KnowledgeIndex:
             return None
         return json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
 
-    def _empty_store(self) -> VectorStore:
-        if self.milvus is None:
-            return FaissStore(self.embedder["dim"], self.ann_threshold)
-        m = self.milvus
-        return MilvusStore(self.embedder["dim"], m.uri_for(self.root), m.collection, m.index_type, m.token)
-
     @classmethod
-    def open(cls, root: Path, embedder: dict[str, Any], chunker: dict[str, Any], ann_threshold: int = 50_000,
-             create: bool = True, milvus: MilvusConfig | None = None) -> KnowledgeIndex:
-        """Load the live version at `root`, checking it was built by this embedder into this vector store (FAISS
-        when `milvus` is None); or start an empty one."""
+    def open(cls, root: Path, embedder: dict[str, Any], chunker: dict[str, Any], stores: StoreFactory | None = None,
+             create: bool = True) -> KnowledgeIndex:
+        """Load the live version at `root`, checking it was built by this embedder into the store `stores` makes
+        (None: FAISS); or start an empty one (IndexNotFound when `create` is False)."""
         root = Path(root)
+        stores = stores if stores is not None else FaissStoreFactory()
         folder = current_version(root)
         if folder is None:
             if not create:
                 raise IndexNotFound(f"no index at {root}; build one with `kb ingest PATH --index {root}`")
-            return cls(root, embedder, chunker, ann_threshold, milvus)
+            return cls(root, embedder, chunker, stores)
         manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
         cls.check_compatible(root, manifest, embedder)
-        cls.check_store(root, folder, milvus)
-        index = cls(root, embedder, manifest.get("chunker", chunker), ann_threshold, milvus)
+        why = stores.mismatch(folder / "dense", root)
+        if why is not None:
+            raise IndexMismatch(f"{why}, or rebuild it with `kb ingest PATH --index {root} --rebuild`")
+        index = cls(root, embedder, manifest.get("chunker", chunker), stores)
         index.version, index.created, index.updated = folder.name, manifest["created"], manifest["updated"]
         with open(folder / "documents.jsonl", encoding="utf-8") as fh:
             for line in fh:
@@ -118,10 +118,7 @@ class KnowledgeIndex:
             for line in fh:
                 c = Chunk.from_dict(json.loads(line))
                 index.chunks[c.chunk_id] = c
-        if milvus is None:
-            index.dense = FaissStore.load(folder / "dense", ann_threshold)
-        else:
-            index.dense = MilvusStore.load(folder / "dense", milvus.uri_for(root), milvus.token)
+        index.dense = stores.load(folder / "dense", root)
         index.lexical = LexicalIndex.load(folder / "lexical")
         return index
 
@@ -136,23 +133,6 @@ class KnowledgeIndex:
                 f"index {root} was built with embedder {built['name']!r} ({built['dim']}-d) but {embedder['name']!r} "
                 f"({embedder['dim']}-d) is loaded; pass --embedder {built['name']!r} to use it as it is, or rebuild "
                 f"it with `kb ingest PATH --index {root} --rebuild`")
-
-    @staticmethod
-    def check_store(root: Path, folder: Path, milvus: MilvusConfig | None) -> None:
-        """The configured vector store must be the one this version was built into."""
-        built = MilvusStore.read_meta(folder / "dense")
-        rebuild = f"or rebuild it with `kb ingest PATH --index {root} --rebuild`"
-        if built is None and milvus is not None:
-            raise IndexMismatch(f"index {root} keeps its vectors in FAISS but vector_store is 'milvus'; set "
-                                f"KB_VECTOR_STORE=faiss to use it as it is, {rebuild} to move it into Milvus")
-        if built is not None and milvus is None:
-            raise IndexMismatch(f"index {root} keeps its vectors in Milvus collection {built['collection']!r} but "
-                                f"vector_store is 'faiss'; set KB_VECTOR_STORE=milvus (and KB_MILVUS_URI) to use it, "
-                                f"{rebuild} to move it into FAISS")
-        if built is not None and milvus is not None and built["collection"] != milvus.collection:
-            raise IndexMismatch(f"index {root} keeps its vectors in Milvus collection {built['collection']!r} but "
-                                f"KB_MILVUS_COLLECTION is {milvus.collection!r}; set it to {built['collection']!r}, "
-                                f"{rebuild} into {milvus.collection!r}")
 
     # ---- changes -------------------------------------------------------------------------------------------
     def replace_document(self, doc: Document, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
@@ -199,7 +179,7 @@ class KnowledgeIndex:
         manifest = {
             "format_version": FORMAT_VERSION, "embedder": self.embedder, "chunker": self.chunker,
             "counts": {"documents": len(self.documents), "chunks": len(self.chunks)},
-            "dense_index": self.dense.kind, "vector_store": "faiss" if self.milvus is None else "milvus",
+            "dense_index": self.dense.kind, "vector_store": self.stores.name,
             "created": self.created, "updated": self.updated,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")

@@ -16,6 +16,8 @@ PACKAGED_MINILM = "packaged:all-MiniLM-L6-v2"
 class ModelNotAvailable(RuntimeError):
     """The model is neither local nor downloadable here. The message says how to get it."""
 
+    kind = "not_found"  # app.errors maps it to an HTTP status and an exit code
+
 
 @dataclass(frozen=True)
 class ResolvedModel:

@@ -9,16 +9,12 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 from .analyzer import has_cjk
 from .embedder import Embedder
 from .fusion import rrf
 from .index import KnowledgeIndex
-from .types import Hit
-
-Mode = Literal["hybrid", "dense", "lexical"]
-MODES = ("hybrid", "dense", "lexical")
+from .types import Hit, Mode, check_mode, check_top_k
 
 
 @dataclass(frozen=True)
@@ -33,10 +29,8 @@ def recall(index: KnowledgeIndex, embedder: Embedder, query: str, top_k: int = 5
            groups: Sequence[str] | None = None, dense_weight: float = 1.0, lexical_weight: float = 1.0,
            rrf_k: int = 60, depth: int | None = None) -> RecallResult:
     """Up to `top_k` hits, best first. Each leg retrieves `depth` (default max(top_k, 100)) before fusion."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
-    if top_k < 1:
-        raise ValueError(f"top_k must be at least 1; got {top_k}")
+    check_mode(mode)
+    check_top_k(top_k)
     depth = max(top_k, 100) if depth is None else depth
     note = None
     if mode == "hybrid" and embedder.english_only and has_cjk(query):

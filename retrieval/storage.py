@@ -28,6 +28,8 @@ LOCK = ".lock"
 class IndexLocked(RuntimeError):
     """Another process is writing this index."""
 
+    kind = "conflict"  # app.errors maps it to an HTTP status and an exit code
+
 
 def fsync_path(path: Path) -> None:
     """Flush a file or a folder entry to disk."""

@@ -52,3 +52,21 @@ def isolated_settings(tmp_path, monkeypatch):
     get_settings.cache_clear()
     yield get_settings()
     get_settings.cache_clear()
+
+
+def search_service(settings, embedder):
+    """The SearchService the app builds for `settings` (its index, reranker, calibrator), with the session's
+    already loaded MiniLM as the embedder."""
+    from app.components import make_search, open_index
+
+    return make_search(settings, embedder, open_index(settings, embedder))
+
+
+@pytest.fixture(scope="session")
+def oidc_provider(tmp_path_factory):
+    """A real OIDC provider process (tests/oidc_provider.py) with the users alice, hana (hr) and root (kb-admin)."""
+    from tests.oidc_provider import Provider, free_port
+
+    provider = Provider(free_port(), tmp_path_factory.mktemp("idp") / "idp.log").start()
+    yield provider
+    provider.stop()

@@ -1,7 +1,9 @@
-"""Errors in one place: every failure answers `{"error": message, "error_type": kind}` with a 4xx/5xx status.
+"""Errors in one place: every failure answers `{"error": message, "error_type": kind}` with the status that
+`app.errors` gives its kind.
 
-User input never causes a 500: validation errors are 422 (or 400 for an empty query), limits 413, overload 429,
-not ready 503. A 500 means a bug, and its body says so without leaking a traceback.
+User input never causes a 500: domain errors answer by their kind (`KbError`, or a lower layer's error with a
+`kind`), request validation is 422, body limits 413, overload 429, not ready 503. A 500 means a bug, and its body
+says so without leaking a traceback.
 """
 
 from __future__ import annotations
@@ -14,15 +16,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..errors import TABLE, KbError, outcome_of
+
 log = logging.getLogger(__name__)
-
-
-class ApiError(Exception):
-    """Raise from a route to answer `status` with a clear message; `headers` e.g. Retry-After for 429/503."""
-
-    def __init__(self, status: int, message: str, error_type: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.message, self.error_type, self.headers = status, message, error_type, headers
 
 
 def body(message: str, error_type: str, **extra) -> dict:
@@ -37,15 +33,14 @@ class ErrorBody(BaseModel):
     details: list[dict] | None = None
 
 
+_BY_STATUS = {o.status: o.error_type for o in TABLE.values()} | {405: "method_not_allowed",
+                                                                  415: "unsupported_media_type"}
+
+
 def error_responses(*statuses: int) -> dict[int, dict]:
     """OpenAPI entries for the error statuses a router may answer, so that clients (and schema-driven fuzzers)
     know them; 422 replaces FastAPI's default `{detail}` shape with ours."""
-    return {code: {"model": ErrorBody, "description": _TYPES[code]} for code in statuses}
-
-
-_TYPES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-          409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type", 422: "validation_error",
-          429: "overloaded", 503: "not_ready"}
+    return {code: {"model": ErrorBody, "description": _BY_STATUS[code]} for code in statuses}
 
 
 def _sendable(part: object) -> str | int:
@@ -64,9 +59,10 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 
 def install(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError):
-        return JSONResponse(body(exc.message, exc.error_type), status_code=exc.status, headers=exc.headers)
+    @app.exception_handler(KbError)
+    async def _kb_error(request: Request, exc: KbError):
+        o = exc.outcome
+        return JSONResponse(body(exc.message, o.error_type), status_code=o.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
@@ -76,10 +72,13 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
-        return JSONResponse(body(str(exc.detail), _TYPES.get(exc.status_code, "http_error")),
+        return JSONResponse(body(str(exc.detail), _BY_STATUS.get(exc.status_code, "http_error")),
                             status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
-    async def _bug(request: Request, exc: Exception):
+    async def _other(request: Request, exc: Exception):
+        outcome = outcome_of(exc)  # a lower layer's domain error (IndexLocked, ModelNotAvailable, ...)
+        if outcome is not None:
+            return JSONResponse(body(str(exc), outcome.error_type), status_code=outcome.status)
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse(body("internal error (a bug): see the server log", "internal_error"), status_code=500)

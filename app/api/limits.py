@@ -13,7 +13,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .errors import ApiError, body
+from ..errors import KbError
+from .errors import body
 
 
 class Admission:
@@ -26,12 +27,12 @@ class Admission:
 
     @contextmanager
     def slot(self) -> Iterator[None]:
-        """Hold one compute slot for the block; raises ApiError(429) when the queue is full."""
+        """Hold one compute slot for the block; raises KbError overloaded (429) when the queue is full."""
         with self._lock:
             if self.waiting >= self.max_waiting and self.active >= self.max_active:
-                raise ApiError(429, f"server busy: {self.active} requests running and {self.waiting} waiting "
-                                    f"(limit {self.max_waiting}); retry shortly", "overloaded",
-                               headers={"Retry-After": "1"})
+                raise KbError("overloaded", f"server busy: {self.active} requests running and {self.waiting} "
+                                            f"waiting (limit {self.max_waiting}); retry shortly",
+                              headers={"Retry-After": "1"})
             self.waiting += 1
         self._slots.acquire()
         with self._lock:

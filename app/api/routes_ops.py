@@ -3,43 +3,39 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
-from ..search import PRESETS
-from .auth import Caller
+from ..services.search import PRESETS
+from .deps import CallerDep, ServiceDep, StateDep
 from .errors import error_responses
-from .state import caller, state_of
 
 router = APIRouter(responses=error_responses(401, 503))
 
 
 @router.get("/health", summary="200 when models and index are loaded, 503 before (or if loading failed)")
-def health(request: Request):
-    st = state_of(request)
+def health(st: StateDep):
     if st.ready:
-        idx = st.service.index
+        service = st.live.service
+        idx = service.index
         return {"status": "ready", "index_version": idx.version, "chunks": len(idx.chunks),
-                "reranker": st.service.reranker is not None, "uptime_s": round(time.time() - st.started, 1)}
+                "reranker": service.reranker is not None, "uptime_s": round(time.time() - st.started, 1)}
     status = "error" if st.error else "loading"
     return JSONResponse({"status": status, "error": st.error or "models and index are still loading",
                          "error_type": "not_ready"}, status_code=503, headers={"Retry-After": "2"})
 
 
 @router.get("/info", summary="Models, device, dtype, index size, defaults and limits")
-def info(request: Request, who: Annotated[Caller, Depends(caller)]) -> dict:
-    st = state_of(request)
-    svc = st.require_ready()
+def info(st: StateDep, who: CallerDep, svc: ServiceDep) -> dict:
     s = st.settings
     emb = svc.embedder.info()
-    rr = svc.reranker.info() if svc.reranker is not None else None
+    rr = svc.reranker.info().to_dict() if svc.reranker is not None else None
     return {
         "embedder": emb, "reranker": rr, "reranker_error": svc.reranker_error,
         "device": (svc.reranker.device_choice if svc.reranker else svc.embedder.choice).device,
         "dtype": (svc.reranker.device_choice if svc.reranker else svc.embedder.choice).dtype,
-        "max_length": s.rerank_max_length, "index": {**svc.index.stats(), "root": str(svc.index_dir)},
+        "max_length": s.rerank_max_length, "index": {**svc.index.stats(), "root": str(svc.index.root)},
         "defaults": {"top_k": s.top_k, "top_n": s.top_n, "threshold": s.threshold, "mode": s.recall_mode,
                      "max_per_doc": s.max_per_doc, "merge_adjacent": s.merge_adjacent, "presets": PRESETS},
         "limits": {"max_documents": s.api_max_documents, "max_query_chars": s.api_max_query_chars,
@@ -54,8 +50,8 @@ def info(request: Request, who: Annotated[Caller, Depends(caller)]) -> dict:
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-def metrics(request: Request, who: Annotated[Caller, Depends(caller)]) -> Response:
+def metrics(st: StateDep, who: CallerDep) -> Response:
     """Needs a key when keys are configured, like every route but /health and the docs: the counters describe the
     index and its traffic (Prometheus sends one with `authorization: {credentials: KEY}` in the scrape config)."""
-    m = state_of(request).metrics
+    m = st.metrics
     return Response(m.render(), media_type=m.content_type)

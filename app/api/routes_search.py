@@ -4,47 +4,41 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter
 
-from ..search import PRESETS
-from .auth import Caller
-from .errors import ApiError, error_responses
+from ..errors import KbError
+from ..services.search import PRESETS
+from .deps import CallerDep, ServiceDep, StateDep
+from .errors import error_responses
 from .schemas import RerankRequest, RerankResponse, SearchRequest, TeiRank
-from .state import caller, state_of
 
 router = APIRouter(responses=error_responses(400, 401, 403, 413, 422, 429, 503))
 ADMITTED_PATHS = frozenset({"/search", "/rerank", "/v1/rerank", "/v2/rerank"})  # the routes that take a slot
-CallerDep = Annotated[Caller, Depends(caller)]
 
 
 def _check_query(query: str, limit: int) -> str:
     query = query.strip()
     if not query:
-        raise ApiError(400, "query is empty; send a question in `query`", "bad_request")
+        raise KbError("bad_request", "query is empty; send a question in `query`")
     if len(query) > limit:
-        raise ApiError(413, f"query has {len(query)} characters; the limit is {limit} (setting api_max_query_chars)",
-                       "payload_too_large")
+        raise KbError("too_large", f"query has {len(query)} characters; the limit is {limit} (setting "
+                                   "api_max_query_chars)")
     return query
 
 
 @router.post("/search", summary="Recall K chunks, rerank, keep those above the threshold, return N")
-def search(body: SearchRequest, request: Request, who: CallerDep) -> dict:
-    st = state_of(request)
-    service = st.require_ready()
+def search(body: SearchRequest, st: StateDep, who: CallerDep, service: ServiceDep) -> dict:
     query = _check_query(body.query, st.settings.api_max_query_chars)
     threshold = body.threshold
     if threshold is None and body.preset is not None:
         threshold = PRESETS[body.preset]
-    groups = who.search_groups(body.groups)
+    caller = who.narrowed(body.groups)
     with st.admission.slot():
         st.metrics.in_flight.inc()
         try:
-            res = service.search(query, body.top_k, body.top_n, threshold, groups, body.mode, body.max_per_doc,
-                                 body.merge_adjacent)
-        except ValueError as exc:
-            raise ApiError(400, str(exc), "bad_request") from exc
+            res = service.search(query, caller=caller, top_k=body.top_k, top_n=body.top_n, threshold=threshold,
+                                 mode=body.mode, max_per_doc=body.max_per_doc, merge=body.merge_adjacent)
         finally:
             st.metrics.in_flight.dec()
     st.metrics.observe_search(res.timings_ms, res.candidates, [r.score for r in res.results], res.cached,
@@ -52,27 +46,25 @@ def search(body: SearchRequest, request: Request, who: CallerDep) -> dict:
     return res.to_dict(include_hidden=body.include_hidden)
 
 
-def _rerank(body: RerankRequest, request: Request):
+def _rerank(body: RerankRequest, st, service):
     """Score every candidate; returns (scored sorted best first, model name). Limits answer 413."""
     from rerank.rank import rerank
 
-    st = state_of(request)
-    service = st.require_ready()
     s = st.settings
     query = _check_query(body.query, s.api_max_query_chars)
     texts = body.candidate_texts()
     if not texts:
-        raise ApiError(400, "no documents to rerank: send at least one in `documents` (or `texts`)", "bad_request")
+        raise KbError("bad_request", "no documents to rerank: send at least one in `documents` (or `texts`)")
     if len(texts) > s.api_max_documents:
-        raise ApiError(413, f"{len(texts)} documents; the limit is {s.api_max_documents} per request "
-                            "(setting api_max_documents): split the request", "payload_too_large")
+        raise KbError("too_large", f"{len(texts)} documents; the limit is {s.api_max_documents} per request "
+                                   "(setting api_max_documents): split the request")
     total = sum(len(t) for t in texts)
     if total > s.api_max_text_chars:
-        raise ApiError(413, f"{total} characters of documents; the limit is {s.api_max_text_chars} per request "
-                            "(setting api_max_text_chars)", "payload_too_large")
+        raise KbError("too_large", f"{total} characters of documents; the limit is {s.api_max_text_chars} per "
+                                   "request (setting api_max_text_chars)")
     if service.reranker is None:
         why = service.reranker_error or "no reranker is configured (reranker = 'none')"
-        raise ApiError(503, f"reranking is unavailable: {why}", "not_ready")
+        raise KbError("not_ready", f"reranking is unavailable: {why}")
     with st.admission.slot():
         st.metrics.in_flight.inc()
         t0 = time.perf_counter()
@@ -84,11 +76,10 @@ def _rerank(body: RerankRequest, request: Request):
     return scored, service.reranker.name, texts
 
 
-def _cohere(body: RerankRequest, request: Request, version: str) -> RerankResponse:
+def _cohere(body: RerankRequest, st, service, version: str) -> RerankResponse:
     if body.tei:
-        raise ApiError(400, "this endpoint takes Cohere's `documents`; send TEI's `texts` to POST /rerank",
-                       "bad_request")
-    scored, name, texts = _rerank(body, request)
+        raise KbError("bad_request", "this endpoint takes Cohere's `documents`; send TEI's `texts` to POST /rerank")
+    scored, name, texts = _rerank(body, st, service)
     top = scored if body.top_n is None else scored[:body.top_n]
     with_docs = body.return_documents and version == "1"
     results = [{"index": x.index, "relevance_score": x.score, "raw_score": x.raw_score,
@@ -100,10 +91,10 @@ def _cohere(body: RerankRequest, request: Request, version: str) -> RerankRespon
 
 @router.post("/rerank", summary="Rerank documents: Cohere body (documents) or TEI body (texts)",
              response_model=RerankResponse | list[TeiRank], response_model_exclude_none=True)
-def rerank_any(body: RerankRequest, request: Request, who: CallerDep):
+def rerank_any(body: RerankRequest, st: StateDep, who: CallerDep, service: ServiceDep):
     if not body.tei:
-        return _cohere(body, request, "1")
-    scored, _, texts = _rerank(body, request)
+        return _cohere(body, st, service, "1")
+    scored, _, texts = _rerank(body, st, service)
     top = scored if body.top_n is None else scored[:body.top_n]
     # TEI's contract: a list sorted by score; `score` is the logit when raw_scores, else the sigmoid.
     return [TeiRank(index=x.index, score=x.raw_score if body.raw_scores else x.score,
@@ -112,11 +103,11 @@ def rerank_any(body: RerankRequest, request: Request, who: CallerDep):
 
 @router.post("/v1/rerank", summary="Cohere v1 rerank", response_model=RerankResponse,
              response_model_exclude_none=True)
-def rerank_v1(body: RerankRequest, request: Request, who: CallerDep) -> RerankResponse:
-    return _cohere(body, request, "1")
+def rerank_v1(body: RerankRequest, st: StateDep, who: CallerDep, service: ServiceDep) -> RerankResponse:
+    return _cohere(body, st, service, "1")
 
 
 @router.post("/v2/rerank", summary="Cohere v2 rerank", response_model=RerankResponse,
              response_model_exclude_none=True)
-def rerank_v2(body: RerankRequest, request: Request, who: CallerDep) -> RerankResponse:
-    return _cohere(body, request, "2")
+def rerank_v2(body: RerankRequest, st: StateDep, who: CallerDep, service: ServiceDep) -> RerankResponse:
+    return _cohere(body, st, service, "2")

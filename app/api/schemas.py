@@ -6,6 +6,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from rerank.params import THRESHOLD_RANGE, TOP_N_RANGE
+from retrieval.types import MODES, TOP_K_RANGE
+
 
 def _encodable(value: str) -> str:
     """JSON can carry a lone UTF-16 surrogate (`"\\ud800"`); such a string can be neither tokenized nor sent back,
@@ -25,14 +28,18 @@ class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     query: Text = Field(..., description="the question, e.g. 试用期员工离职需要办理哪些手续？")
-    top_k: int | None = Field(None, ge=1, le=1000, description="recall size K [default: settings]")
-    top_n: int | None = Field(None, ge=1, le=100, description="results shown N [default: settings]")
-    threshold: float | None = Field(None, ge=0.0, le=1.0, description="minimum normalised score [default: settings]")
+    top_k: int | None = Field(None, ge=TOP_K_RANGE[0], le=TOP_K_RANGE[1], description="recall size K [default: "
+                              "settings]")
+    top_n: int | None = Field(None, ge=TOP_N_RANGE[0], le=TOP_N_RANGE[1], description="results shown N [default: "
+                              "settings]")
+    threshold: float | None = Field(None, ge=THRESHOLD_RANGE[0], le=THRESHOLD_RANGE[1],
+                                    description="minimum normalised score [default: settings]")
     preset: Literal["strict", "balanced", "recall"] | None = Field(
         None, description="threshold preset (strict 0.75, balanced 0.5, recall 0.4); `threshold` wins if both")
-    mode: Literal["hybrid", "dense", "lexical"] | None = None
+    mode: Literal[MODES] | None = None
     groups: list[Text] | None = Field(None, max_length=100, description="restrict to these access groups")
-    max_per_doc: int | None = Field(None, ge=1, le=100, description="at most this many results per document")
+    max_per_doc: int | None = Field(None, ge=1, le=TOP_N_RANGE[1], description="at most this many results per "
+                                    "document")
     merge_adjacent: bool | None = Field(None, description="join neighbouring chunks of one document")
     include_hidden: bool = Field(False, description="also return results below the threshold")
 

@@ -1,8 +1,8 @@
 """`create_app(settings)`: the FastAPI application behind `kb serve`.
 
 Models and index load once, in a background thread started by the lifespan, so the server answers from the first
-second: /health says 503 until everything is loaded, then 200. Pass an already loaded `SearchService` (tests, or
-an embedding process) to skip loading.
+second: /health says 503 until everything is loaded, then 200. Pass an already built `SearchService` (tests, or
+an embedding process) to skip loading the models; the API then serves its index folder's newest version.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 
-from ..search import SearchService
+from ..components import LiveSearch
+from ..services.search import SearchService
 from ..settings import Settings, get_settings
 from . import errors
 from .limits import BodyLimit, EarlyReject
@@ -34,13 +35,14 @@ def create_app(settings: Settings | None = None, service: SearchService | None =
                background: bool = True) -> FastAPI:
     """Build the app. `background=False` loads in the lifespan before serving (tests, scripts)."""
     settings = settings if settings is not None else get_settings()
-    state = ApiState(settings, service if service is not None else SearchService(settings))
+    state = ApiState(settings, LiveSearch(settings, service) if service is not None else None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         # Sync routes run on AnyIO's thread pool (40 threads by default). Requests waiting for `Admission` hold a
         # thread each, so a pool smaller than running + waiting would queue the surplus inside AnyIO, without
-        # bound and without the 429 (found by benchmarks/load_test.py: 150 clients waited up to 39 s, no 429).
+        # bound and without the 429 (with AnyIO's default pool, 150 clients of benchmarks/load_test.py waited up
+        # to 39 s and none got a 429).
         limiter = anyio.to_thread.current_default_thread_limiter()
         limiter.total_tokens = max(limiter.total_tokens, settings.api_max_concurrency + settings.api_max_queue + 16)
         if background:

@@ -1,4 +1,5 @@
-"""What one running API holds: settings, the loaded `SearchService`, metrics, admission, readiness."""
+"""What one running API holds: settings, the live `SearchService` (swapped whole when the index changes), metrics,
+admission, readiness."""
 
 from __future__ import annotations
 
@@ -7,14 +8,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from fastapi import Request
-
-from retrieval.index import IndexNotFound, KnowledgeIndex
-
-from ..search import SearchService
+from ..components import LiveSearch, audit_log, load_embedder, make_library, make_search, oidc_verifier
+from ..errors import KbError
+from ..oidc import OidcVerifier
+from ..services.audit import AuditLog
+from ..services.library import Library
+from ..services.search import SearchService
 from ..settings import Settings
-from .auth import Caller, caller_of
-from .errors import ApiError
 from .limits import Admission
 from .metrics import Metrics
 
@@ -24,52 +24,51 @@ log = logging.getLogger(__name__)
 @dataclass
 class ApiState:
     settings: Settings
-    service: SearchService
+    live: LiveSearch | None = None  # given (tests, an embedding process) or made by `load()`
     metrics: Metrics = field(default_factory=Metrics)
     admission: Admission | None = None
     ready: bool = False
     error: str | None = None
     started: float = field(default_factory=time.time)
     ingest_lock: threading.Lock = field(default_factory=threading.Lock)
+    verifier: OidcVerifier | None = None  # the sign-in provider's tokens (None: API keys, or open)
+    audit: AuditLog | None = None
 
     def __post_init__(self) -> None:
         if self.admission is None:
             self.admission = Admission(self.settings.api_max_concurrency, self.settings.api_max_queue)
+        if self.verifier is None:
+            self.verifier = oidc_verifier(self.settings)
+        if self.audit is None:
+            self.audit = audit_log(self.settings)
 
     def load(self) -> None:
-        """Load models, then the index (an empty one when none exists yet, so POST /ingest can fill it)."""
+        """Load models (unless given), then the index: an empty one when none exists yet, so POST /ingest can
+        fill it."""
         try:
-            svc = self.service
-            if svc.embedder is None:
-                svc.load(need_index=False)
-            elif svc.reranker is None and svc.reranker_error is None:
-                svc.load_reranker()
-            if svc.index is None:
-                try:
-                    svc.reload_index()
-                except IndexNotFound:
-                    svc.index = KnowledgeIndex.open(svc.index_dir, svc.embedder.info(), {},
-                                                    self.settings.ann_threshold, create=True,
-                                                    milvus=self.settings.milvus_config())
-            self.metrics.index_chunks.set(len(svc.index.chunks))
+            if self.live is None:
+                self.live = LiveSearch(self.settings, make_search(self.settings, load_embedder(self.settings), None))
+            service = self.live.reload_index(create=True, quiet=False)
+            self.metrics.index_chunks.set(len(service.index.chunks))
             self.ready = True
         except Exception as exc:  # noqa: BLE001 — reported by /health and in the log, the server keeps answering
             self.error = f"{type(exc).__name__}: {exc}"
             log.exception("the API could not load its models or index")
 
     def require_ready(self) -> SearchService:
+        """The service now serving; KbError not_ready (503) while loading or after a failed load."""
         if not self.ready:
             if self.error:
-                raise ApiError(503, f"the server failed to load: {self.error}", "not_ready")
-            raise ApiError(503, "models and index are still loading; retry shortly", "not_ready",
-                           headers={"Retry-After": "2"})
-        return self.service
+                raise KbError("not_ready", f"the server failed to load: {self.error}")
+            raise KbError("not_ready", "models and index are still loading; retry shortly",
+                          headers={"Retry-After": "2"})
+        return self.live.service
 
+    def library(self) -> Library:
+        return make_library(self.settings, self.require_ready().embedder)
 
-def state_of(request: Request) -> ApiState:
-    return request.app.state.kb
-
-
-def caller(request: Request) -> Caller:
-    """FastAPI dependency: the caller behind this request's API key (401 when keys are configured and it's bad)."""
-    return caller_of(request, state_of(request).settings.api_keys)
+    def reload_index(self) -> SearchService:
+        """Serve the index's newest version (after an ingest or a delete)."""
+        service = self.live.reload_index(create=True, quiet=False)
+        self.metrics.index_chunks.set(len(service.index.chunks))
+        return service

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from app.cli import app
-from app.evaluate import (
+from app.quality.evaluate import (
     EvalQuery,
     EvalSet,
     EvidenceNotFound,
@@ -21,6 +21,8 @@ from app.evaluate import (
     ranked_run,
     score_run,
 )
+from app.services.library import IngestOptions
+from rerank.types import RerankerOptions
 from tests.tiny_models import build_tiny_cross_encoder
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,7 +83,7 @@ def samples_root(tmp_path_factory):
 @pytest.fixture(scope="module")
 def samples(samples_root, embedder):
     """The shipped sample set ingested exactly as `kb eval data/samples --index ROOT/index` does (ROOT/eval)."""
-    return open_dataset(SAMPLES, embedder, samples_root / "eval", 512, 32)
+    return open_dataset(SAMPLES, embedder, samples_root / "eval", IngestOptions(512, 32))
 
 
 def test_sample_set_ingests_whole_and_every_evidence_maps(samples):
@@ -147,9 +149,9 @@ def test_reranked_answers_follow_the_threshold(tiny_set, tmp_path, embedder):
     folder, _ = tiny_set
     es = open_dataset(folder, embedder, tmp_path / "eval")
     assert [q.qid for q in es.unanswerable] == ["u1"] and all(len(q.relevant) == 1 for q in es.queries[:2])
-    from rerank.factory import get_reranker
+    from rerank.engines.factory import get_reranker
 
-    reranker = get_reranker(str(build_tiny_cross_encoder(tmp_path / "tiny", arch="bert", seed=1)), device="cpu")
+    reranker = get_reranker(str(build_tiny_cross_encoder(tmp_path / "tiny", arch="bert", seed=1)), RerankerOptions(device="cpu"))
     everything = evaluate_set(es, embedder, "hybrid", top_k=3, reranker=reranker, threshold=0.0)
     assert everything["rerank"]["answers"]["unanswerable_shown"] == 1
     assert everything["rerank"]["metrics"]["recall@10"] == 1.0  # 3 chunks, all recalled and reranked
@@ -175,7 +177,7 @@ def test_evidence_that_matches_no_chunk_names_the_query(tiny_set, tmp_path, embe
 
 
 def test_kb_eval_applies_the_configured_calibration(tiny_set, tmp_path, isolated_settings, monkeypatch):
-    from app.calibration import Calibrator
+    from app.quality.calibration import Calibrator
     from app.settings import get_settings
 
     folder, _ = tiny_set

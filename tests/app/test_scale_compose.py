@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 import yaml
 
 from app.settings import Settings
-from rerank.remote import is_remote, rerank_url
+from rerank.engines.remote import is_remote, rerank_url
 
 ROOT = Path(__file__).resolve().parents[2]
 SCALE = {"etcd", "minio", "milvus", "reranker"}
@@ -26,9 +26,11 @@ def test_scale_profile_services_and_documented_uris():
     env: dict[str, str] = {}
     for name, value in re.findall(r"\b(KB_[A-Z_]+)=(\S+)", text):
         env.setdefault(name, value)  # the header's `export` line comes first
+    from app.components import store_factory
+
     settings = Settings(vector_store=env["KB_VECTOR_STORE"], milvus_uri=env["KB_MILVUS_URI"],
                         reranker=env["KB_RERANKER"], _env_file=None)
-    assert settings.milvus_config().uri == "http://milvus:19530"
+    assert store_factory(settings).config.uri == "http://milvus:19530"
     milvus = urlparse(settings.milvus_uri)
     assert milvus.hostname in services and f"{milvus.port}:{milvus.port}" in services["milvus"]["ports"]
     assert is_remote(settings.reranker)

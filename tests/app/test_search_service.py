@@ -10,8 +10,11 @@ import pytest
 from typer.testing import CliRunner
 
 from app.cli import app
-from app.ingest_sync import sync
-from app.search import SearchService
+from app.components import make_search, open_index
+from app.errors import KbError
+from app.identity import OPERATOR, Caller
+from app.services.library import IngestOptions, sync
+from tests.conftest import search_service
 from tests.tiny_models import build_tiny_cross_encoder
 
 DOCS = {
@@ -23,7 +26,7 @@ DOCS = {
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory, embedder):
+def settings(tmp_path_factory, embedder):
     root = tmp_path_factory.mktemp("svc")
     (root / "kb").mkdir()
     for name, text in DOCS.items():
@@ -34,16 +37,18 @@ def service(tmp_path_factory, embedder):
     settings = Settings(index_dir=root / "index", embedder=embedder.name, reranker=str(model),
                         models_dir=root / "models", _env_file=None)
     sync([root / "kb"], settings.index_dir, embedder)
-    svc = SearchService(settings)
-    svc.embedder = embedder  # the shared, already loaded MiniLM (load() would load the same model again)
-    svc.reload_index()
-    svc.load_reranker()
+    return settings
+
+
+@pytest.fixture(scope="module")
+def service(settings, embedder):
+    svc = search_service(settings, embedder)  # the shared, already loaded MiniLM
     assert svc.reranker_error is None
     return svc
 
 
 def test_results_carry_reranker_scores(service):
-    res = service.search("how do I reset my VPN token", top_k=10, top_n=10, threshold=0.0)
+    res = service.search("how do I reset my VPN token", caller=OPERATOR, top_k=10, top_n=10, threshold=0.0)
     assert res.reranker and res.embedder and res.device == "cpu" and res.dtype == "float32"
     assert set(res.timings_ms) == {"embed", "recall", "rerank", "total"} and res.timings_ms["rerank"] > 0
     scores = [r.score for r in res.results]
@@ -55,42 +60,42 @@ def test_results_carry_reranker_scores(service):
 
 
 def test_threshold_and_top_n(service):
-    everything = service.search("annual leave days", top_k=10, top_n=10, threshold=0.0)
+    everything = service.search("annual leave days", caller=OPERATOR, top_k=10, top_n=10, threshold=0.0)
     cut = sorted(r.score for r in everything.results)[len(everything.results) // 2]
-    res = service.search("annual leave days", top_k=10, top_n=10, threshold=cut)
+    res = service.search("annual leave days", caller=OPERATOR, top_k=10, top_n=10, threshold=cut)
     assert all(r.score >= cut for r in res.results)
     assert len(res.results) + len(res.below_threshold) == len(everything.results)
-    assert len(service.search("annual leave days", top_k=10, top_n=1, threshold=0.0).results) == 1
+    assert len(service.search("annual leave days", caller=OPERATOR, top_k=10, top_n=1, threshold=0.0).results) == 1
 
 
 def test_groups_are_enforced(service):
-    public = service.search("salary band B3", top_k=10, top_n=10, threshold=0.0, groups=[])
+    public = service.search("salary band B3", top_k=10, top_n=10, threshold=0.0, caller=Caller.member_of([]))
     assert all("Band B3" not in r.hit.chunk.text for r in public.results + public.below_threshold)
-    hr = service.search("salary band B3", top_k=10, top_n=10, threshold=0.0, groups=["hr"])
+    hr = service.search("salary band B3", top_k=10, top_n=10, threshold=0.0, caller=Caller.member_of(["hr"]))
     assert any("Band B3" in r.hit.chunk.text for r in hr.results)
 
 
 @pytest.mark.parametrize("kwargs", [{"top_k": 0}, {"top_n": 0}, {"threshold": 1.5}, {"threshold": -0.1}])
 def test_bad_parameters_name_themselves(service, kwargs):
     name = next(iter(kwargs))
-    with pytest.raises(ValueError, match=name):
-        service.search("vpn", **kwargs)
-    with pytest.raises(ValueError, match="empty"):
-        service.search("   ")
+    with pytest.raises(KbError, match=name) as bad:
+        service.search("vpn", caller=OPERATOR, **kwargs)
+    assert bad.value.kind == "validation"
+    with pytest.raises(KbError, match="empty"):
+        service.search("   ", caller=OPERATOR)
 
 
-def test_unloadable_reranker_is_loud_and_recall_only(service):
-    broken = SearchService(service.settings, reranker="models/does_not_exist")
-    broken.embedder, broken.index = service.embedder, service.index
-    broken.load_reranker()
+def test_unloadable_reranker_is_loud_and_recall_only(settings, service):
+    broken = make_search(settings.model_copy(update={"reranker": "models/does_not_exist"}), service.embedder,
+                         service.index)
     assert broken.reranker is None and "could not be loaded" in broken.reranker_error
-    res = broken.search("vpn token", top_n=3)
+    res = broken.search("vpn token", caller=OPERATOR, top_n=3)
     assert res.reranker is None and res.warnings
     assert all(r.score is None and r.raw_score is None and r.band is None for r in res.results)
 
 
-def test_cli_search_json_contract(service, monkeypatch):
-    s = service.settings
+def test_cli_search_json_contract(settings, monkeypatch):
+    s = settings
     monkeypatch.setenv("KB_CONFIG", str(s.index_dir.parent / "none.toml"))
     monkeypatch.setenv("KB_INDEX_DIR", str(s.index_dir))
     monkeypatch.setenv("KB_EMBEDDER", s.embedder)
@@ -119,24 +124,21 @@ def _long_doc(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def long_service(tmp_path_factory, embedder, service):
+def long_service(tmp_path_factory, embedder, settings, service):
     root = tmp_path_factory.mktemp("long")
     _long_doc(root)
-    settings = service.settings.model_copy(update={"index_dir": root / "index", "chunk_max_tokens": 128})
-    sync([root / "kb"], settings.index_dir, embedder, max_tokens=128)
-    svc = SearchService(settings)
-    svc.embedder, svc.reranker = embedder, service.reranker
-    svc.reload_index()
-    return svc
+    settings = settings.model_copy(update={"index_dir": root / "index", "chunk_max_tokens": 128})
+    sync([root / "kb"], settings.index_dir, embedder, IngestOptions(max_tokens=128))
+    return make_search(settings, embedder, open_index(settings, embedder), (service.reranker, None))
 
 
 def test_max_per_doc_caps_each_document(long_service):
-    everything = long_service.search("VPN token reset step", top_k=20, top_n=20, threshold=0.0)
+    everything = long_service.search("VPN token reset step", caller=OPERATOR, top_k=20, top_n=20, threshold=0.0)
     per_doc = {}
     for r in everything.results:
         per_doc[r.hit.chunk.doc_id] = per_doc.get(r.hit.chunk.doc_id, 0) + 1
     assert max(per_doc.values()) > 2  # the long document has several chunks
-    capped = long_service.search("VPN token reset step", top_k=20, top_n=20, threshold=0.0, max_per_doc=2)
+    capped = long_service.search("VPN token reset step", caller=OPERATOR, top_k=20, top_n=20, threshold=0.0, max_per_doc=2)
     counts = {}
     for r in capped.results:
         counts[r.hit.chunk.doc_id] = counts.get(r.hit.chunk.doc_id, 0) + 1
@@ -148,8 +150,8 @@ def test_max_per_doc_caps_each_document(long_service):
 
 
 def test_merge_joins_neighbouring_chunks_in_document_order(long_service):
-    plain = long_service.search("VPN token reset step", top_k=20, top_n=20, threshold=0.0)
-    merged = long_service.search("VPN token reset step", top_k=20, top_n=20, threshold=0.0, merge=True)
+    plain = long_service.search("VPN token reset step", caller=OPERATOR, top_k=20, top_n=20, threshold=0.0)
+    merged = long_service.search("VPN token reset step", caller=OPERATOR, top_k=20, top_n=20, threshold=0.0, merge=True)
     assert len(merged.results) < len(plain.results)
     big = max(merged.results, key=lambda r: len(r.hit.chunk.meta.get("merged", [])))
     members = big.hit.chunk.meta["merged"]
@@ -164,59 +166,53 @@ def test_merge_joins_neighbouring_chunks_in_document_order(long_service):
     assert shown == len(plain.results)  # nothing lost, nothing doubled
 
 
-def test_cache_hits_and_invalidation_by_index_version(tmp_path, embedder, service):
+def test_cache_hits_and_invalidation_by_index_version(tmp_path, embedder, settings, service):
     (tmp_path / "kb").mkdir()
     (tmp_path / "kb" / "a.md").write_text("# Parking\n\nStaff park in garage P2.\n")
-    settings = service.settings.model_copy(update={"index_dir": tmp_path / "index"})
+    settings = settings.model_copy(update={"index_dir": tmp_path / "index"})
     sync([tmp_path / "kb"], settings.index_dir, embedder)
-    svc = SearchService(settings)
-    svc.embedder, svc.reranker = embedder, service.reranker
-    svc.reload_index()
-    first = svc.search("where do staff park", threshold=0.0)
-    again = svc.search("where do staff park", threshold=0.0)
+    svc = make_search(settings, embedder, open_index(settings, embedder), (service.reranker, None))
+    first = svc.search("where do staff park", caller=OPERATOR, threshold=0.0)
+    again = svc.search("where do staff park", caller=OPERATOR, threshold=0.0)
     assert not first.cached and again.cached and again.results == first.results
-    assert not svc.search("where do staff park", threshold=0.0, top_n=1).cached  # other parameters, other key
+    assert not svc.search("where do staff park", caller=OPERATOR, threshold=0.0, top_n=1).cached  # other parameters, other key
     (tmp_path / "kb" / "b.md").write_text("# Visitors\n\nVisitors park in garage P1 after registering.\n")
     sync([tmp_path / "kb"], settings.index_dir, embedder)
-    svc.reload_index()
-    after = svc.search("where do staff park", threshold=0.0)
+    svc = svc.with_index(open_index(settings, embedder))  # what a running API does after an ingest
+    after = svc.search("where do staff park", caller=OPERATOR, threshold=0.0)
     assert not after.cached and after.index_version != first.index_version
     assert any("garage P1" in r.hit.chunk.text for r in after.results)
 
 
-def test_calibration_from_kb_tune_maps_scores_and_bands(tmp_path, service):
-    from app.calibration import Calibrator
+def test_calibration_from_kb_tune_maps_scores_and_bands(tmp_path, settings, service):
+    from app.quality.calibration import Calibrator
 
     path = Calibrator("platt", {"a": 2.0, "b": -1.0}).save(tmp_path / "cal.json")
-    svc = SearchService(service.settings.model_copy(update={"calibration": path}))
-    svc.embedder, svc.index = service.embedder, service.index
-    svc.load_reranker()
+    svc = make_search(settings.model_copy(update={"calibration": path}), service.embedder, service.index)
     assert svc.calibrator is not None and svc.calibration_error is None
-    plain = service.search("how do I reset my VPN token", top_k=10, top_n=10, threshold=0.0)
-    cal = svc.search("how do I reset my VPN token", top_k=10, top_n=10, threshold=0.0)
+    plain = service.search("how do I reset my VPN token", caller=OPERATOR, top_k=10, top_n=10, threshold=0.0)
+    cal = svc.search("how do I reset my VPN token", caller=OPERATOR, top_k=10, top_n=10, threshold=0.0)
     assert cal.calibrated and not plain.calibrated
     assert [r.hit.chunk.chunk_id for r in cal.results] == [r.hit.chunk.chunk_id for r in plain.results]
     for r in cal.results:
         assert math.isclose(r.score, 1 / (1 + math.exp(-(2.0 * r.raw_score - 1.0))), rel_tol=1e-9)
         assert r.band == ("strong" if r.score > 0.7 else "review" if r.score >= 0.5 else "weak")
     cut = sorted(r.score for r in cal.results)[len(cal.results) // 2]
-    assert all(r.score >= cut for r in svc.search("how do I reset my VPN token", top_k=10, top_n=10,
+    assert all(r.score >= cut for r in svc.search("how do I reset my VPN token", caller=OPERATOR, top_k=10, top_n=10,
                                                     threshold=cut).results)
 
 
-def test_unreadable_calibration_is_loud_and_falls_back_to_sigmoid(tmp_path, service):
+def test_unreadable_calibration_is_loud_and_falls_back_to_sigmoid(tmp_path, settings, service):
     (tmp_path / "cal.json").write_text("{not json")
-    svc = SearchService(service.settings.model_copy(update={"calibration": tmp_path / "cal.json"}))
-    svc.embedder, svc.index = service.embedder, service.index
-    svc.load_reranker()
-    res = svc.search("vpn token", top_k=5, threshold=0.0)
+    svc = make_search(settings.model_copy(update={"calibration": tmp_path / "cal.json"}), service.embedder, service.index)
+    res = svc.search("vpn token", caller=OPERATOR, top_k=5, threshold=0.0)
     assert not res.calibrated and any("cal.json" in w and "kb tune" in w for w in res.warnings)
     assert all(math.isclose(r.score, 1 / (1 + math.exp(-r.raw_score)), rel_tol=1e-6) for r in res.results)
 
 
 def test_every_recalled_chunk_is_accounted_for(service):
     """shown + cut by N + under the threshold = every chunk recalled, each once (the app's raw table needs it)."""
-    res = service.search("annual leave VPN laptop", top_k=10, top_n=2, threshold=0.3)
+    res = service.search("annual leave VPN laptop", caller=OPERATOR, top_k=10, top_n=2, threshold=0.3)
     ids = [r.hit.chunk.chunk_id for r in res.results + res.not_shown + res.below_threshold]
     assert len(ids) == len(set(ids)) == res.candidates
     assert all(r.score >= 0.3 for r in res.not_shown) and len(res.results) == 2
@@ -225,31 +221,27 @@ def test_every_recalled_chunk_is_accounted_for(service):
     assert d["more"] == len(res.not_shown) and len(d["not_shown"]) == len(res.not_shown)
 
 
-def test_rerank_backend_setting_reaches_the_reranker(service):
+def test_rerank_backend_setting_reaches_the_reranker(settings, service):
     pytest.importorskip("onnxruntime")
-    svc = SearchService(service.settings.model_copy(update={"rerank_backend": "onnx", "rerank_threads": 1}))
-    svc.embedder, svc.index = service.embedder, service.index
-    svc.load_reranker()
-    assert svc.reranker_error is None and svc.reranker.info()["backend"] == "onnx"
-    a = svc.search("how do I reset my VPN token", top_k=10, top_n=10, threshold=0.0)
-    b = service.search("how do I reset my VPN token", top_k=10, top_n=10, threshold=0.0)
+    svc = make_search(settings.model_copy(update={"rerank_backend": "onnx", "rerank_threads": 1}), service.embedder, service.index)
+    assert svc.reranker_error is None and svc.reranker.info().backend == "onnx"
+    a = svc.search("how do I reset my VPN token", caller=OPERATOR, top_k=10, top_n=10, threshold=0.0)
+    b = service.search("how do I reset my VPN token", caller=OPERATOR, top_k=10, top_n=10, threshold=0.0)
     assert [r.hit.chunk.chunk_id for r in a.results] == [r.hit.chunk.chunk_id for r in b.results]
     assert all(math.isclose(x.score, y.score, abs_tol=1e-4) for x, y in zip(a.results, b.results))
 
 
-def test_rerank_dtype_setting_gives_bfloat16_with_float32_order(service, monkeypatch):
+def test_rerank_dtype_setting_gives_bfloat16_with_float32_order(settings, service, monkeypatch):
     from app.settings import Settings
 
     monkeypatch.setenv("KB_RERANK_DTYPE", "bfloat16")
     monkeypatch.setenv("KB_RERANK_EXACT_TOP", "5")
     env = Settings()
     assert (env.reranker_dtype, env.rerank_exact_top, env.dtype) == ("bfloat16", 5, "auto")  # embedder unchanged
-    svc = SearchService(service.settings.model_copy(update={"rerank_dtype": "bfloat16", "rerank_exact_top": 5}))
-    svc.embedder, svc.index = service.embedder, service.index
-    svc.load_reranker()
+    svc = make_search(settings.model_copy(update={"rerank_dtype": "bfloat16", "rerank_exact_top": 5}), service.embedder, service.index)
     info = svc.reranker.info()
-    assert svc.reranker_error is None and (info["dtype"], info["exact_top"]) == ("bfloat16", 5)
-    a = svc.search("how do I reset my VPN token", top_k=10, top_n=5, threshold=0.0)
-    b = service.search("how do I reset my VPN token", top_k=10, top_n=5, threshold=0.0)
+    assert svc.reranker_error is None and (info.dtype, info.exact_top) == ("bfloat16", 5)
+    a = svc.search("how do I reset my VPN token", caller=OPERATOR, top_k=10, top_n=5, threshold=0.0)
+    b = service.search("how do I reset my VPN token", caller=OPERATOR, top_k=10, top_n=5, threshold=0.0)
     assert [r.hit.chunk.chunk_id for r in a.results] == [r.hit.chunk.chunk_id for r in b.results]
-    assert all(abs(x.score - y.score) <= info["exact_margin"] for x, y in zip(a.results, b.results))
+    assert all(abs(x.score - y.score) <= info.exact_margin for x, y in zip(a.results, b.results))

@@ -1,4 +1,4 @@
-"""Calibration and threshold tuning (`app.tune`, `app.calibration`, `kb tune`).
+"""Calibration and threshold tuning (`app.quality.tune`, `app.quality.calibration`, `kb tune`).
 
 Synthetic scores: relevant and non-relevant logits drawn from two Gaussians of equal spread, where the true
 probability of relevance is known in closed form (a logistic in the score), so a calibrator can be checked
@@ -15,22 +15,22 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from app.calibration import fit_isotonic, fit_platt, load_calibrator
 from app.cli import app
-from app.evaluate import evaluate_set
-from app.search import SearchService
-from app.settings import Settings, get_settings
-from app.tune import (
+from app.components import make_search
+from app.identity import OPERATOR
+from app.quality.calibration import fit_isotonic, fit_platt, load_calibrator
+from app.quality.evaluate import evaluate_set, open_dataset
+from app.quality.tune import (
     answer_effect,
     choose_k,
     collect,
-    load_labelled,
     recommend_threshold,
     sigmoid,
     sweep_k,
     threshold_curve,
     write_config,
 )
+from app.settings import Settings, get_settings
 from tests.tiny_models import build_tiny_cross_encoder
 
 try:
@@ -186,12 +186,10 @@ def world(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def labelled_service(world, embedder):
-    labelled = load_labelled(world["beir"], embedder, world["root"] / "eval", 512, 32)
+    labelled = open_dataset(world["beir"], embedder, world["root"] / "eval")
     settings = Settings(index_dir=labelled.index.root, embedder=embedder.name, reranker=world["reranker"],
                         _env_file=None)
-    svc = SearchService(settings)
-    svc.embedder, svc.index = embedder, labelled.index
-    svc.load_reranker()
+    svc = make_search(settings, embedder, labelled.index)
     assert svc.reranker_error is None
     return labelled, svc
 
@@ -201,7 +199,8 @@ def test_collect_keeps_every_recalled_chunk_with_served_scores(labelled_service)
     collected = collect(svc, labelled, top_k=8)
     assert [q.qid for q in collected.queries] == list(QUERIES)
     for q in collected.queries:
-        direct = svc.search(QUERIES[q.qid][0], top_k=8, top_n=8, threshold=0.0, max_per_doc=8, merge=False)
+        direct = svc.search(QUERIES[q.qid][0], caller=OPERATOR, top_k=8, top_n=8, threshold=0.0, max_per_doc=8,
+                            merge=False)
         assert [(c.chunk_id, c.raw_score) for c in q.candidates] == \
             [(r.hit.chunk.chunk_id, r.raw_score) for r in direct.results]
         assert sorted(c.recall_rank for c in q.candidates) == list(range(1, len(q.candidates) + 1))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from app.ui.tuning import SAMPLE_SET
+from tests.app.ui.conftest import SAMPLE_SET
 from tests.app.ui.test_cli_ui import free_port, kb_command, start, stop, wait_healthy
 from tests.tiny_models import build_tiny_cross_encoder
 
@@ -27,7 +27,7 @@ EN_QUERY = "How do I reset my VPN token?"
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory, embedder, browser):
-    from app.ingest_sync import sync
+    from app.services.library import sync
 
     root = tmp_path_factory.mktemp("browser")
     report = sync([SAMPLE_SET / "docs"], root / "index", embedder)
@@ -183,8 +183,10 @@ def test_status_page_reports_device_precision_and_latency(page, shots):
     page.get_by_role("link", name="Status").click()
     page.get_by_text("Latency of this session's searches").wait_for()
     settle(page)
-    metrics = dict(zip([t.split("\n")[0].strip() for t in page.locator('[data-testid="stMetricLabel"]').all_inner_texts()],
-                       page.locator('[data-testid="stMetricValue"]').all_inner_texts()))
+    # each metric's own label text (not its help icon) with its value, read from the same element
+    metrics = page.locator('[data-testid="stMetric"]').evaluate_all("""els => Object.fromEntries(els.map(e => [
+        e.querySelector('[data-testid="stMetricLabel"] [data-testid="stMarkdownContainer"]').textContent.trim(),
+        e.querySelector('[data-testid="stMetricValue"]').textContent.trim()]))""")
     assert metrics["Device"] == "CPU" and metrics["Precision"] == "FP32", metrics
     assert int(metrics["Searches"]) >= 2 and metrics["P95"].endswith(" ms")
     snap(page, shots / "status.png")

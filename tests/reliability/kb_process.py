@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-PRELOAD = ["app.cli", "app.ingest_sync", "torch", "sentence_transformers", "faiss", "bm25s", "jieba"]
+PRELOAD = ["app.cli", "app.services.library", "torch", "sentence_transformers", "faiss", "bm25s", "jieba"]
 
 
 def _kb_main(argv: list[str], env: dict[str, str], log: str) -> None:

@@ -20,11 +20,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.api import create_app
-from app.ingest_sync import sync
-from app.search import SearchService
+from app.services.library import sync
 from app.settings import Settings
 from ingest.identity import doc_id_for, source_of
 from tests.app.api.conftest import live_server
+from tests.conftest import search_service
 
 from .conftest import policy_text
 
@@ -76,14 +76,11 @@ def api(request, corpus, embedder, tiny_reranker):
     settings = Settings(index_dir=root / "index", embedder=embedder.name, reranker=str(tiny_reranker),
                         upload_dir=root / "uploads", api_keys=KEYS, ann_threshold=VARIANTS[request.param],
                         max_per_doc=None, merge_adjacent=False, cache_size=64)
-    svc = SearchService(settings)
-    svc.embedder = embedder
-    svc.reload_index()
-    svc.load_reranker()
+    svc = search_service(settings, embedder)
     assert svc.index.dense.kind == ("flat" if request.param == "flat" else "hnsw")
     with pytest.MonkeyPatch.context() as mp:
         if request.param == "hnsw-filtered":
-            mp.setattr("retrieval.vector_store.EXACT_SUBSET_MAX", 0)
+            mp.setattr("retrieval.stores.faiss.EXACT_SUBSET_MAX", 0)
         with live_server(create_app(settings, svc, background=False)) as url:
             yield request.param, url, svc
 

@@ -14,7 +14,6 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from app.api import create_app
 from tests.app.api.conftest import make_service
 
 KEYS = {"reader": ["hr"], "admin": ["*"]}
@@ -23,7 +22,7 @@ KEYS = {"reader": ["hr"], "admin": ["*"]}
 @pytest.fixture(scope="module")
 def fuzz_app(tmp_path_factory, embedder, tiny_reranker):
     svc = make_service(tmp_path_factory.mktemp("fuzz"), embedder, tiny_reranker, api_keys=KEYS)
-    app = create_app(svc.settings, svc, background=False)
+    app = svc.app()
     with TestClient(app):  # runs the lifespan: loaded and ready
         yield app
 
@@ -94,7 +93,7 @@ def test_an_oversized_upload_is_413_before_anything_is_written(fuzz_app, tmp_pat
 
     state = fuzz_app.state.kb
     settings = state.settings.model_copy(update={"api_max_request_mb": 0.25, "upload_dir": tmp_path / "uploads"})
-    with TestClient(build(settings, state.service, background=False)) as c:
+    with TestClient(build(settings, state.live.service, background=False)) as c:
         files = [("files", ("big.md", b"# Big\n\n" + b"word " * 100_000, "text/markdown"))]
         r = c.post("/ingest", files=files, headers={"X-API-Key": "admin"})
         assert r.status_code == 413 and r.json()["error_type"] == "payload_too_large", r.text[:200]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.api import create_app
+from rerank.types import RerankerOptions
 from tests.app.api.conftest import make_service
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,7 +28,7 @@ def service(tmp_path_factory, embedder, tiny_reranker):
 
 @pytest.fixture(scope="module")
 def client(service):
-    with TestClient(create_app(service.settings, service, background=False), raise_server_exceptions=False) as c:
+    with TestClient(service.app(), raise_server_exceptions=False) as c:
         c.headers["X-API-Key"] = "admin"
         assert c.post("/ingest", files=[("files", ("wiki.txt", f"Wiki rules\n\n{XSS}\n".encode(), "text/plain"))]
                       ).status_code == 200
@@ -173,8 +173,8 @@ def _tiny_folder(dest: Path) -> Path:
 def test_a_pickled_weight_file_that_runs_code_is_refused(tmp_path):
     import torch
 
+    from rerank.engines.factory import create_reranker
     from rerank.errors import RerankerLoadError
-    from rerank.factory import create_reranker
 
     folder = _tiny_folder(tmp_path / "pickled")
     sentinel = tmp_path / "PWNED"
@@ -182,7 +182,7 @@ def test_a_pickled_weight_file_that_runs_code_is_refused(tmp_path):
         f.unlink()
     torch.save({"bert.embeddings.word_embeddings.weight": _Payload(sentinel)}, folder / "pytorch_model.bin")
     with pytest.raises(RerankerLoadError) as err:
-        create_reranker(str(folder), device="cpu").load()
+        create_reranker(str(folder), RerankerOptions(device="cpu")).load()
     assert not sentinel.exists(), "loading the model ran code from its pickle"
     assert str(folder) in str(err.value) and "kb models check" in str(err.value)
 
@@ -190,7 +190,7 @@ def test_a_pickled_weight_file_that_runs_code_is_refused(tmp_path):
 def test_a_model_folder_demanding_remote_code_is_refused_by_default(tmp_path, embedder):
     """A config with `auto_map` asks transformers to import Python files shipped with the model. By default that
     code never runs: the reranker is refused, and the search service says why and serves recall-only results."""
-    from app.search import SearchService
+    from app.components import make_search
     from app.settings import Settings
 
     folder = _tiny_folder(tmp_path / "remote")
@@ -205,9 +205,8 @@ def test_a_model_folder_demanding_remote_code_is_refused_by_default(tmp_path, em
         code + "from transformers import BertConfig\n\nclass EvilConfig(BertConfig):\n    model_type = 'kb-evil-bert'\n")
     (folder / "modeling_evil.py").write_text(code + "from transformers import BertForSequenceClassification as EvilModel\n")
 
-    svc = SearchService(Settings(index_dir=tmp_path / "index", embedder=embedder.name, reranker=str(folder)))
-    svc.embedder = embedder
-    svc.load_reranker()
+    svc = make_search(Settings(index_dir=tmp_path / "index", embedder=embedder.name, reranker=str(folder)), embedder,
+                      None)
     assert svc.reranker is None and not sentinel.exists()
     said = svc.reranker_error
     assert str(folder) in said and "custom code" in said and "trust_remote_code" in said, said

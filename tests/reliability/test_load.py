@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from app.api import create_app
 from benchmarks import load_test
 from tests.app.api.conftest import live_server, make_service
 
@@ -30,7 +29,7 @@ def workload():
 def test_concurrent_mixed_traffic_has_no_errors_and_flat_memory(tmp_path, embedder, tiny_reranker, workload):
     svc = make_service(tmp_path, embedder, tiny_reranker)
     pid = os.getpid()  # the server runs in a thread of this process
-    with live_server(create_app(svc.settings, svc, background=False)) as url:
+    with live_server(svc.app()) as url:
         run(load_test.run_phase(url, workload, 2, 2.0, 10**6, None))  # warm-up: lazy buffers, caches
         phase = run(load_test.run_phase(url, workload, 5, 5.0, 2_000, pid, seed=1))
     summary = phase.summary(errors_exclude_429=False)
@@ -47,7 +46,7 @@ def test_overload_is_refused_with_quick_429s_not_queued(tmp_path, embedder, work
     limits. Recall-only (reranker none), so that the refusal path is measured on its own."""
     svc = make_service(tmp_path, embedder, "none", api_max_concurrency=2, api_max_queue=64, cache_size=0)
     search_only = load_test.Workload(workload.queries, workload.passages, rerank_share=0.0)
-    with live_server(create_app(svc.settings, svc, background=False)) as url:
+    with live_server(svc.app()) as url:
         phase = run(load_test.run_phase(url, search_only, 150, 4.0, 3_000, None, seed=2))
     summary = phase.summary(errors_exclude_429=True)
     assert summary["errors"] == 0, summary["error_examples"]

@@ -10,6 +10,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
+from rerank.types import RerankerOptions
 from tests.tiny_models import build_tiny_cross_encoder  # noqa: E402
 
 
@@ -32,16 +33,16 @@ def tiny_model(request, tiny_bert, tiny_xlmr) -> Path:
 
 @pytest.fixture(scope="session")
 def bert_engine(tiny_bert):
-    from rerank.engine import CrossEncoderReranker
+    from rerank.engines.cross_encoder import CrossEncoderReranker
 
-    return CrossEncoderReranker(str(tiny_bert), device="cpu", max_length=64).load()
+    return CrossEncoderReranker(str(tiny_bert), RerankerOptions(device="cpu", max_length=64)).load()
 
 
 @pytest.fixture(scope="session")
 def xlmr_engine(tiny_xlmr):
-    from rerank.engine import CrossEncoderReranker
+    from rerank.engines.cross_encoder import CrossEncoderReranker
 
-    return CrossEncoderReranker(str(tiny_xlmr), device="cpu", max_length=64).load()
+    return CrossEncoderReranker(str(tiny_xlmr), RerankerOptions(device="cpu", max_length=64)).load()
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from rerank.check import check_model
+from rerank.types import RerankerOptions
+from rerank.validation.check import check_model
 
 
 def _status(report):
@@ -22,7 +23,7 @@ def _only_failure(report, name):
 
 
 def test_valid_models_pass(tiny_model):
-    report = check_model(tiny_model, device="cpu", max_length=64)
+    report = check_model(tiny_model, options=RerankerOptions(device="cpu", max_length=64))
     assert report.ok, report.to_dict()
     assert set(_status(report).values()) == {"ok"}
     assert report.smoke_score is not None
@@ -147,7 +148,7 @@ GOLDEN = [
 
 
 def test_golden_same_model_shows_no_shift(tiny_bert, tmp_path):
-    report = check_model(tiny_bert, golden=_golden(tmp_path, GOLDEN), current=str(tiny_bert), max_length=64)
+    report = check_model(tiny_bert, golden=_golden(tmp_path, GOLDEN), current=str(tiny_bert), options=RerankerOptions(max_length=64))
     g = report.golden
     assert g.n_pairs == 7 and g.n_queries == 3
     assert g.candidate_agreement == g.current_agreement and 0.0 <= g.candidate_agreement <= 1.0
@@ -156,14 +157,14 @@ def test_golden_same_model_shows_no_shift(tiny_bert, tmp_path):
 
 
 def test_golden_against_another_model(tiny_bert, tiny_xlmr, tmp_path):
-    g = check_model(tiny_xlmr, golden=_golden(tmp_path, GOLDEN), current=str(tiny_bert), max_length=64).golden
+    g = check_model(tiny_xlmr, golden=_golden(tmp_path, GOLDEN), current=str(tiny_bert), options=RerankerOptions(max_length=64)).golden
     assert g.max_score_shift > 0 and g.mean_score_shift > 0
     assert g.verdict in ("pass", "regression")
     assert (g.verdict == "regression") == (g.candidate_agreement < g.current_agreement - g.tolerance)
 
 
 def test_golden_without_baseline(tiny_bert, tmp_path):
-    g = check_model(tiny_bert, golden=_golden(tmp_path, GOLDEN), current="none", max_length=64).golden
+    g = check_model(tiny_bert, golden=_golden(tmp_path, GOLDEN), current="none", options=RerankerOptions(max_length=64)).golden
     assert g.verdict == "no-baseline" and g.current_error
 
 
@@ -173,4 +174,4 @@ def test_golden_bad_line_names_the_line(tiny_bert, tmp_path):
     path = tmp_path / "g.jsonl"
     path.write_text(json.dumps(GOLDEN[0]) + "\n" + '{"query": "x"}\n')
     with pytest.raises(RerankerParameterError, match=r"g.jsonl:2"):
-        check_model(tiny_bert, golden=path, current="none", max_length=64)
+        check_model(tiny_bert, golden=path, current="none", options=RerankerOptions(max_length=64))

@@ -4,9 +4,9 @@ import math
 
 import pytest
 
-from rerank.engine import CrossEncoderReranker
+from rerank.engines.cross_encoder import CrossEncoderReranker
 from rerank.errors import RerankerLoadError, RerankerParameterError
-from rerank.types import sigmoid
+from rerank.types import RerankerOptions, sigmoid
 
 QUERY = "How many days of annual leave do employees get?"
 TEXTS = [
@@ -20,7 +20,7 @@ TEXTS = [
 
 
 def test_scores_are_python_floats_with_sigmoid_relation(tiny_model):
-    engine = CrossEncoderReranker(str(tiny_model), device="cpu", max_length=64).load()
+    engine = CrossEncoderReranker(str(tiny_model), RerankerOptions(device="cpu", max_length=64)).load()
     scores = engine.score(QUERY, TEXTS)
     assert len(scores) == len(TEXTS)
     for raw, score in scores:
@@ -51,21 +51,21 @@ def test_order_preserved(xlmr_engine):
 
 def test_batching_invariance(tiny_model):
     many = [t + f" ({i})" * (i % 5) for i, t in enumerate(TEXTS * 6)]
-    one = CrossEncoderReranker(str(tiny_model), device="cpu", batch_size=1, max_length=64).load()
-    big = CrossEncoderReranker(str(tiny_model), device="cpu", batch_size=32, max_length=64).load()
+    one = CrossEncoderReranker(str(tiny_model), RerankerOptions(device="cpu", batch_size=1, max_length=64)).load()
+    big = CrossEncoderReranker(str(tiny_model), RerankerOptions(device="cpu", batch_size=32, max_length=64)).load()
     a, b = one.score(QUERY, many), big.score(QUERY, many)
     assert max(abs(x[0] - y[0]) for x, y in zip(a, b, strict=True)) < 1e-5
     assert max(abs(x[1] - y[1]) for x, y in zip(a, b, strict=True)) < 1e-5
 
 
 def test_batch_size_defaults_to_the_device_and_a_setting_wins(tiny_model):
-    from rerank.engine import CPU_BATCH
+    from rerank.engines.cross_encoder import CPU_BATCH
 
-    default = CrossEncoderReranker(str(tiny_model), device="cpu", max_length=64)
-    assert default.load().info()["batch_size"] == CPU_BATCH == 8  # small CPU batches pad less
-    assert default.info()["effective_batch_size"] == CPU_BATCH
-    chosen = CrossEncoderReranker(str(tiny_model), device="cpu", batch_size=24, max_length=64).load()
-    assert chosen.info()["batch_size"] == 24
+    default = CrossEncoderReranker(str(tiny_model), RerankerOptions(device="cpu", max_length=64))
+    assert default.load().info().batch_size == CPU_BATCH == 8  # small CPU batches pad less
+    assert default.info().effective_batch_size == CPU_BATCH
+    chosen = CrossEncoderReranker(str(tiny_model), RerankerOptions(device="cpu", batch_size=24, max_length=64)).load()
+    assert chosen.info().batch_size == 24
 
 
 def test_html_is_cleaned_before_scoring(bert_engine):
@@ -91,14 +91,14 @@ def test_empty_and_bad_inputs(bert_engine):
 ])
 def test_parameter_errors_name_parameter_value_range_and_fix(tiny_bert, kwargs, parameter):
     with pytest.raises(RerankerParameterError) as info:
-        CrossEncoderReranker(str(tiny_bert), **kwargs)
+        CrossEncoderReranker(str(tiny_bert), RerankerOptions(**kwargs))
     err = info.value
     assert err.parameter == parameter and err.value == next(iter(kwargs.values()))
     assert parameter in str(err) and repr(err.value) in str(err) and err.fix in str(err)
 
 
 def test_max_length_beyond_model_positions(tiny_bert):
-    engine = CrossEncoderReranker(str(tiny_bert), device="cpu", max_length=1024)  # tiny model: 128 positions
+    engine = CrossEncoderReranker(str(tiny_bert), RerankerOptions(device="cpu", max_length=1024))  # tiny model: 128 positions
     with pytest.raises(RerankerParameterError, match=r"at most 128 tokens"):
         engine.load()
     assert not engine.loaded
@@ -106,7 +106,7 @@ def test_max_length_beyond_model_positions(tiny_bert):
 
 def test_missing_model_is_a_load_error(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    engine = CrossEncoderReranker("no-such-org/no-such-reranker", models_dir=tmp_path)
+    engine = CrossEncoderReranker("no-such-org/no-such-reranker", RerankerOptions(models_dir=tmp_path))
     with pytest.raises(RerankerLoadError, match="no-such-org/no-such-reranker"):
         engine.load()
     with pytest.raises(RerankerLoadError, match="does not exist"):
@@ -117,9 +117,9 @@ def test_models_dir_name_resolves_like_a_user_folder(tiny_bert, tmp_path):
     import shutil
 
     shutil.copytree(tiny_bert, tmp_path / "reranker_zh_v2")
-    engine = CrossEncoderReranker("reranker_zh_v2", device="cpu", models_dir=tmp_path, max_length=64).load()
-    assert engine.origin == "models_dir"
-    ref = CrossEncoderReranker(str(tiny_bert), device="cpu", max_length=64).load()
+    engine = CrossEncoderReranker("reranker_zh_v2", RerankerOptions(device="cpu", models_dir=tmp_path, max_length=64)).load()
+    assert engine.info().origin == "models_dir"
+    ref = CrossEncoderReranker(str(tiny_bert), RerankerOptions(device="cpu", max_length=64)).load()
     got = [x for pair in engine.score(QUERY, TEXTS[:2]) for x in pair]
     want = [x for pair in ref.score(QUERY, TEXTS[:2]) for x in pair]
     assert got == pytest.approx(want, abs=1e-5)
@@ -127,11 +127,11 @@ def test_models_dir_name_resolves_like_a_user_folder(tiny_bert, tmp_path):
 
 def test_info_describes_model_and_device(bert_engine):
     info = bert_engine.info()
-    assert info["loaded"] and info["kind"] == "cross-encoder"
-    assert info["architecture"] == "BertForSequenceClassification" and info["num_labels"] == 1
-    assert info["device"] == "cpu" and info["dtype"] == "float32"
-    assert info["device_choice"]["reason"] and info["fallback"] is None
-    assert info["model_max_length"] == 128 and info["max_length"] == 64
+    assert info.loaded and info.kind == "cross-encoder"
+    assert info.architecture == "BertForSequenceClassification" and info.num_labels == 1
+    assert info.device == "cpu" and info.dtype == "float32"
+    assert info.device_choice.reason and info.fallback is None
+    assert info.model_max_length == 128 and info.max_length == 64
 
 
 def test_bare_encoder_without_head_is_refused(tiny_bert, copy_model):
@@ -142,12 +142,12 @@ def test_bare_encoder_without_head_is_refused(tiny_bert, copy_model):
     state = load_file(folder / "model.safetensors")
     save_file({k: v for k, v in state.items() if not k.startswith("classifier")}, folder / "model.safetensors")
     with pytest.raises(RerankerLoadError, match="classifier"):
-        CrossEncoderReranker(str(folder), device="cpu", max_length=64).load()
+        CrossEncoderReranker(str(folder), RerankerOptions(device="cpu", max_length=64)).load()
 
 
 def test_factory_picks_engine_and_shares_instances(tiny_bert):
-    from rerank.factory import clear_shared, create_reranker, get_reranker, is_disabled
-    from rerank.llm import LLMReranker
+    from rerank.engines.factory import clear_shared, create_reranker, get_reranker, is_disabled
+    from rerank.engines.llm import LLMReranker
     from rerank.protocol import Reranker
 
     assert isinstance(create_reranker(str(tiny_bert)), CrossEncoderReranker)
@@ -155,8 +155,8 @@ def test_factory_picks_engine_and_shares_instances(tiny_bert):
     assert isinstance(create_reranker("BAAI/bge-reranker-v2-minicpm-layerwise"), LLMReranker)
     assert is_disabled("none") and is_disabled("None") and is_disabled(None) and not is_disabled("x")
     clear_shared()
-    a = get_reranker(str(tiny_bert), device="cpu", max_length=64)
-    b = get_reranker(str(tiny_bert), device="cpu", max_length=64)
+    a = get_reranker(str(tiny_bert), RerankerOptions(device="cpu", max_length=64))
+    b = get_reranker(str(tiny_bert), RerankerOptions(device="cpu", max_length=64))
     assert a is b and a.loaded and isinstance(a, Reranker)
     clear_shared()
 
@@ -164,13 +164,13 @@ def test_factory_picks_engine_and_shares_instances(tiny_bert):
 def test_llm_reranker_chosen_by_causal_lm_config(tmp_path):
     import json
 
-    from rerank.factory import create_reranker
-    from rerank.llm import LLMReranker
+    from rerank.engines.factory import create_reranker
+    from rerank.engines.llm import LLMReranker
 
     folder = tmp_path / "my_llm_reranker"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"architectures": ["GemmaForCausalLM"], "model_type": "gemma"}))
     assert isinstance(create_reranker(str(folder)), LLMReranker)
-    layerwise = LLMReranker("BAAI/bge-reranker-v2-minicpm-layerwise", models_dir=tmp_path)
+    layerwise = LLMReranker("BAAI/bge-reranker-v2-minicpm-layerwise", RerankerOptions(models_dir=tmp_path))
     with pytest.raises(RerankerLoadError, match="allow_remote_code"):
         layerwise.load()

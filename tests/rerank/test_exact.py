@@ -9,10 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rerank.agreement import CHECK_QUERIES, top_k_order
-from rerank.engine import CrossEncoderReranker
+from rerank.engines.cross_encoder import CrossEncoderReranker
 from rerank.exact import margin_for, near_ties
-from tests.tiny_models import build_tiny_cross_encoder, fit_to_separate
+from rerank.types import RerankerOptions
+from rerank.validation.agreement import CHECK_QUERIES, top_k_order
+from tests.tiny_models import build_tiny_cross_encoder, fit_to_separate, squeeze_logits
 
 # queries the check set does not hold, over its passages and some of their own
 MORE = [("How do I claim travel expenses?", CHECK_QUERIES[0][1] + ["Receipts are scanned in the expense tool."]),
@@ -21,7 +22,7 @@ MORE = [("How do I claim travel expenses?", CHECK_QUERIES[0][1] + ["Receipts are
 
 
 def _engine(path, **kw):
-    return CrossEncoderReranker(str(path), device="cpu", max_length=128, **kw).load()
+    return CrossEncoderReranker(str(path), RerankerOptions(device="cpu", max_length=128, **kw)).load()
 
 
 def _raw(engine, query, passages):
@@ -57,14 +58,14 @@ def test_bfloat16_with_re_scoring_ranks_like_float32_on_a_random_model(tmp_path)
     model = build_tiny_cross_encoder(tmp_path / "random", arch="xlmr", seed=1, max_position=128)
     fp32, bf16 = _engine(model), _engine(model, dtype="bfloat16")
     info = bf16.info()
-    assert info["dtype"] == "bfloat16" and info["exact_top"] == 10 and info["exact_margin"] > 0
+    assert info.dtype == "bfloat16" and info.exact_top == 10 and info.exact_margin > 0
     assert bf16.cross_encoder.model.dtype.__str__() == "torch.bfloat16"
     for query, passages in CHECK_QUERIES + MORE:
         ref, got = _raw(fp32, query, passages), _raw(bf16, query, passages)
         assert top_k_order(got, 10) == top_k_order(ref, 10), query
         for i in top_k_order(ref, 10):  # what is shown carries float32 scores, or one within the margin
-            assert abs(got[i] - ref[i]) <= info["exact_margin"] / 2
-    stats = bf16.info()["exact_rescored"]
+            assert abs(got[i] - ref[i]) <= info.exact_margin / 2
+    stats = bf16.info().exact_rescored
     assert stats["calls"] == len(CHECK_QUERIES + MORE) and 0 < stats["rescored"] <= stats["candidates"]
 
 
@@ -75,23 +76,25 @@ def test_a_trained_model_needs_few_re_scorings_and_keeps_bfloat16_alone(tmp_path
     fp32, bf16 = _engine(model), _engine(model, dtype="bfloat16")
     for query, passages in CHECK_QUERIES:
         assert top_k_order(_raw(bf16, query, passages), 10) == top_k_order(_raw(fp32, query, passages), 10)
-    stats = bf16.info()["exact_rescored"]
+    stats = bf16.info().exact_rescored
     assert stats["rescored"] < stats["candidates"] / 4  # candidates 1 logit apart: few near-ties
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # no refusal
         pure = _engine(model, dtype="bfloat16", exact_top=0)
-    assert pure.dtype == "bfloat16" and pure.info()["bf16_agreement"]["top_k_identical"]
-    assert pure.info()["exact_rescored"] is None
+    assert pure.dtype == "bfloat16" and pure.info().agreement["top_k_identical"]
+    assert pure.info().exact_rescored is None
 
 
 def test_bfloat16_without_re_scoring_is_refused_when_it_changes_the_order(tmp_path):
-    model = build_tiny_cross_encoder(tmp_path / "random", arch="xlmr", seed=1, max_position=128)
+    model = squeeze_logits(build_tiny_cross_encoder(tmp_path / "random", arch="xlmr", seed=1, max_position=128))
+    fp32 = _engine(model)
+    # float32 orders the check set's passages; bfloat16 rounds their logits to one value (input order)
+    assert any(top_k_order(_raw(fp32, q, ps), 10) != list(range(10)) for q, ps in CHECK_QUERIES)
     with pytest.warns(RuntimeWarning, match="bfloat16 refused"):
         engine = _engine(model, dtype="bfloat16", exact_top=0)
     info = engine.info()
-    assert info["dtype"] == "float32" and "bfloat16 failed its agreement check" in info["device_choice"]["reason"]
-    assert not info["bf16_agreement"]["top_k_identical"] and "serving float32" in info["backend_warning"]
-    fp32 = _engine(model)
+    assert info.dtype == "float32" and "bfloat16 failed its agreement check" in info.device_choice.reason
+    assert not info.agreement["top_k_identical"] and "serving float32" in info.warning
     assert _raw(engine, *MORE[0]) == pytest.approx(_raw(fp32, *MORE[0]), abs=1e-6)
 
 
@@ -102,7 +105,7 @@ def test_int8_with_re_scoring_ranks_like_float32(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # served with re-scoring, no refusal
         int8 = _engine(model, backend="onnx", quantize=True)
-    assert int8.info()["quantized"] is True and int8.info()["exact_margin"] > 0
+    assert int8.info().quantized is True and int8.info().exact_margin > 0
     for query, passages in CHECK_QUERIES + MORE:
         assert top_k_order(_raw(int8, query, passages), 10) == top_k_order(_raw(fp32, query, passages), 10), query
 
@@ -111,4 +114,4 @@ def test_exact_top_is_checked():
     from rerank.errors import RerankerParameterError
 
     with pytest.raises(RerankerParameterError, match="exact_top=-1.*KB_RERANK_EXACT_TOP"):
-        CrossEncoderReranker("some/model", exact_top=-1)
+        CrossEncoderReranker("some/model", RerankerOptions(exact_top=-1))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rerank.engine import CrossEncoderReranker
+from rerank.engines.cross_encoder import CrossEncoderReranker
+from rerank.types import RerankerOptions
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (torch.cuda.is_available())")]
@@ -16,19 +17,19 @@ TEXTS = ["Employees are entitled to 20 days of paid annual leave.", "The VPN mus
 
 
 def test_auto_picks_gpu_float16(tiny_xlmr):
-    engine = CrossEncoderReranker(str(tiny_xlmr), max_length=64).load()
+    engine = CrossEncoderReranker(str(tiny_xlmr), RerankerOptions(max_length=64)).load()
     assert engine.device.startswith("cuda") and engine.dtype == "float16"
     assert engine.device_choice.gpu_name and engine.device_choice.compute_capability
     assert next(engine.cross_encoder.model.parameters()).dtype == torch.float16
 
 
 def test_fp16_gpu_matches_fp32_cpu(tiny_model):
-    from rerank.parity import parity
+    from rerank.validation.parity import parity
 
     report = parity(str(tiny_model), [(QUERY, t) for t in TEXTS], max_length=64)
     assert report.gpu_available and report.max_raw_diff < 0.05
-    cpu = CrossEncoderReranker(str(tiny_model), device="cpu", max_length=64).load().score(QUERY, TEXTS)
-    gpu = CrossEncoderReranker(str(tiny_model), device="cuda", max_length=64).load().score(QUERY, TEXTS)
+    cpu = CrossEncoderReranker(str(tiny_model), RerankerOptions(device="cpu", max_length=64)).load().score(QUERY, TEXTS)
+    gpu = CrossEncoderReranker(str(tiny_model), RerankerOptions(device="cuda", max_length=64)).load().score(QUERY, TEXTS)
     assert max(abs(a[0] - b[0]) for a, b in zip(cpu, gpu, strict=True)) < 0.05
 
 
@@ -54,8 +55,8 @@ def test_oom_halves_the_batch_and_still_scores(tmp_path):
 
     path = build_tiny_cross_encoder(tmp_path / "wide", arch="xlmr", hidden_size=512, num_heads=8, max_position=512)
     texts = _long_texts(1024)
-    ref = CrossEncoderReranker(str(path), device="cpu", max_length=512, batch_size=64).load().score(QUERY, texts[:8])
-    engine = CrossEncoderReranker(str(path), device="cuda", dtype="float16", max_length=512, batch_size=1024).load()
+    ref = CrossEncoderReranker(str(path), RerankerOptions(device="cpu", max_length=512, batch_size=64)).load().score(QUERY, texts[:8])
+    engine = CrossEncoderReranker(str(path), RerankerOptions(device="cuda", dtype="float16", max_length=512, batch_size=1024)).load()
     blocks = _fill_gpu(leave_bytes=256 * 2**20)  # 1024 pairs × 512 tokens × 512 hidden do not fit in 256 MiB
     try:
         scores = engine.score(QUERY, texts)
@@ -63,8 +64,8 @@ def test_oom_halves_the_batch_and_still_scores(tmp_path):
         del blocks
         torch.cuda.empty_cache()
     info = engine.info()
-    assert info["oom_halvings"] > 0 and info["effective_batch_size"] < 1024
-    assert info["fallback"] is None and engine.device.startswith("cuda")
+    assert info.oom_halvings > 0 and info.effective_batch_size < 1024
+    assert info.fallback is None and engine.device.startswith("cuda")
     assert max(abs(a[0] - b[0]) for a, b in zip(scores[:8], ref, strict=True)) < 0.05
 
 
@@ -72,7 +73,7 @@ def test_oom_at_batch_one_falls_back_to_cpu(tmp_path):
     from tests.tiny_models import build_tiny_cross_encoder
 
     path = build_tiny_cross_encoder(tmp_path / "wide", arch="xlmr", hidden_size=512, num_heads=8, max_position=512)
-    engine = CrossEncoderReranker(str(path), device="cuda", max_length=512, batch_size=8).load()
+    engine = CrossEncoderReranker(str(path), RerankerOptions(device="cuda", max_length=512, batch_size=8)).load()
     blocks = _fill_gpu(leave_bytes=0)
     try:
         with pytest.warns(RuntimeWarning, match="fell back to CPU"):
@@ -80,5 +81,5 @@ def test_oom_at_batch_one_falls_back_to_cpu(tmp_path):
     finally:
         del blocks
         torch.cuda.empty_cache()
-    assert engine.device == "cpu" and engine.dtype == "float32" and engine.info()["fallback"]
+    assert engine.device == "cpu" and engine.dtype == "float32" and engine.info().fallback
     assert all(s == s for _, s in scores)

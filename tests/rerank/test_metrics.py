@@ -1,6 +1,6 @@
 import pytest
 
-from rerank.metrics import kendall_tau, mean_kendall_by_group, pairwise_agreement, ranks_within
+from rerank.validation.metrics import kendall_tau, mean_kendall_by_group, pairwise_agreement, ranks_within
 
 
 def test_kendall_tau():

@@ -11,9 +11,11 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from app.identity import OPERATOR
+from rerank.engines.factory import create_reranker
+from rerank.engines.remote import RemoteReranker, RemoteRerankError, is_remote, rerank_url
 from rerank.errors import RerankerLoadError, RerankerParameterError
-from rerank.factory import create_reranker
-from rerank.remote import RemoteReranker, RemoteRerankError, is_remote, rerank_url
+from rerank.types import RerankerOptions
 from tests.app.api.conftest import free_port, live_server, make_service
 from tests.tiny_models import build_tiny_cross_encoder
 
@@ -88,15 +90,15 @@ def test_names_and_factory():
     assert is_remote("tei+http://reranker:80") and is_remote("https://x/rerank") and not is_remote("BAAI/bge-m3")
     assert rerank_url("tei+http://reranker:80") == "http://reranker:80/rerank"
     assert rerank_url("http://h:8080/rerank/") == "http://h:8080/rerank"
-    r = create_reranker("tei+http://reranker:80", batch_size=16)
+    r = create_reranker("tei+http://reranker:80", RerankerOptions(batch_size=16))
     assert isinstance(r, RemoteReranker) and r.batch_size == 16 and not r.loaded
     with pytest.raises(RerankerParameterError, match="timeout"):
         RemoteReranker("tei+http://h:1", timeout=0)
 
 
 def test_scores_equal_the_local_engine_in_input_order_in_batches_of_the_servers_limit(fresh, bert_engine):
-    remote = RemoteReranker("tei+" + fresh.url, batch_size=32).load()
-    assert remote.info()["effective_batch_size"] == 8  # TEI's max_client_batch_size wins over ours
+    remote = RemoteReranker("tei+" + fresh.url, RerankerOptions(batch_size=32)).load()
+    assert remote.info().effective_batch_size == 8  # TEI's max_client_batch_size wins over ours
     assert remote.device_choice.device == "remote" and "tiny-bert" in remote.device_choice.reason
     got = remote.score(QUERY, TEXTS)
     want = bert_engine.score(QUERY, TEXTS)
@@ -112,7 +114,7 @@ def test_429_and_503_are_retried_then_succeed(fresh, bert_engine):
     fresh.faults = [429, 503, 503]
     got = remote.score(QUERY, TEXTS[:5])
     assert [r for r, _ in got] == pytest.approx([r for r, _ in bert_engine.score(QUERY, TEXTS[:5])], abs=1e-5)
-    assert fresh.requests == 4 and remote.info()["retried"] == 3
+    assert fresh.requests == 4 and remote.info().details["retried"] == 3
 
 
 def test_retries_are_bounded(fresh):
@@ -134,11 +136,11 @@ def test_other_errors_are_not_retried(fresh, status):
 
 def test_413_halves_the_batch_and_remembers(fresh, bert_engine):
     fresh.max_texts_accepted = 3  # e.g. the server's max_batch_tokens: /info cannot tell us
-    remote = RemoteReranker(fresh.url, batch_size=8).load()
+    remote = RemoteReranker(fresh.url, RerankerOptions(batch_size=8)).load()
     got = remote.score(QUERY, TEXTS[:8])
     assert [r for r, _ in got] == pytest.approx([r for r, _ in bert_engine.score(QUERY, TEXTS[:8])], abs=1e-5)
     assert max(fresh.batches) <= 3 and sum(fresh.batches) == 8
-    assert remote.info()["effective_batch_size"] <= 3
+    assert remote.info().effective_batch_size <= 3
     fresh.batches = []
     remote.score(QUERY, TEXTS[:6])
     assert all(b <= 3 for b in fresh.batches) and sum(fresh.batches) == 6  # no 413 round trip needed any more
@@ -151,7 +153,7 @@ def test_unreachable_server_is_a_load_error_after_bounded_retries():
     remote = RemoteReranker(f"tei+http://127.0.0.1:{free_port()}", retries=2, backoff=0.01)
     with pytest.raises(RerankerLoadError, match="cannot be reached.*failed 3 times.*ConnectError"):
         remote.load()
-    assert remote.info()["retried"] == 2 and not remote.loaded
+    assert remote.info().details["retried"] == 2 and not remote.loaded
 
 
 def test_read_timeout_is_not_retried(fresh):
@@ -167,7 +169,7 @@ def test_api_key_is_sent_as_bearer_token(bert_engine):
     with live_server(server.app) as url:
         with pytest.raises(RerankerLoadError, match="refused the API key"):
             RemoteReranker(url).load()
-        assert len(RemoteReranker(url, api_key="s3cret").score(QUERY, TEXTS[:2])) == 2
+        assert len(RemoteReranker(url, RerankerOptions(api_key="s3cret")).score(QUERY, TEXTS[:2])) == 2
 
 
 def test_malformed_answers_are_named(bert_engine):
@@ -180,7 +182,7 @@ def test_malformed_answers_are_named(bert_engine):
 
     with live_server(app) as url:
         remote = RemoteReranker(url).load()  # no /info: a TEI-compatible server need not have one
-        assert remote.info()["effective_batch_size"] == 32
+        assert remote.info().effective_batch_size == 32
         with pytest.raises(RemoteRerankError, match="each of 0..1 must appear once"):
             remote.score(QUERY, TEXTS[:2])
 
@@ -188,21 +190,21 @@ def test_malformed_answers_are_named(bert_engine):
 def test_kb_serve_as_the_remote_reranker_matches_local_scores(tmp_path, embedder):
     """This project's own `kb serve` app is a TEI-compatible server: a second SearchService whose reranker is
     its URL ranks and scores exactly as one with the local cross-encoder."""
-    from app.api import create_app
 
     model = build_tiny_cross_encoder(tmp_path / "tiny_reranker", arch="bert", seed=3)  # 512 positions, as settings
-    local = make_service(tmp_path / "server", embedder, model)
+    served = make_service(tmp_path / "server", embedder, model)
+    local = served.service
     assert local.reranker_error is None
-    with live_server(create_app(local.settings, local, background=False)) as url:
+    with live_server(served.app()) as url:
         remote = RemoteReranker("tei+" + url).load()
         got, want = remote.score(QUERY, TEXTS), local.reranker.score(QUERY, TEXTS)
         assert [x for pair in got for x in pair] == pytest.approx([x for pair in want for x in pair], abs=1e-6)
 
-        client = make_service(tmp_path / "client", embedder, "tei+" + url)
+        client = make_service(tmp_path / "client", embedder, "tei+" + url).service
         assert client.reranker_error is None and client.reranker.kind == "remote"
         for query in ("reset VPN token", "how many days of annual leave"):
-            a = local.search(query, top_k=10, top_n=5, threshold=0.0)
-            b = client.search(query, top_k=10, top_n=5, threshold=0.0)
+            a = local.search(query, caller=OPERATOR, top_k=10, top_n=5, threshold=0.0)
+            b = client.search(query, caller=OPERATOR, top_k=10, top_n=5, threshold=0.0)
             assert [r.hit.chunk.text for r in b.results] == [r.hit.chunk.text for r in a.results]  # ids: paths
             assert [r.score for r in b.results] == pytest.approx([r.score for r in a.results], abs=1e-6)
             assert b.device == "remote"

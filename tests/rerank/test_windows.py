@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from rerank.engine import CrossEncoderReranker
+from rerank.engines.cross_encoder import CrossEncoderReranker
+from rerank.types import RerankerOptions
 from rerank.windows import aggregate, pair_lengths, split_windows
 
 QUERY = "What is the deadline for expense claims?"
@@ -54,7 +55,7 @@ def test_aggregation_modes(tiny_xlmr, long_passage, xlmr_engine):
     manual = [float(s) for s in xlmr_engine.cross_encoder.predict(
         [(QUERY, w.text) for w in windows], activation_fn=torch.nn.Identity())]
     for how, expected in (("max", max(manual)), ("mean", sum(manual) / len(manual)), ("first", manual[0])):
-        engine = CrossEncoderReranker(str(tiny_xlmr), device="cpu", max_length=64, long_passage=how).load()
+        engine = CrossEncoderReranker(str(tiny_xlmr), RerankerOptions(device="cpu", max_length=64, long_passage=how)).load()
         assert engine.score(QUERY, [long_passage])[0][0] == pytest.approx(expected, abs=1e-5)
 
 

@@ -13,8 +13,7 @@ import pytest
 
 from ingest.types import Chunk, Document
 from retrieval.index import IndexMismatch, KnowledgeIndex
-from retrieval.milvus_store import MilvusStore, MilvusStoreError
-from retrieval.vector_store import MilvusConfig
+from retrieval.stores.milvus import MilvusConfig, MilvusStore, MilvusStoreError, MilvusStoreFactory
 
 REPO = Path(__file__).resolve().parents[2]
 EMB = {"name": "test-embedder", "dim": 8, "path": None}
@@ -77,7 +76,7 @@ def add_docs(index, n_docs, rng, acl_of=lambda d: []):
 def test_knowledge_index_on_milvus_matches_faiss_and_refuses_the_other_store(tmp_path):
     acl_of = lambda d: ["hr"] if d % 2 else []  # noqa: E731
     exact = MilvusConfig(index_type="FLAT")
-    on_milvus = KnowledgeIndex(tmp_path / "m", EMB, {}, milvus=exact)
+    on_milvus = KnowledgeIndex(tmp_path / "m", EMB, {}, MilvusStoreFactory(exact))
     on_faiss = KnowledgeIndex(tmp_path / "f", EMB, {})
     for index in (on_milvus, on_faiss):
         add_docs(index, 12, np.random.default_rng(2), acl_of)
@@ -87,7 +86,7 @@ def test_knowledge_index_on_milvus_matches_faiss_and_refuses_the_other_store(tmp
     manifest = KnowledgeIndex.read_manifest(tmp_path / "m")
     assert manifest["vector_store"] == "milvus" and manifest["dense_index"] == "milvus-flat"
 
-    again = KnowledgeIndex.open(tmp_path / "m", EMB, {}, milvus=exact)
+    again = KnowledgeIndex.open(tmp_path / "m", EMB, {}, MilvusStoreFactory(exact))
     faiss_again = KnowledgeIndex.open(tmp_path / "f", EMB, {})
     assert again.dense.count() == len(again.chunks) == 33
     q = unit(np.random.default_rng(3), 4)
@@ -99,9 +98,10 @@ def test_knowledge_index_on_milvus_matches_faiss_and_refuses_the_other_store(tmp
     with pytest.raises(IndexMismatch, match="KB_VECTOR_STORE=milvus"):
         KnowledgeIndex.open(tmp_path / "m", EMB, {})
     with pytest.raises(IndexMismatch, match="KB_VECTOR_STORE=faiss"):
-        KnowledgeIndex.open(tmp_path / "f", EMB, {}, milvus=exact)
+        KnowledgeIndex.open(tmp_path / "f", EMB, {}, MilvusStoreFactory(exact))
     with pytest.raises(IndexMismatch, match="KB_MILVUS_COLLECTION"):
-        KnowledgeIndex.open(tmp_path / "m", EMB, {}, milvus=MilvusConfig(collection="other", index_type="FLAT"))
+        KnowledgeIndex.open(tmp_path / "m", EMB, {},
+                            MilvusStoreFactory(MilvusConfig(collection="other", index_type="FLAT")))
 
 
 def test_a_collection_of_another_dimension_is_refused_with_a_fix(tmp_path):
@@ -118,7 +118,7 @@ def test_a_collection_of_another_dimension_is_refused_with_a_fix(tmp_path):
 def test_milvus_lite_file_held_by_another_process_says_what_to_do(tmp_path):
     uri = str(tmp_path / "m.db")
     holder = textwrap.dedent(f"""
-        from retrieval.milvus_store import MilvusStore
+        from retrieval.stores.milvus import MilvusStore
         MilvusStore(8, {uri!r}).count()
         print("holding", flush=True)
         input()

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from ingest.types import Chunk
-from retrieval.milvus_store import MilvusStore
-from retrieval.vector_store import FaissStore
+from retrieval.stores.faiss import FaissStore
+from retrieval.stores.milvus import MilvusStore
 
 _names = itertools.count()
 

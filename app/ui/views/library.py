@@ -1,4 +1,5 @@
-"""Library page: upload documents into the index, see what it holds, delete documents."""
+"""Library page (admins): upload documents into the index, see what it holds, delete documents. Uploads and
+deletes go through the same `Library` service as `kb ingest` and the API, and are recorded in the audit log."""
 
 from __future__ import annotations
 
@@ -6,17 +7,22 @@ from pathlib import Path
 
 import streamlit as st
 
-from app.ui import library, resources
+from app.components import make_library
+from app.services.library import document_rows, parse_groups
+from app.ui import resources, session
 from ingest.load import SUPPORTED_SUFFIXES
 from retrieval.index import IndexMismatch, IndexNotFound
 from retrieval.storage import IndexLocked
 
-engine = resources.engine()
-svc = engine.service
-s = engine.settings
+who = session.current()
+session.require_admin(who, "Library")
+live = resources.live()
+svc = live.service
+s = live.settings
+library = make_library(s, svc.embedder)
 
 st.title("Library")
-st.caption(f"Index {svc.index_dir} · uploaded files are kept in {s.upload_dir} · supported: "
+st.caption(f"Index {s.index_dir} · uploaded files are kept in {s.upload_dir} · supported: "
            f"{', '.join(sorted(SUPPORTED_SUFFIXES))} (up to {s.max_file_mb:g} MB each)")
 
 # ---- upload ------------------------------------------------------------------------------------------------
@@ -38,14 +44,17 @@ if submitted and files:
     try:
         with st.spinner("Embedding the new passages…"):
             known = {rec.source for rec in svc.index.documents.values()} if svc.index is not None else set()
-            report = library.ingest_files([(f.name, f.getvalue()) for f in files], library.parse_groups(groups_text),
-                                          s, svc.index_dir, svc.embedder, known, progress)
+            report = library.ingest_uploads([(f.name, f.getvalue()) for f in files], parse_groups(groups_text),
+                                            known, progress)
     except (IndexLocked, IndexMismatch) as exc:
         bar.empty()
         st.error(str(exc))
     else:
         bar.progress(1.0, text=f"Done in {report.seconds:.1f} s")
-        engine.reload_index()
+        resources.audit().record(who, "upload", files=[f.name for f in files], groups_given=parse_groups(groups_text),
+                                 added=[Path(x).name for x in report.added],
+                                 updated=[Path(x).name for x in report.updated], skipped=len(report.skipped))
+        live.reload_index()
         status = st.session_state.setdefault("kb_doc_status", {})
         status.update({src: "added" for src in report.added})
         status.update({src: "updated" for src in report.updated})
@@ -64,10 +73,11 @@ if report is not None:
                      width="stretch")
 
 # ---- documents ---------------------------------------------------------------------------------------------
+svc = live.service
 if svc.index is None:
-    st.info(engine.index_error or "No index yet.", icon=":material/info:")
+    st.info(live.index_error or "No index yet.", icon=":material/info:")
     st.stop()
-docs = library.documents(svc.index, st.session_state.get("kb_doc_status"))
+docs = document_rows(svc.index, who, st.session_state.get("kb_doc_status"))
 st.subheader(f"{len(docs)} documents · {len(svc.index.chunks)} passages")
 st.dataframe(docs, hide_index=True, width="stretch", column_order=[
     "Title", "File", "Format", "Chunks", "Access", "Ingested", "Status"])
@@ -78,11 +88,12 @@ with st.expander("Delete documents"):
     if st.button("Delete", type="primary", disabled=not chosen, icon=":material/delete:"):
         try:
             with st.spinner("Deleting and publishing a new index version…"):
-                removed = library.delete(chosen, s, svc.index_dir, svc.embedder)
+                removed = library.delete(chosen)
         except (IndexLocked, IndexNotFound) as exc:
             st.error(str(exc))
         else:
-            engine.reload_index()
+            resources.audit().record(who, "delete", doc_ids=chosen, sources=removed)
+            live.reload_index()
             st.session_state.pop("kb_delete", None)
             st.toast(f"Deleted {len(removed)} document{'s' * (len(removed) != 1)}")
             st.rerun()

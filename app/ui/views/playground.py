@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.ui import controls, resources, rows
-from app.ui.cards import render_cards
-from app.ui.tables import show_table
+from app.ui import resources, session
+from app.ui.components import controls, rows
+from app.ui.components.cards import render_cards
+from app.ui.components.tables import show_table
 from rerank.rank import rerank
 
 EXAMPLE_QUERY = "试用期员工离职需要提前几天通知？"
@@ -18,9 +19,9 @@ EXAMPLE_CANDIDATES = "\n".join([
     "员工每年可以享受带薪年假，天数按工龄计算。",
 ])
 
-engine = resources.engine()
-svc = engine.service
-params = controls.current()
+svc = resources.live().service
+who = session.current()
+params = controls.current(who)
 
 st.title("Rerank playground")
 st.caption("Score any passages against a question with the loaded reranker, as in the reranker demos: one "
@@ -54,13 +55,13 @@ if played is not None:
     hidden = [r for r in all_rows if not r.shown]
     st.markdown(f"**{len(shown)} of {len(all_rows)} candidates** shown (score ≥ {params.threshold:.2f}, "
                 f"at most {params.top_n}) — reranker {svc.reranker.name}")
-    render_cards(shown, played["query"], key="pg")
+    render_cards(shown, played["query"], key="pg", caller=who)
     if hidden:
         below = sum(r.score < params.threshold for r in hidden)
         label = f"{below} below the threshold {params.threshold:.2f}"
         if below < len(hidden):
             label += f", {len(hidden) - below} more past the top {params.top_n}"
         with st.expander(label):
-            render_cards(hidden, played["query"], key="pg-hidden")
+            render_cards(hidden, played["query"], key="pg-hidden", caller=who)
     st.subheader("Table")
     show_table(all_rows, key="pg-table", file_name="playground-results.csv")

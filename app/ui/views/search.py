@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.ui import controls, history, resources, rows
-from app.ui.cards import render_cards
+from app.errors import KbError
+from app.ui import history, resources, session
+from app.ui.components import controls, rows
+from app.ui.components.cards import render_cards
 
 EXAMPLES = ["试用期员工离职需要办理哪些手续？", "How do I reset my VPN token?", "年假可以休几天",
             "expense claim deadline"]
@@ -15,13 +17,15 @@ def _example(text: str) -> None:
     st.session_state["kb_query"] = text
 
 
-engine = resources.engine()
-svc = engine.service
-params = controls.current()
+live = resources.live()
+svc = live.service
+who = session.current()
+params = controls.current(who)
+searcher = controls.searcher(who, params)
 
 st.title("Search the knowledge base")
 if svc.index is None:
-    st.info(engine.index_error or "No index loaded.", icon=":material/info:")
+    st.info(live.index_error or "No index loaded.", icon=":material/info:")
     st.stop()
 
 with st.form("kb-search", border=False):
@@ -35,14 +39,14 @@ for col, text in zip(cols, EXAMPLES):
 
 query = st.session_state.get("kb_query", "").strip()
 if not query:
-    st.caption(f"{len(svc.index.documents)} documents, {len(svc.index.chunks)} passages indexed. Ask a question in "
-               "Chinese or English.")
+    visible = sum(searcher.may_read(rec.acl) for rec in svc.index.documents.values())
+    st.caption(f"{visible} documents you may read are indexed. Ask a question in Chinese or English.")
     st.stop()
 
 try:
     with st.spinner("Searching…"):
-        found = history.search(svc, query, params)
-except ValueError as exc:
+        found = history.search(svc, query, params, searcher)
+except KbError as exc:
     st.error(str(exc))
     st.stop()
 res = found.result
@@ -62,10 +66,10 @@ else:
     st.markdown(f"**{len(shown)} passages in recall order** (no reranker: no relevance scores)")
 if not shown:
     st.info("Nothing scored above the threshold. Lower it in the sidebar, or look below the threshold.")
-render_cards(shown, query, key="search")
+render_cards(shown, query, key="search", caller=searcher)
 if hidden:
     with st.expander(f"{len(hidden)} result{'s' * (len(hidden) != 1)} below the threshold {params.threshold:.2f}"):
-        render_cards(hidden, query, key="search-hidden")
+        render_cards(hidden, query, key="search-hidden", caller=searcher)
 
 t = res.timings_ms
 st.caption(f"Timings — embed {t['embed']:.0f} ms · recall {t['recall']:.0f} ms · rerank {t['rerank']:.0f} ms · "

@@ -1,5 +1,5 @@
-"""Status page: where the models run and in which precision, which models and files, the index, and how fast
-this session's searches were."""
+"""Status page (admins): where the models run and in which precision, which models and files, the index, and how
+fast this session's searches were."""
 
 from __future__ import annotations
 
@@ -7,14 +7,17 @@ from datetime import datetime
 
 import streamlit as st
 
+from app.quality.latency import percentiles
 from app.settings import config_path
-from app.ui import history, resources
-from app.ui.status_info import device_rows, exact_note, folder_bytes, human_bytes, precision
+from app.ui import history, resources, session
+from app.ui.components.status_info import device_rows, exact_note, folder_bytes, human_bytes, precision, settings_rows
 from retrieval.storage import current_version
 
-engine = resources.engine()
-svc = engine.service
-s = engine.settings
+who = session.current()
+session.require_admin(who, "Status")
+live = resources.live()
+svc = live.service
+s = live.settings
 
 st.title("Status")
 if svc.reranker_error:
@@ -42,9 +45,9 @@ models = [{"Role": "embedder", "Model": emb.name, "Requested": emb.requested, "P
 if svc.reranker is not None:
     r = svc.reranker.info()
     models.append({"Role": "reranker", "Model": svc.reranker.name, "Requested": svc.reranker_name,
-                   "Path": r.get("path"), "Device": r.get("device"), "Precision": precision(r.get("dtype")),
-                   "Details": f"{r.get('architecture') or r.get('kind', '')}, max {r.get('max_length')} tokens, "
-                              f"batch {r.get('batch_size')}{exact_note(r)}"})
+                   "Path": r.path, "Device": r.device, "Precision": precision(r.dtype),
+                   "Details": f"{r.architecture or r.kind}, max {r.max_length} tokens, batch {r.batch_size}"
+                              f"{exact_note(r)}"})
 else:
     models.append({"Role": "reranker", "Model": "not loaded", "Requested": svc.reranker_name, "Path": None,
                    "Device": None, "Precision": None, "Details": svc.reranker_error or "switched off"})
@@ -55,16 +58,16 @@ st.dataframe(device_rows(choice), hide_index=True, width="stretch")
 
 st.subheader("Index")
 if svc.index is None:
-    st.info(engine.index_error or "No index loaded.", icon=":material/info:")
+    st.info(live.index_error or "No index loaded.", icon=":material/info:")
 else:
     stats = svc.index.stats()
-    live = current_version(svc.index_dir)
+    version_dir = current_version(svc.index.root)
     st.dataframe([
-        {"Item": "folder", "Value": str(svc.index_dir.resolve())},
+        {"Item": "folder", "Value": str(svc.index.root.resolve())},
         {"Item": "version", "Value": stats["version"]},
         {"Item": "documents / passages", "Value": f"{stats['documents']} / {stats['chunks']}"},
         {"Item": "dense index", "Value": f"{stats['dense_index']} ({svc.index.embedder['dim']}-d)"},
-        {"Item": "size on disk", "Value": human_bytes(folder_bytes(live)) if live else "—"},
+        {"Item": "size on disk", "Value": human_bytes(folder_bytes(version_dir)) if version_dir else "—"},
         {"Item": "updated", "Value": datetime.fromtimestamp(stats["updated"]).strftime("%Y-%m-%d %H:%M:%S")},
     ], hide_index=True, width="stretch")
 
@@ -73,7 +76,7 @@ lat = history.latencies()
 if not lat:
     st.caption("No searches yet in this session.")
 else:
-    p = history.percentiles(lat)
+    p = percentiles(lat)
     cols = st.columns(4)
     cols[0].metric("Searches", len(lat))
     cols[1].metric("P50", f"{p['p50']:.0f} ms")
@@ -85,5 +88,4 @@ else:
 st.subheader("Settings")
 st.caption(f"Config file: {config_path()} ({'found' if config_path().is_file() else 'not present'}); "
            "KB_* environment variables override it.")
-st.dataframe([{"Setting": k, "Value": str(v)} for k, v in s.model_dump().items() if k != "api_keys"],
-             hide_index=True, width="stretch")
+st.dataframe(settings_rows(s), hide_index=True, width="stretch")

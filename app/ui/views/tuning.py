@@ -1,23 +1,31 @@
-"""Tuning page: see the scores, then pick K, N and the threshold by looking, and save them as the defaults."""
+"""Tuning page (admins): see the scores, then pick K, N and the threshold by looking, and save them as the
+defaults (recorded in the audit log)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import altair as alt
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import tune
+from app.components import eval_root, ingest_options, make_search
+from app.quality import tune
+from app.quality.evaluate import open_dataset, save_uploaded_set
 from app.settings import config_path, get_settings
-from app.ui import controls, history, resources
-from app.ui import tuning as tn
+from app.ui import history, resources, session
+from app.ui.components import controls
 
-engine = resources.engine()
-svc = engine.service
-s = engine.settings
-params = controls.current()
+SAMPLE_SET = Path(__file__).resolve().parents[3] / "data" / "samples"  # docs/ and queries.jsonl
+
+who = session.current()
+session.require_admin(who, "Tuning")
+live = resources.live()
+svc = live.service
+s = live.settings
+params = controls.current(who)
 
 st.title("Tuning")
 if svc.reranker is None:
@@ -34,18 +42,19 @@ def rule(value: float, title: str, color: str = "#cf222e") -> alt.Chart:
 
 # ---- the current query ----------------------------------------------------------------------------------------
 st.subheader("Scores of the current query")
-last = history.last_search()
+searcher = controls.searcher(who, params)
+last = history.last_search(searcher)
 if last is None or svc.index is None:
     st.caption("Run a search first: its score distribution appears here.")
 else:
     k = min(params.top_k, tune.MAX_TOP_K)
     with st.spinner("Scoring every recalled passage…"):
-        every = svc.search(last.query, top_k=k, top_n=k, threshold=0.0, groups=params.group_list, mode=params.mode)
+        every = svc.search(last.query, caller=searcher, top_k=k, top_n=k, threshold=0.0, mode=params.mode)
     scores = [r.score for r in every.results + every.below_threshold]
     above = sum(x >= params.threshold for x in scores)
     st.caption(f"“{last.query}”: {len(scores)} passages recalled (K = {k}); {above} score at least "
                f"{params.threshold:.2f}, the threshold (dashed line).")
-    bars = alt.Chart(tn.histogram(scores)).mark_bar(color="#2da44e").encode(
+    bars = alt.Chart(tune.histogram(scores)).mark_bar(color="#2da44e").encode(
         x=alt.X("start:Q", bin="binned", title="normalised score", scale=alt.Scale(domain=[0, 1])), x2="end:Q",
         y=alt.Y("count:Q", title="passages"))
     st.altair_chart(bars + rule(params.threshold, "normalised score"), width="stretch")
@@ -54,13 +63,14 @@ else:
 st.subheader("On labelled queries")
 source = st.radio("Labelled queries", ["sample set (data/samples)", "upload a set"], horizontal=True,
                   key="kb_tune_source")
-folder = tn.SAMPLE_SET if source.startswith("sample") else None
+folder = SAMPLE_SET if source.startswith("sample") else None
 if folder is None:
     up = st.file_uploader("queries.jsonl in the sample-set format, or a BEIR set (corpus.jsonl, queries.jsonl, "
                           "qrels .tsv)", accept_multiple_files=True, type=["jsonl", "tsv"], key="kb_tune_upload")
     if up:
         try:
-            folder = tn.save_uploaded_set([(f.name, f.getvalue()) for f in up], s.index_dir.parent / "tuning")
+            folder = save_uploaded_set([(f.name, f.getvalue()) for f in up], s.index_dir.parent / "tuning",
+                                       SAMPLE_SET / "docs")
         except ValueError as exc:
             st.error(str(exc))
 left, mid, right = st.columns(3)
@@ -72,21 +82,21 @@ n_timed = right.number_input("Queries timed per K", min_value=1, value=5, step=5
 if st.button("Evaluate", type="primary", disabled=folder is None or svc.embedder is None, icon=":material/play_arrow:"):
     try:
         with st.spinner("Building or opening the labelled set's index…"):
-            labelled = tune.load_labelled(folder, svc.embedder, s.index_dir.parent / "eval", s.chunk_max_tokens,
-                                          s.chunk_overlap)
+            labelled = open_dataset(folder, svc.embedder, eval_root(s), ingest_options(s))
         if n_queries:
             labelled = replace(labelled, queries=labelled.queries[:int(n_queries)])
-        lsvc = tn.labelled_service(svc, labelled)
+        # the same models over the labelled set's own index
+        lsvc = make_search(s, svc.embedder, labelled.index, (svc.reranker, svc.reranker_error))
         bar = st.progress(0.0, text="Searching the labelled queries…")
         collected = tune.collect(lsvc, labelled, k_max, params.mode,
                                  tick=lambda n, total: bar.progress(n / total, text=f"Query {n}/{total}"))
-        ks = tn.ks_up_to(k_max)
+        ks = tune.ks_up_to(k_max)
         bar.progress(1.0, text="Timing each K…")
         timing = tune.time_k(lsvc, labelled, ks, int(n_timed), params.mode)
         st.session_state["kb_tuning"] = {"collected": collected, "ks": ks, "timing": timing,
                                          "name": labelled.name, "top_n": params.top_n,
                                          "sweep": tune.sweep_k(collected, ks, params.top_n),
-                                         "mrr": tn.mrr_vs_k(collected, ks)}
+                                         "mrr": tune.mrr_vs_k(collected, ks)}
         bar.empty()
     except (FileNotFoundError, ValueError) as exc:
         st.error(str(exc))
@@ -147,11 +157,12 @@ st.subheader("Save as defaults")
 st.caption(f"K = {params.top_k}, N = {params.top_n}, threshold = {params.threshold:.2f} (the sidebar's values) "
            f"into {config_path()}; other settings in the file are kept and the old file is backed up.")
 if st.button("Save K, N and threshold as defaults", icon=":material/save:"):
+    values = {"top_k": params.top_k, "top_n": params.top_n, "threshold": round(params.threshold, 4)}
     try:
-        path, backup = tune.write_config({"top_k": params.top_k, "top_n": params.top_n,
-                                          "threshold": round(params.threshold, 4)})
+        path, backup = tune.write_config(values)
     except ValueError as exc:
         st.error(str(exc))
     else:
+        resources.audit().record(who, "write defaults", config=str(path), values=values)
         get_settings.cache_clear()  # the next run reads the new defaults
         st.success(f"Saved to {path}" + (f" (previous version: {backup})" if backup else ""))

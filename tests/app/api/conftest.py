@@ -7,13 +7,15 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from app.ingest_sync import sync
-from app.search import SearchService
+from app.services.library import sync
+from app.services.search import SearchService
 from app.settings import Settings
+from tests.conftest import search_service
 from tests.tiny_models import build_tiny_cross_encoder
 
 DOCS = {
@@ -31,33 +33,45 @@ def tiny_reranker(tmp_path_factory) -> Path:
     return build_tiny_cross_encoder(tmp_path_factory.mktemp("models") / "tiny_reranker", arch="bert", seed=3)
 
 
-def make_service(root: Path, embedder, reranker: Path | str, **overrides) -> SearchService:
-    """A loaded SearchService over DOCS ingested into `root/index`, sharing the session's MiniLM."""
+@dataclass(frozen=True)
+class Served:
+    """What an API under test serves: its settings and the SearchService built from them."""
+
+    settings: Settings
+    service: SearchService
+
+    def app(self, settings: Settings | None = None):
+        from app.api import create_app
+
+        return create_app(settings if settings is not None else self.settings, self.service, background=False)
+
+
+def make_service(root: Path, embedder, reranker: Path | str, **overrides) -> Served:
+    """Settings and a loaded SearchService over DOCS ingested into `root/index`, sharing the session's MiniLM."""
     (root / "kb").mkdir(parents=True, exist_ok=True)
     for name, text in DOCS.items():
         (root / "kb" / name).write_text(text, encoding="utf-8")
     settings = Settings(index_dir=root / "index", embedder=embedder.name, reranker=str(reranker),
                         upload_dir=root / "uploads", **overrides)
     sync([root / "kb"], settings.index_dir, embedder)
-    svc = SearchService(settings)
-    svc.embedder = embedder  # the shared, already loaded MiniLM
-    svc.reload_index()
-    svc.load_reranker()
-    return svc
+    return Served(settings, search_service(settings, embedder))
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory, embedder, tiny_reranker) -> SearchService:
+def served(tmp_path_factory, embedder, tiny_reranker) -> Served:
     return make_service(tmp_path_factory.mktemp("api"), embedder, tiny_reranker)
 
 
 @pytest.fixture(scope="module")
-def client(service):
+def service(served) -> SearchService:
+    return served.service
+
+
+@pytest.fixture(scope="module")
+def client(served):
     from fastapi.testclient import TestClient
 
-    from app.api import create_app
-
-    with TestClient(create_app(service.settings, service, background=False)) as c:
+    with TestClient(served.app()) as c:
         yield c
 
 

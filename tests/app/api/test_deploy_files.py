@@ -34,7 +34,9 @@ def test_service_commands_are_real_kb_commands(name, service):
 
 
 def test_kb_environment_names_are_settings():
-    fields = {f.upper() for f in Settings.model_fields}
+    from app.settings import AuthSettings
+
+    fields = {f.upper() for f in Settings.model_fields} | {f"AUTH_{f.upper()}" for f in AuthSettings.model_fields}
     for name, service in services():
         env = service.get("environment", [])
         names = env if isinstance(env, list) else list(env)

@@ -167,14 +167,12 @@ def test_too_much_text_is_413(client):
     assert r.status_code == 413 and "2000000" in r.json()["error"]
 
 
-def test_not_ready_until_loaded(service):
+def test_not_ready_until_loaded(served):
     from fastapi.testclient import TestClient
 
     from app.api import create_app
-    from app.search import SearchService
 
-    fresh = SearchService(service.settings)  # nothing loaded; without the lifespan nothing will load
-    c = TestClient(create_app(service.settings, fresh))
+    c = TestClient(create_app(served.settings))  # without the lifespan nothing will load
     h = c.get("/health")
     assert h.status_code == 503 and h.json()["status"] == "loading" and h.headers["retry-after"]
     assert c.post("/search", json={"query": "vpn"}).status_code == 503
@@ -201,11 +199,9 @@ def test_failed_load_is_reported(tmp_path):
 def test_no_reranker_means_503_on_rerank_and_recall_only_search(tmp_path, embedder):
     from fastapi.testclient import TestClient
 
-    from app.api import create_app
     from tests.app.api.conftest import make_service
 
-    svc = make_service(tmp_path, embedder, tmp_path / "missing-reranker")
-    with TestClient(create_app(svc.settings, svc, background=False)) as c:
+    with TestClient(make_service(tmp_path, embedder, tmp_path / "missing-reranker").app()) as c:
         r = c.post("/rerank", json={"query": "q", "documents": ["a"]})
         assert r.status_code == 503 and "missing-reranker" in r.json()["error"]
         s = c.post("/search", json={"query": "vpn token"}).json()

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.api import create_app
 from tests.app.api.conftest import make_service
 
 NEW_DOC = b"# Parking\n\nStaff park in garage P2; visitors register their car plate at reception.\n"
@@ -18,7 +17,7 @@ NEW_DOC = b"# Parking\n\nStaff park in garage P2; visitors register their car pl
 def fresh(tmp_path, embedder, tiny_reranker):
     """A service of its own: these tests change the index."""
     svc = make_service(tmp_path, embedder, tiny_reranker)
-    with TestClient(create_app(svc.settings, svc, background=False)) as c:
+    with TestClient(svc.app()) as c:
         yield svc, c
 
 
@@ -105,7 +104,7 @@ KEYS = {"hr-key": ["hr"], "it-key": ["it-admins"], "admin-key": ["*"]}
 @pytest.fixture
 def keyed(tmp_path, embedder, tiny_reranker):
     svc = make_service(tmp_path, embedder, tiny_reranker, api_keys=KEYS)
-    with TestClient(create_app(svc.settings, svc, background=False)) as c:
+    with TestClient(svc.app()) as c:
         yield c
 
 
@@ -147,10 +146,47 @@ def test_only_admin_keys_change_the_index(keyed):
                                             ("a/b/政策.docx", "政策.docx"), ("bad\x07name.md", None),
                                             ("line\nbreak.md", None), ("", None), ("x" * 300 + ".md", None)])
 def test_safe_name(name, expected):
-    from app.uploads import safe_name
+    from app.services.library import safe_name
 
     if expected is None:
         with pytest.raises(ValueError, match="name|sidecar"):
             safe_name(name)
     else:
         assert safe_name(name) == expected
+
+
+def test_searches_keep_answering_while_an_upload_lands(tmp_path, embedder, tiny_reranker):
+    """The served search is swapped whole when the new index version is ready: searches running meanwhile answer
+    from the old version or the new one, never fail, and never see a version go back."""
+    import threading
+
+    import httpx
+
+    from tests.app.api.conftest import live_server
+
+    served = make_service(tmp_path, embedder, tiny_reranker, cache_size=0)
+    docs = [(f"note-{i}.md", f"# Note {i}\n\nThe canteen on floor {i} opens at noon.\n".encode()) for i in range(30)]
+    answers: list[tuple[int, str]] = []
+    done = threading.Event()
+    with live_server(served.app()) as url:
+        def ask() -> None:
+            with httpx.Client(base_url=url, timeout=60) as c:
+                while not done.is_set():
+                    r = c.post("/search", json={"query": "when does the canteen open", "threshold": 0.0})
+                    answers.append((r.status_code, r.json().get("index_version", "")))
+
+        readers = [threading.Thread(target=ask) for _ in range(2)]
+        for t in readers:
+            t.start()
+        r = httpx.post(url + "/ingest", files=[("files", d) for d in docs], timeout=120)
+        after = httpx.post(url + "/search", json={"query": "canteen floor 7", "threshold": 0.0}, timeout=60).json()
+        listed = {d["source"].rsplit("/", 1)[-1] for d in httpx.get(url + "/documents", timeout=60).json()}
+        done.set()
+        for t in readers:
+            t.join()
+    assert r.status_code == 200 and len(r.json()["added"]) == len(docs)
+    assert answers and {status for status, _ in answers} == {200}
+    versions = [v for _, v in answers]
+    first_new = versions.index(r.json()["index_version"]) if r.json()["index_version"] in versions else len(versions)
+    assert all(v == r.json()["index_version"] for v in versions[first_new:])  # once new, never old again
+    assert after["index_version"] == r.json()["index_version"] and {n for n, _ in docs} <= listed

@@ -7,13 +7,12 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from app.api import create_app
 from tests.app.api.conftest import live_server
 
 
 @pytest.fixture(scope="module")
-def url(service):
-    with live_server(create_app(service.settings, service, background=False)) as base:
+def url(served):
+    with live_server(served.app()) as base:
         yield base
 
 
@@ -59,10 +58,10 @@ def test_fifty_parallel_requests_match_serial(url, service):
                    [(x["chunk_id"], x["score"]) for x in want["results"]]
 
 
-def test_overload_answers_429_quickly(service):
-    settings = service.settings.model_copy(update={"api_max_concurrency": 1, "api_max_queue": 0})
+def test_overload_answers_429_quickly(served):
+    settings = served.settings.model_copy(update={"api_max_concurrency": 1, "api_max_queue": 0})
     docs = ["a long enough candidate passage about VPN tokens and leave " * 20] * 200
-    with live_server(create_app(settings, service, background=False)) as base:
+    with live_server(served.app(settings)) as base:
         def call(_):
             return httpx.post(base + "/rerank", json={"query": "vpn", "texts": docs}, timeout=120)
 
@@ -77,9 +76,9 @@ def test_overload_answers_429_quickly(service):
     assert max(refused) < max(ok)  # refused without waiting for the model
 
 
-def test_request_body_limit(service):
-    settings = service.settings.model_copy(update={"api_max_request_mb": 0.01})
-    with live_server(create_app(settings, service, background=False)) as base:
+def test_request_body_limit(served):
+    settings = served.settings.model_copy(update={"api_max_request_mb": 0.01})
+    with live_server(served.app(settings)) as base:
         r = httpx.post(base + "/rerank", json={"query": "q", "documents": ["x" * 20_000]})
         assert r.status_code == 413 and "0.01 MB" in r.json()["error"]
 

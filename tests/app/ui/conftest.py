@@ -10,6 +10,8 @@ import pytest
 
 from app.ui import APP_FILE
 
+SAMPLE_SET = Path(__file__).resolve().parents[3] / "data" / "samples"  # docs/ and queries.jsonl
+
 DOCS = {
     "vpn.md": "# VPN token\n\nTo reset a forgotten VPN token, open the self-service portal and choose Reset.\n",
     "laptop.md": "# Laptops\n\nNew employees receive a laptop from the IT desk on their first day.\n",
@@ -32,7 +34,7 @@ class KB:
 
 @pytest.fixture(scope="package")
 def kb(tmp_path_factory, embedder) -> KB:
-    from app.ingest_sync import sync
+    from app.services.library import sync
     from tests.tiny_models import build_tiny_cross_encoder
 
     root = tmp_path_factory.mktemp("ui")
@@ -77,13 +79,10 @@ def app_test(kb, monkeypatch):
 @pytest.fixture
 def service(kb, embedder, monkeypatch):
     """A SearchService on the same index and reranker, to compare the app's numbers with."""
-    from app.search import SearchService
     from app.settings import get_settings
+    from tests.conftest import search_service
 
     point_app_at(monkeypatch, kb)
-    svc = SearchService(get_settings())
-    svc.embedder = embedder
-    svc.reload_index()
-    svc.load_reranker()
+    svc = search_service(get_settings(), embedder)
     assert svc.reranker_error is None
     return svc

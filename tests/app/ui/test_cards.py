@@ -9,9 +9,9 @@ import math
 import pytest
 from bs4 import BeautifulSoup
 
-from app.ui.cards import card_html, ordinal, verdict
-from app.ui.highlight import highlight
-from app.ui.rows import COLUMNS, Row, from_scored, to_csv
+from app.ui.components.cards import card_html, ordinal, verdict
+from app.ui.components.highlight import highlight
+from app.ui.components.rows import COLUMNS, Row, from_scored, to_csv
 from rerank.types import Scored, band_of, sigmoid
 
 

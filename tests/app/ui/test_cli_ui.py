@@ -76,7 +76,7 @@ def test_kb_ui_serves_the_app(tmp_path, env, kb):
 
 
 def test_kb_demo_ingests_new_files_skips_unchanged_ones_then_serves(tmp_path, env, kb, embedder):
-    from app.ingest_sync import sync
+    from app.services.library import sync
 
     docs = tmp_path / "docs"
     docs.mkdir()

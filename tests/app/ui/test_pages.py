@@ -7,7 +7,8 @@ import json
 import pytest
 import tomllib
 
-from app.ingest_sync import sync
+from app.identity import OPERATOR
+from app.services.library import sync
 from rerank.rank import rerank
 from tests.app.ui.test_search_page import QUERY, cards, search, set_threshold
 
@@ -17,7 +18,7 @@ def test_raw_table_lists_every_scored_passage_in_input_order(app_test, service):
     at.switch_page("views/raw_table.py").run()
     assert not at.exception
     [df] = [d.value for d in at.dataframe]
-    expected = service.search(QUERY, top_k=50, top_n=5, threshold=0.6)
+    expected = service.search(QUERY, caller=OPERATOR, top_k=50, top_n=5, threshold=0.6)
     every = expected.results + expected.below_threshold
     assert len(df) == len(every)
     assert list(df["ID"]) == sorted(df["ID"]) == list(range(1, len(every) + 1))
@@ -186,11 +187,21 @@ def test_tuning_histogram_curves_and_saving_defaults(app_test, kb, beir_set):
 
 
 def test_an_uploaded_sample_format_set_is_judged_against_the_sample_documents(tmp_path):
-    from app.ui.tuning import SAMPLE_SET, save_uploaded_set
+    from app.quality.evaluate import save_uploaded_set
+    from tests.app.ui.conftest import SAMPLE_SET
 
     rows = (SAMPLE_SET / "queries.jsonl").read_bytes().splitlines(keepends=True)[:3]
-    folder = save_uploaded_set([("my-queries.jsonl", b"".join(rows))], tmp_path)
+    folder = save_uploaded_set([("my-queries.jsonl", b"".join(rows))], tmp_path, SAMPLE_SET / "docs")
     assert (folder / "queries.jsonl").read_bytes() == b"".join(rows)
     assert (folder / "docs").resolve() == (SAMPLE_SET / "docs").resolve()
     with pytest.raises(ValueError, match="BEIR set needs"):
-        save_uploaded_set([("corpus.jsonl", b"{}"), ("queries.jsonl", b"{}")], tmp_path)
+        save_uploaded_set([("corpus.jsonl", b"{}"), ("queries.jsonl", b"{}")], tmp_path, SAMPLE_SET / "docs")
+
+
+@pytest.mark.parametrize("page", ["views/search.py", "views/raw_table.py", "views/playground.py",
+                                  "views/library.py", "views/tuning.py", "views/status.py"])
+def test_open_mode_says_on_every_page_that_everyone_sees_every_document(app_test, page):
+    at = app_test()
+    at.switch_page(page).run()
+    assert not at.exception
+    assert any("Open mode" in w.value and "everyone" in w.value for w in at.warning)

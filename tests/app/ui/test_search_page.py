@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from bs4 import BeautifulSoup
 
-from app.search import PRESETS
+from app.identity import OPERATOR
+from app.services.search import PRESETS
 
 QUERY = "how do I reset my VPN token"
 
@@ -32,7 +33,7 @@ def test_cards_match_the_search_service(app_test, service):
     at.slider(key="kb_top_n").set_value(3)
     at = search(at.run(), QUERY)
     assert not at.exception
-    expected = service.search(QUERY, top_k=50, top_n=3, threshold=0.0)
+    expected = service.search(QUERY, caller=OPERATOR, top_k=50, top_n=3, threshold=0.0)
     shown = cards(at)
     assert len(shown) == len(expected.results) == 3
     for card, res in zip(shown, expected.results):
@@ -46,10 +47,10 @@ def test_cards_match_the_search_service(app_test, service):
 
 
 def test_results_under_the_threshold_are_counted_behind_an_expander(app_test, service):
-    everything = service.search(QUERY, top_k=50, top_n=50, threshold=0.0)
+    everything = service.search(QUERY, caller=OPERATOR, top_k=50, top_n=50, threshold=0.0)
     scores = sorted(r.score for r in everything.results)
     cut = round((scores[len(scores) // 2] + scores[len(scores) // 2 - 1]) / 2, 2)
-    expected = service.search(QUERY, top_k=50, top_n=5, threshold=cut)
+    expected = service.search(QUERY, caller=OPERATOR, top_k=50, top_n=5, threshold=cut)
     assert expected.below_threshold, "the cut must hide something for this test to mean anything"
     at = search(set_threshold(app_test(), cut), QUERY)
     [exp] = [e for e in at.expander if "below the threshold" in e.label]

@@ -1,0 +1,79 @@
+"""`kb search "QUERY"` / `kb search --queries FILE`: recall K, rerank, show the N best above the threshold."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from .common import EmbedderOpt, IndexOpt, JsonOpt, fail, guard, load_embedder, out, quiet_libraries, settings_for, warn
+
+
+def _print_result(res, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(res.to_dict(), ensure_ascii=False))
+        return
+    for w in res.warnings:
+        warn(w)
+    table = Table(title=f"{res.query}  ({res.timings_ms['total']:.0f} ms)", show_lines=True, expand=True)
+    for col in ("rank", "score", "band", "raw", "retrieval"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("source", ratio=1, overflow="fold")
+    table.add_column("text", ratio=3, overflow="fold")
+    for r in res.results:
+        c = r.hit.chunk
+        where = " › ".join(x for x in (c.title, c.section) if x) + (f" p.{c.page}" if c.page else "")
+        table.add_row(str(r.rank), "-" if r.score is None else f"{r.score:.4f}", r.band or "-",
+                      "-" if r.raw_score is None else f"{r.raw_score:.3f}", f"{r.hit.retrieval_score:.4f}",
+                      where, c.text[:300])
+    out.print(table)
+    if res.below_threshold:
+        out.print(f"{len(res.below_threshold)} more below the threshold {res.params['threshold']}")
+
+
+def search(
+    query: Annotated[Optional[str], typer.Argument(help="the question")] = None,
+    queries: Annotated[Optional[Path], typer.Option("--queries", help="file with one query per line")] = None,
+    index: IndexOpt = None,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", help="recall size K")] = None,
+    top_n: Annotated[Optional[int], typer.Option("--top-n", help="results shown N")] = None,
+    threshold: Annotated[Optional[float], typer.Option("--threshold", help="minimum score 0..1")] = None,
+    mode: Annotated[Optional[str], typer.Option("--mode", help="hybrid | dense | lexical")] = None,
+    groups: Annotated[Optional[str], typer.Option("--groups", help="search as a member of these comma-separated "
+                                                  "access groups [default: every document]")] = None,
+    max_per_doc: Annotated[Optional[int], typer.Option("--max-per-doc", help="at most M results per document")] = None,
+    merge: Annotated[Optional[bool], typer.Option("--merge/--no-merge", help="join neighbouring chunks of a "
+                                                  "document [default: settings merge_adjacent]")] = None,
+    embedder: EmbedderOpt = None,
+    reranker: Annotated[Optional[str], typer.Option("--reranker", help="hub name, local folder, or 'none'")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search the index: recall K chunks, rerank them, show the N best above the threshold."""
+    from ..components import build_search
+    from ..identity import OPERATOR, Caller
+
+    quiet_libraries()
+    if (query is None) == (queries is None):
+        fail("give either a QUERY or --queries FILE")
+    if queries is not None and not queries.is_file():
+        fail(f"--queries {queries}: no such file")
+    items = [query] if query is not None else [
+        line.strip() for line in queries.read_text(encoding="utf-8").splitlines() if line.strip()]
+    # the operator's tool: every document, unless --groups says whom to search as
+    caller = OPERATOR if groups is None else Caller.member_of(g.strip() for g in groups.split(",") if g.strip())
+    s = settings_for(index, embedder, reranker)
+    emb = load_embedder(s)
+    with guard():
+        service = build_search(s, emb)
+    for q in items:
+        with guard():
+            res = service.search(q, caller=caller, top_k=top_k, top_n=top_n, threshold=threshold, mode=mode,
+                                 max_per_doc=max_per_doc, merge=merge)
+        _print_result(res, as_json)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(search)

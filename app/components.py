@@ -1,0 +1,187 @@
+"""The composition root: `Settings` → parts (embedder, vector store factory, index, reranker, calibrator) →
+services (`SearchService`, `Library`). The CLI, the API, the app, evaluation, tuning and benchmarks all build here,
+so a setting means the same everywhere and is read in one place.
+
+Parts are built once and handed over whole; a service never loads anything itself. Command-line overrides
+(`--index`, `--embedder`, `--reranker`) are applied to the settings first (`Settings.model_copy(update=...)`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from rerank.engines.factory import get_reranker, is_disabled
+from rerank.protocol import Reranker
+from rerank.types import RerankerOptions
+from retrieval.embedder import Embedder
+from retrieval.index import IndexNotFound, KnowledgeIndex
+from retrieval.stores.base import StoreFactory
+from retrieval.stores.faiss import FaissStoreFactory
+
+from .quality.calibration import Calibrator, load_calibrator
+from .services.audit import AuditLog
+from .services.library import IngestOptions, Library
+from .services.search import QueryCache, SearchDefaults, SearchService
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+# ---- options: settings unpacked once ---------------------------------------------------------------------------
+def reranker_options(s: Settings) -> RerankerOptions:
+    """How the reranker loads and runs, from the settings (the reranker's own dtype when set)."""
+    return RerankerOptions(device=s.device, dtype=s.reranker_dtype, batch_size=s.rerank_batch_size,
+                           max_length=s.rerank_max_length, long_passage=s.long_passage, backend=s.rerank_backend,
+                           quantize=s.rerank_quantize, threads=s.rerank_threads, exact_top=s.rerank_exact_top,
+                           models_dir=str(s.models_dir), api_key=s.reranker_api_key)
+
+
+def search_defaults(s: Settings) -> SearchDefaults:
+    return SearchDefaults(top_k=s.top_k, top_n=s.top_n, threshold=s.threshold, mode=s.recall_mode,
+                          max_per_doc=s.max_per_doc, merge=s.merge_adjacent, dense_weight=s.dense_weight,
+                          lexical_weight=s.lexical_weight, rrf_k=s.rrf_k)
+
+
+def ingest_options(s: Settings) -> IngestOptions:
+    return IngestOptions(max_tokens=s.chunk_max_tokens, overlap=s.chunk_overlap, max_bytes=int(s.max_file_mb * 2**20))
+
+
+def store_factory(s: Settings) -> StoreFactory:
+    """FAISS inside each index version, or one Milvus collection (`vector_store = "milvus"`)."""
+    if s.vector_store == "faiss":
+        return FaissStoreFactory(s.ann_threshold)
+    from retrieval.stores.milvus import MilvusConfig, MilvusStoreFactory
+
+    return MilvusStoreFactory(MilvusConfig(s.milvus_uri, s.milvus_collection, s.milvus_index, s.milvus_token))
+
+
+# ---- parts -----------------------------------------------------------------------------------------------------
+def load_embedder(s: Settings) -> Embedder:
+    """The embedder the settings name, loaded (ModelNotAvailable / ValueError when it cannot be)."""
+    return Embedder(s.embedder, s.device, s.dtype, str(s.models_dir)).load()
+
+
+def open_index(s: Settings, embedder: Embedder, create: bool = False) -> KnowledgeIndex:
+    """The live version of the index at `s.index_dir` (IndexNotFound unless `create`, IndexMismatch when built
+    with another embedder or vector store)."""
+    return KnowledgeIndex.open(Path(s.index_dir), embedder.info(), {}, store_factory(s), create=create)
+
+
+def load_reranker(s: Settings, options: RerankerOptions | None = None) -> tuple[Reranker | None, str | None]:
+    """(the process-wide loaded reranker, None) or (None, why not). "none" is (None, None): switched off. A load
+    failure is logged and returned, never raised: search then serves recall-only results and says so."""
+    if is_disabled(s.reranker):
+        return None, None
+    try:
+        return get_reranker(s.reranker, options if options is not None else reranker_options(s)), None
+    except Exception as exc:  # noqa: BLE001 — any load failure means recall-only, said loudly
+        error = (f"reranker {s.reranker!r} could not be loaded ({exc}); serving recall-only results (scores are "
+                 "not reranker scores)")
+        log.warning(error)
+        return None, error
+
+
+def load_calibration(s: Settings, reranker: Reranker | None) -> tuple[Calibrator | None, str | None]:
+    """(the calibrator `s.calibration` names, None) or (None, why it is not used: sigmoid scores are served)."""
+    if s.calibration is None or reranker is None:
+        return None, None
+    try:
+        return load_calibrator(s.calibration), None
+    except ValueError as exc:
+        error = f"{exc}; serving uncalibrated (sigmoid) scores"
+        log.warning(error)
+        return None, error
+
+
+# ---- services --------------------------------------------------------------------------------------------------
+def make_search(s: Settings, embedder: Embedder, index: KnowledgeIndex | None,
+                reranker: tuple[Reranker | None, str | None] | None = None,
+                cache: QueryCache | None = None) -> SearchService:
+    """A `SearchService` over these parts; the reranker (and its calibrator) is loaded here unless given as the
+    (reranker, error) pair `load_reranker` returns."""
+    model, error = reranker if reranker is not None else load_reranker(s)
+    calibrator, calibration_error = load_calibration(s, model)
+    return SearchService(embedder, index, model, calibrator, search_defaults(s),
+                         cache=cache if cache is not None else QueryCache(s.cache_size),
+                         index_dir=Path(s.index_dir), reranker_name=s.reranker, reranker_error=error,
+                         calibration_error=calibration_error)
+
+
+def build_search(s: Settings, embedder: Embedder | None = None, need_index: bool = True) -> SearchService:
+    """Everything a search needs, loaded from the settings: the embedder (unless given), the live index
+    (IndexNotFound when there is none and `need_index`), the reranker and its calibrator."""
+    embedder = embedder if embedder is not None else load_embedder(s)
+    try:
+        index = open_index(s, embedder)
+    except IndexNotFound:
+        if need_index:
+            raise
+        index = None
+    return make_search(s, embedder, index)
+
+
+def eval_root(s: Settings) -> Path:
+    """Where labelled sets keep their eval indexes: beside the main index (INDEX/../eval), shared by `kb eval`,
+    `kb tune` and the Tuning page."""
+    return Path(s.index_dir).parent / "eval"
+
+
+def oidc_verifier(s: Settings):
+    """The API's check of the sign-in provider's bearer tokens, or None without a provider (open mode or API keys
+    only)."""
+    if not s.auth.configured:
+        return None
+    from .oidc import OidcVerifier
+
+    return OidcVerifier(s.auth.provider_url, s.auth.client_id or "", s.auth.groups_claim, s.auth.admin_group)
+
+
+def audit_log(s: Settings) -> AuditLog:
+    return AuditLog(s.audit_log if s.audit_log is not None else Path(s.index_dir).parent / "audit.jsonl")
+
+
+def make_library(s: Settings, embedder: Embedder) -> Library:
+    return Library(Path(s.index_dir), embedder, ingest_options(s), store_factory(s), Path(s.upload_dir))
+
+
+class LiveSearch:
+    """The `SearchService` a long-running process (API, app) serves. `reload_index` opens the index's newest
+    version and swaps in a new service with the same models and cache, so a search running meanwhile finishes on
+    the version it started with and nobody sees a half-changed service."""
+
+    def __init__(self, settings: Settings, service: SearchService):
+        self.settings = settings
+        self._service = service
+        self._lock = threading.Lock()
+        self.index_error: str | None = None
+
+    @property
+    def service(self) -> SearchService:
+        return self._service
+
+    def reload_index(self, create: bool = False, quiet: bool = True) -> SearchService:
+        """Swap in the live index version (an empty new index when there is none and `create`); returns the new
+        service. When the index cannot be opened the service has none and `index_error` says why; unless `quiet`
+        the error (IndexNotFound, IndexMismatch) is raised too."""
+        from retrieval.index import IndexMismatch
+
+        with self._lock:
+            current = self._service
+            failure: Exception | None = None
+            try:
+                index = open_index(self.settings, current.embedder, create=create)
+                self.index_error = None
+            except IndexNotFound as exc:
+                index, failure = None, exc
+                self.index_error = (f"No index at {self.settings.index_dir} yet. Upload documents on the Library "
+                                    f"page, or run `kb ingest PATH --index {self.settings.index_dir}` "
+                                    "(or `kb demo`).")
+            except IndexMismatch as exc:
+                index, failure = None, exc
+                self.index_error = str(exc)
+            self._service = current.with_index(index)
+        if failure is not None and not quiet:
+            raise failure
+        return self._service

@@ -1,0 +1,276 @@
+"""The library: keep an index in line with files (`kb ingest`, the API's POST /ingest, the app's Library page).
+
+`sync` makes the index match the given files and folders. New files are added, changed files (content or
+sidecar) re-chunked and re-embedded, files gone from the given folders deleted (unless `delete=False`),
+unchanged files cost one read and one hash. Broken files are skipped with a reason and keep whatever version the
+index already had. Nothing is published unless something changed, and what is published is a complete new
+version (see `retrieval.storage`).
+
+Uploads are kept in one flat folder (`Library.upload_dir`) under their cleaned file name, with a `.meta.json`
+sidecar carrying the access groups chosen at upload: a re-upload of the same bytes is a no-op and a changed file
+an update, exactly as `kb ingest` treats files. Nothing a client sends can escape the folder: directory parts of
+a name are dropped whichever separator they use, and hidden names, sidecar names and names with control
+characters are refused (ValueError naming the file and the fix).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from ingest import IngestError, chunk, discover, fingerprint, load
+from ingest.identity import source_of
+from ingest.load import SIDECAR_SUFFIX
+from ingest.loaders import LOADERS
+from retrieval.embedder import Embedder
+from retrieval.index import KnowledgeIndex
+from retrieval.storage import writer_lock
+from retrieval.stores.base import StoreFactory
+
+from ..identity import Caller
+
+EXIT_OK = 0
+EXIT_SKIPPED = 3  # some files were skipped; everything else was ingested
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    """How files become chunks: the token budget per chunk (capped by the embedder's window), the overlap, and
+    the largest file read."""
+
+    max_tokens: int = 512
+    overlap: int = 32
+    max_bytes: int = 20 * 2**20
+
+
+@dataclass
+class IngestReport:
+    files_seen: int = 0
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    deleted: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    chunks_written: int = 0
+    total_documents: int = 0
+    total_chunks: int = 0
+    index_version: str = ""
+    seconds: float = 0.0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.updated or self.deleted)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_SKIPPED if self.skipped else EXIT_OK
+
+    def to_dict(self) -> dict:
+        return {**self.__dict__, "skipped": [{"file": f, "reason": r} for f, r in self.skipped],
+                "exit_code": self.exit_code}
+
+
+def chunker_settings(embedder: Embedder, max_tokens: int, overlap: int) -> dict:
+    """Chunks must fit the embedder's window: the budget is the smaller of the setting and its max_seq_length."""
+    return {"max_tokens": min(max_tokens, embedder.max_seq_length), "overlap": overlap, "counter": embedder.name}
+
+
+def _under(source: str, roots: Sequence[Path]) -> bool:
+    return any(source.startswith(root.as_posix().rstrip("/") + "/") for root in roots)
+
+
+def sync(paths: Sequence[str | Path], index_dir: Path, embedder: Embedder, options: IngestOptions | None = None,
+         stores: StoreFactory | None = None, delete: bool = True, rebuild: bool = False,
+         progress: Progress | None = None) -> IngestReport:
+    """Bring the index at `index_dir` in line with `paths`, its vectors in a store `stores` makes (None: FAISS).
+    Raises IndexLocked / IndexMismatch for the caller; `rebuild` starts over whatever the index was."""
+    options = options if options is not None else IngestOptions()
+    started = time.perf_counter()
+    tick = progress or (lambda stage, done, total: None)
+    report = IngestReport()
+    found = discover(list(paths))
+    report.skipped += [(str(p), "no such file or folder") for p in found.missing]
+    report.skipped += [(str(p), f"unsupported file type '{p.suffix or p.name}'") for p in found.unsupported]
+    report.files_seen = len(found.files)
+    chunker = chunker_settings(embedder, options.max_tokens, options.overlap)
+    with writer_lock(Path(index_dir)):
+        if rebuild:  # not opened: a rebuild is how an index moves to another embedder or vector store
+            index = KnowledgeIndex(Path(index_dir), embedder.info(), chunker, stores)
+        else:
+            index = KnowledgeIndex.open(Path(index_dir), embedder.info(), chunker, stores)
+        rechunk_all = index.chunker != chunker
+        index.chunker = chunker
+        by_source = {rec.source: rec for rec in index.documents.values()}
+
+        pending = []  # (doc, chunks, is_new)
+        for done, path in enumerate(found.files, start=1):
+            tick("read", done, len(found.files))
+            source = source_of(path)
+            known = by_source.get(source)
+            try:
+                if known and not rechunk_all and known.content_hash == fingerprint(path):
+                    report.unchanged += 1
+                    continue
+                doc = load(path, options.max_bytes)
+                chunks = chunk(doc, embedder.count_tokens, chunker["max_tokens"], options.overlap)
+            except IngestError as exc:
+                report.skipped.append((exc.path, exc.reason))
+                continue
+            except (OSError, ValueError) as exc:
+                report.skipped.append((source, str(exc)))
+                continue
+            pending.append((doc, chunks, known is None))
+
+        texts = [c.context_text() for _, chunks, _ in pending for c in chunks]
+        vectors = embedder.embed_passages(texts, show_progress=progress is not None and len(texts) > 64)
+        index.replace_documents([(doc, chunks) for doc, chunks, _ in pending], vectors)
+        for doc, _, is_new in pending:
+            (report.added if is_new else report.updated).append(doc.source)
+        report.chunks_written = len(texts)
+
+        if delete:
+            present = {source_of(p) for p in found.files}
+            given_files = {source_of(p) for p in map(Path, paths) if not p.is_dir()}
+            gone = [rec for rec in index.documents.values()
+                    if rec.source not in present and (_under(rec.source, found.roots) or rec.source in given_files)]
+            index.delete_documents([rec.doc_id for rec in gone])
+            report.deleted = [rec.source for rec in gone]
+
+        if report.changed or rebuild or index.version == "":
+            tick("save", 0, 1)
+            index.save()
+        report.total_documents, report.total_chunks = len(index.documents), len(index.chunks)
+        report.index_version = index.version
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+def remove_documents(index_dir: Path, embedder: Embedder, doc_ids: Sequence[str],
+                     stores: StoreFactory | None = None) -> list[str]:
+    """Delete documents by id and publish a new version; returns the sources removed (unknown ids are ignored)."""
+    with writer_lock(Path(index_dir)):
+        index = KnowledgeIndex.open(Path(index_dir), embedder.info(), {}, stores, create=False)
+        sources = [index.documents[d].source for d in doc_ids if d in index.documents]
+        if index.delete_documents(list(doc_ids)):
+            index.save()
+    return sources
+
+
+# ---- uploads --------------------------------------------------------------------------------------------------
+def safe_name(name: str | None) -> str:
+    """The file-name part of `name` (`../../x.md` → `x.md`, `C:\\a\\y.pdf` → `y.pdf`); ValueError when unusable."""
+    base = unicodedata.normalize("NFC", PurePosixPath((name or "").replace("\\", "/")).name).strip()
+    if not base or base in {".", ".."} or base.startswith("."):
+        raise ValueError(f"file name {name!r} is not usable: give the file a plain name like policy.pdf")
+    if any(unicodedata.category(ch).startswith("C") for ch in base) or len(base.encode()) > 255:
+        raise ValueError(f"file name {name!r} has control characters or is over 255 bytes: rename the file")
+    if base.endswith(SIDECAR_SUFFIX):
+        raise ValueError(f"{base}: sidecar files are written by the server; choose access groups instead")
+    return base
+
+
+def supported(name: str) -> bool:
+    return Path(name).suffix.lower() in LOADERS
+
+
+def unsupported_reason(name: str) -> str:
+    return f"unsupported file type '{Path(name).suffix or name}': send .html, .pdf, .docx, .md or .txt"
+
+
+def save_upload(folder: Path, name: str, data: bytes, groups: Sequence[str]) -> Path:
+    """Write `folder/<safe name>` atomically, and its sidecar with `groups` (removed when there are none)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder.resolve() / safe_name(name)
+    tmp = target.with_name(f".{target.name}.part")
+    tmp.write_bytes(data)
+    os.replace(tmp, target)
+    side = target.with_name(target.name + SIDECAR_SUFFIX)
+    if groups:
+        side.write_text(json.dumps({"acl": list(groups)}), encoding="utf-8")
+    else:
+        side.unlink(missing_ok=True)
+    return target
+
+
+def remove_upload(path: Path) -> None:
+    for p in (path, path.with_name(path.name + SIDECAR_SUFFIX)):
+        p.unlink(missing_ok=True)
+
+
+def parse_groups(text: str) -> list[str]:
+    """'hr, it' -> ['hr', 'it'] (a full-width comma too); empty -> [] (everyone may see the document)."""
+    return sorted({g.strip() for g in text.replace("，", ",").split(",") if g.strip()})
+
+
+def document_rows(index: KnowledgeIndex | None, caller: Caller, status: dict[str, str] | None = None
+                  ) -> list[dict[str, Any]]:
+    """One row per document `caller` may read, by source: title, file, format, chunks, access groups, date
+    ingested, status (what the last upload in this session did to it, else "indexed")."""
+    if index is None:
+        return []
+    status = status or {}
+    return [{"Title": rec.title, "File": Path(rec.source).name, "Format": rec.format, "Chunks": rec.n_chunks,
+             "Access": ", ".join(rec.acl) or "everyone",
+             "Ingested": datetime.fromtimestamp(rec.ingested_at).strftime("%Y-%m-%d %H:%M"),
+             "Status": status.get(rec.source, "indexed"), "Source": rec.source, "doc_id": rec.doc_id}
+            for rec in sorted(index.documents.values(), key=lambda r: r.source) if caller.may_read(rec.acl)]
+
+
+@dataclass(frozen=True)
+class Library:
+    """`sync`, uploads and deletes for one index, built from its parts (`app.components.make_library`)."""
+
+    index_dir: Path
+    embedder: Embedder
+    options: IngestOptions = field(default_factory=IngestOptions)
+    stores: StoreFactory | None = None
+    upload_dir: Path = Path("data/uploads")
+
+    def sync(self, paths: Sequence[str | Path], delete: bool = True, rebuild: bool = False,
+             progress: Progress | None = None) -> IngestReport:
+        return sync(paths, self.index_dir, self.embedder, self.options, self.stores, delete, rebuild, progress)
+
+    def ingest_uploads(self, files: Sequence[tuple[str, bytes]], groups: Sequence[str],
+                       known_sources: set[str] | frozenset[str] = frozenset(),
+                       progress: Progress | None = None) -> IngestReport:
+        """Keep the files (name, bytes) and sync them into the index; nothing else in the index changes.
+
+        Unsupported types and unusable names are skipped with their reason without being written. A file the
+        pipeline skipped is not kept (it would fail again on every ingest) unless it is in `known_sources` (the
+        index still holds an earlier version of it). Raises IndexLocked / IndexMismatch like `sync`.
+        """
+        refused: list[tuple[str, str]] = []
+        saved: list[Path] = []
+        for name, data in files:
+            if not supported(name):
+                refused.append((name, unsupported_reason(name)))
+                continue
+            try:
+                saved.append(save_upload(Path(self.upload_dir), name, data, groups))
+            except ValueError as exc:
+                refused.append((name, str(exc)))
+        report = self.sync(saved, delete=False, progress=progress) if saved else IngestReport()
+        for file, _reason in report.skipped:
+            if file not in known_sources:
+                remove_upload(Path(file))
+        report.skipped = refused + report.skipped
+        return report
+
+    def delete(self, doc_ids: Sequence[str]) -> list[str]:
+        """Remove documents from the index (a new version is published) and their uploaded copies; returns
+        the sources removed."""
+        sources = remove_documents(self.index_dir, self.embedder, doc_ids, self.stores)
+        uploads = source_of(Path(self.upload_dir)) + "/"
+        for src in sources:
+            if src.startswith(uploads):  # an uploaded copy would come back with the next ingest of the folder
+                remove_upload(Path(src))
+        return sources

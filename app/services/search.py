@@ -1,0 +1,306 @@
+"""`SearchService`: the one place where the stages meet. recall K → rerank → threshold → top N.
+
+The CLI, the API and the app all call it; `app.components` builds it from parts that are already loaded (embedder,
+index, reranker, calibrator, defaults), and nothing changes them afterwards: a new index means a new service
+(`with_index`). Each `search()` reports per-stage timings and a `query_id`. When the reranker could not be loaded
+the service says so (`reranker_error`) and serves recall-only results whose `score`/`raw_score`/`band` are None:
+a retrieval score is never passed off as a reranker score.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ingest.types import Chunk
+from rerank.params import check_threshold, check_top_n
+from rerank.protocol import Reranker
+from rerank.types import Scored, band_of
+from retrieval.embedder import Embedder
+from retrieval.index import KnowledgeIndex
+from retrieval.recall import recall
+from retrieval.types import Hit, check_mode, check_top_k
+
+from ..errors import KbError
+from ..identity import Caller
+
+if TYPE_CHECKING:
+    from ..quality.calibration import Calibrator
+
+PRESETS = {"strict": 0.75, "balanced": 0.5, "recall": 0.4}
+
+
+def result_dict(r: Scored) -> dict[str, Any]:
+    """One search result as the API and `kb search --json` give it (DESIGN's CLI contract)."""
+    c = r.hit.chunk
+    return {"rank": r.rank, "chunk_id": c.chunk_id, "doc_id": c.doc_id, "source": c.meta.get("source", ""),
+            "title": c.title, "section": c.section, "page": c.page, "text": c.text,
+            "retrieval_score": r.hit.retrieval_score, "leg": r.hit.leg,
+            "raw_score": r.raw_score, "score": r.score, "band": r.band}
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    query: str
+    query_id: str  # what feedback on this search refers to (new for every search, cached or not)
+    embedder: str
+    reranker: str | None
+    device: str
+    dtype: str
+    timings_ms: dict[str, float]
+    results: list[Scored]  # each with its hit; raw_score, score and band None when recall-only
+    below_threshold: list[Scored] = field(default_factory=list)
+    not_shown: list[Scored] = field(default_factory=list)  # at or above the threshold, cut by top_n or max_per_doc
+    params: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    index_version: str = ""
+    cached: bool = False  # served from the query cache: timings are those of the original search
+    candidates: int = 0  # chunks recalled and (when a reranker is loaded) reranked
+    calibrated: bool = False  # scores went through the fitted calibrator (settings.calibration), not the sigmoid
+
+    def to_dict(self, include_hidden: bool = False) -> dict[str, Any]:
+        out = {"query": self.query, "query_id": self.query_id, "embedder": self.embedder, "reranker": self.reranker,
+               "device": self.device, "dtype": self.dtype, "timings_ms": self.timings_ms, "params": self.params,
+               "results": [result_dict(r) for r in self.results], "hidden": len(self.below_threshold),
+               "more": len(self.not_shown),
+               "index_version": self.index_version, "cached": self.cached, "calibrated": self.calibrated}
+        if self.warnings:
+            out["warnings"] = self.warnings
+        if include_hidden:
+            out["below_threshold"] = [result_dict(r) for r in self.below_threshold]
+            out["not_shown"] = [result_dict(r) for r in self.not_shown]
+        return out
+
+
+def check_params(top_k: int, top_n: int, threshold: float, max_per_doc: int | None = None,
+                 mode: str = "hybrid") -> None:
+    """KbError (validation) naming the parameter, its value and the allowed range."""
+    try:
+        check_mode(mode)
+        check_top_k(top_k)
+        check_top_n(top_n)
+        check_threshold(threshold)
+    except ValueError as exc:
+        raise KbError("validation", str(exc)) from None
+    if max_per_doc is not None and (isinstance(max_per_doc, bool) or not isinstance(max_per_doc, int)
+                                    or max_per_doc < 1):
+        raise KbError("validation", f"max_per_doc must be at least 1 (or unset for no limit); got {max_per_doc}")
+
+
+@dataclass(frozen=True)
+class SearchDefaults:
+    """What a search uses for every parameter it is not given (from settings: `app.components`)."""
+
+    top_k: int = 50
+    top_n: int = 5
+    threshold: float = 0.5
+    mode: str = "hybrid"
+    max_per_doc: int | None = None
+    merge: bool = False
+    dense_weight: float = 1.0
+    lexical_weight: float = 1.0
+    rrf_k: int = 60
+
+
+def cap_per_document(results: Sequence[Scored], max_per_doc: int | None) -> list[Scored]:
+    """Keep at most `max_per_doc` results of any one document, in the given (score) order; None keeps all."""
+    if max_per_doc is None:
+        return list(results)
+    seen: dict[str, int] = {}
+    kept = []
+    for r in results:
+        n = seen.get(r.hit.chunk.doc_id, 0)
+        if n < max_per_doc:
+            kept.append(r)
+        seen[r.hit.chunk.doc_id] = n + 1
+    return kept
+
+
+def merge_adjacent(results: Sequence[Scored]) -> list[Scored]:
+    """Merge results that are neighbouring chunks of one document into one passage, read in document order.
+
+    The merged result keeps the best member's place, scores and band (the passage is shown because of it) and its
+    text is the members' texts joined in position order, so a procedure split across two chunks reads whole.
+    """
+    def pos(r: Scored) -> int:
+        return int(r.hit.chunk.meta.get("position", 0))
+
+    groups: list[list[Scored]] = []
+    for r in results:  # best first: each result joins the first group it touches
+        for g in groups:
+            if g[0].hit.chunk.doc_id == r.hit.chunk.doc_id and any(abs(pos(m) - pos(r)) == 1 for m in g):
+                g.append(r)
+                break
+        else:
+            groups.append([r])
+    merged = []
+    for rank, g in enumerate(groups, start=1):
+        best = g[0]
+        if len(g) == 1:
+            merged.append(replace(best, rank=rank))
+            continue
+        members = sorted(g, key=pos)
+        c = best.hit.chunk
+        chunk = Chunk(chunk_id=c.chunk_id, doc_id=c.doc_id, text="\n".join(m.hit.chunk.text for m in members),
+                      title=c.title, section=c.section, page=members[0].hit.chunk.page,
+                      n_tokens=sum(m.hit.chunk.n_tokens for m in members),
+                      meta={**c.meta, "merged": [m.hit.chunk.chunk_id for m in members]})
+        merged.append(replace(best, rank=rank, hit=replace(best.hit, chunk=chunk)))
+    return merged
+
+
+class QueryCache:
+    """A small thread-safe LRU of search results. Keys include the index version, so an ingest invalidates it."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict[tuple, SearchResult] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: tuple) -> SearchResult | None:
+        with self._lock:
+            found = self._items.get(key)
+            if found is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return found
+
+    def put(self, key: tuple, value: SearchResult) -> None:
+        if self.size <= 0:
+            return
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+@dataclass(frozen=True, eq=False)
+class SearchService:
+    """Search over the parts it is given; see the module docstring. `index` None: none built yet (`search` then
+    answers not_ready); `index_dir` is where it lives or will. `reranker_name` is what was asked for ("none": off)
+    and `reranker_error` why it is not loaded; `calibrator` maps raw scores to calibrated ones (`kb tune --write`)."""
+
+    embedder: Embedder
+    index: KnowledgeIndex | None
+    reranker: Reranker | None = None
+    calibrator: Calibrator | None = None
+    defaults: SearchDefaults = field(default_factory=SearchDefaults)
+    cache: QueryCache = field(default_factory=lambda: QueryCache(256))
+    index_dir: Path | None = None
+    reranker_name: str = "none"
+    reranker_error: str | None = None
+    calibration_error: str | None = None
+
+    def with_index(self, index: KnowledgeIndex | None) -> SearchService:
+        """The same models and cache over another index (or version of it); this service is unchanged."""
+        return replace(self, index=index, index_dir=index.root if index is not None else self.index_dir)
+
+    @property
+    def warnings(self) -> list[str]:
+        return [w for w in (self.embedder.warning, self.reranker_error, self.calibration_error) if w]
+
+    # ---- searching -----------------------------------------------------------------------------------------
+    def search(self, query: str, *, caller: Caller, top_k: int | None = None, top_n: int | None = None,
+               threshold: float | None = None, mode: str | None = None, max_per_doc: int | None = None,
+               merge: bool | None = None) -> SearchResult:
+        """Recall `top_k` among the chunks `caller` may read, rerank, keep scores ≥ `threshold`, at most
+        `max_per_doc` per document, cut to `top_n`.
+
+        Every argument left as None takes the defaults. The caller's groups are enforced inside recall, so a
+        restricted caller gets a full K of chunks it may see and no count of the others. `merge` joins
+        neighbouring chunks of one document into one passage. Repeated identical searches on the same index
+        version come from an LRU cache (`result.cached`). Raises KbError: validation for bad parameters or an
+        empty query, not_ready when there is no index.
+        """
+        d = self.defaults
+        top_k = d.top_k if top_k is None else top_k
+        top_n = d.top_n if top_n is None else top_n
+        threshold = d.threshold if threshold is None else threshold
+        mode = d.mode if mode is None else mode
+        max_per_doc = d.max_per_doc if max_per_doc is None else max_per_doc
+        merge = d.merge if merge is None else merge
+        check_params(top_k, top_n, threshold, max_per_doc, mode)
+        query = query.strip()
+        if not query:
+            raise KbError("validation", "query is empty; type a question")
+        index = self.index
+        if index is None:
+            raise KbError("not_ready", f"no index at {self.index_dir}; ingest documents first")
+        groups = None if caller.groups is None else list(caller.groups)
+        query_id = uuid.uuid4().hex
+        reranker = self.reranker
+        key = (query, top_k, top_n, threshold, mode, max_per_doc, merge, caller.groups, index.version,
+               reranker.name if reranker else None, id(self.calibrator))
+        hit = self.cache.get(key)
+        if hit is not None:
+            return replace(hit, query_id=query_id, cached=True)
+        params = {"top_k": top_k, "top_n": top_n, "threshold": threshold, "mode": mode, "groups": groups,
+                  "max_per_doc": max_per_doc, "merge": merge}
+        if not index.chunks:
+            return SearchResult(query, query_id, self.embedder.name, reranker.name if reranker else None,
+                                self.embedder.choice.device, self.embedder.choice.dtype,
+                                {"embed": 0.0, "recall": 0.0, "rerank": 0.0, "total": 0.0}, [], params=params,
+                                warnings=self.warnings + ["the index is empty: ingest documents first"],
+                                index_version=index.version)
+        t0 = time.perf_counter()
+        rec = recall(index, self.embedder, query, top_k, mode, groups, d.dense_weight, d.lexical_weight, d.rrf_k)
+        t1 = time.perf_counter()
+        shown, more, hidden = self._rank(query, rec.hits, top_n, threshold, max_per_doc, merge)
+        t2 = time.perf_counter()
+        timings = {"embed": round(rec.timings_ms["embed"], 2),
+                   "recall": round((t1 - t0) * 1000 - rec.timings_ms["embed"], 2),
+                   "rerank": round((t2 - t1) * 1000, 2) if reranker else 0.0,
+                   "total": round((t2 - t0) * 1000, 2)}
+        choice = reranker.device_choice if reranker else self.embedder.choice
+        result = SearchResult(
+            query=query, query_id=query_id, embedder=self.embedder.name,
+            reranker=reranker.name if reranker else None, device=choice.device, dtype=choice.dtype,
+            timings_ms=timings, results=shown, below_threshold=hidden, not_shown=more, params=params,
+            warnings=self.warnings + ([rec.note] if rec.note else []), index_version=index.version,
+            candidates=len(rec.hits), calibrated=self.calibrator is not None and reranker is not None)
+        self.cache.put(key, result)
+        return result
+
+    def _rank(self, query: str, hits: list[Hit], top_n: int, threshold: float, max_per_doc: int | None = None,
+              merge: bool = False) -> tuple[list[Scored], list[Scored], list[Scored]]:
+        """(shown, not shown though above the threshold — cut by N or the per-document cap —, below threshold)."""
+        if self.reranker is None:
+            results = [Scored(index=i - 1, text=h.chunk.text, raw_score=None, score=None, band=None, rank=i, hit=h)
+                       for i, h in enumerate(hits, start=1)]
+            above = results
+            kept, hidden = cap_per_document(results, max_per_doc), []
+        else:
+            from rerank.rank import rerank
+
+            results = rerank(query, hits, self.reranker)
+            if self.calibrator is not None:  # non-decreasing in the raw score: the order stays as reranked
+                results = [replace(r, score=p, band=band_of(p)) for r in results
+                           for p in [float(self.calibrator.apply(r.raw_score))]]
+            above = [r for r in results if r.score >= threshold]
+            kept = cap_per_document(above, max_per_doc)
+            hidden = [r for r in results if r.score < threshold]
+        if merge:
+            kept = merge_adjacent(kept)
+        shown = [replace(r, rank=i) for i, r in enumerate(kept[:top_n], start=1)]
+        used = {cid for r in shown for cid in r.hit.chunk.meta.get("merged", [r.hit.chunk.chunk_id])}
+        more = [replace(r, rank=i) for i, r in enumerate((r for r in above if r.hit.chunk.chunk_id not in used),
+                                                         start=len(shown) + 1)]
+        return shown, more, hidden

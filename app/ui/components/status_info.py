@@ -1,0 +1,65 @@
+"""Small facts for the Status page: precision names, the hardware table, the size of the index on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rerank.types import RerankerInfo
+from retrieval.device import DeviceChoice
+
+SECRET_SETTINGS = ("api_keys", "reranker_api_key", "milvus_token")  # never shown, not even to admins
+
+_PRECISION = {"float16": "FP16", "float32": "FP32", "bfloat16": "BF16"}
+
+
+def precision(dtype: str | None) -> str | None:
+    """float16 -> FP16, float32 -> FP32, bfloat16 -> BF16 (None stays None)."""
+    return None if dtype is None else _PRECISION.get(dtype, dtype)
+
+
+def device_rows(choice: DeviceChoice) -> list[dict[str, str]]:
+    gpu = (f"{choice.gpu_name}, {choice.gpu_memory_gb:g} GiB, compute {choice.compute_capability}"
+           if choice.gpu_name else "none in use")
+    return [{"Item": "device", "Value": choice.device}, {"Item": "GPU", "Value": gpu},
+            {"Item": "precision", "Value": f"{precision(choice.dtype)} ({choice.dtype})"},
+            {"Item": "CUDA available to torch", "Value": "yes" if choice.cuda_available else "no"},
+            {"Item": "nvidia-smi found", "Value": "yes" if choice.nvidia_smi else "no"},
+            {"Item": "why", "Value": choice.reason}]
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+
+
+def human_bytes(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    size = n / 1024
+    for unit in ("KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
+def exact_note(r: RerankerInfo) -> str:
+    """For a bfloat16 / int8 reranker: how many candidates its float32 re-scoring of near-ties took over so far."""
+    if not r.exact_top:
+        return ""
+    done = r.exact_rescored or {}
+    return (f"; {'int8' if r.quantized else r.dtype} with float32 re-scoring of top-{r.exact_top} "
+            f"near-ties ({done.get('rescored', 0)} of {done.get('candidates', 0)} candidates so far)")
+
+
+def settings_rows(s: Any) -> list[dict[str, str]]:
+    """Every setting and its value for the Status page; secrets (API keys, tokens, the sign-in secrets) are shown
+    as set or not, never their value."""
+    rows = []
+    for key, value in s.model_dump().items():
+        if key in SECRET_SETTINGS:
+            value = "(set)" if value else "(not set)"
+        elif key == "auth":
+            value = {k: ("(set)" if v else "(not set)") if "secret" in k else v for k, v in value.items()}
+        rows.append({"Setting": key, "Value": str(value)})
+    return rows

@@ -1,0 +1,301 @@
+"""`CrossEncoderReranker`: an encoder cross-encoder (bge-reranker-v2-m3, bge-reranker-base/large, ms-marco, any
+fine-tuned folder), keeping the raw logit.
+
+- Cheap `__init__` (the options were checked when they were made; no torch import); `load()` resolves the model
+  (folder, models/<name>/, HF cache, hub), picks device and dtype once (`retrieval.device.choose_device`:
+  GPU → float16, CPU → float32) and checks that the weight file really holds every tensor the config needs.
+- Where the forward pass runs (`options.backend`): `torch` (`rerank.engines.scorers`, any device), or on the CPU
+  `onnx` / `openvino` on a cached, parity-checked export (`rerank.engines.exported`).
+- Reduced precision on the CPU, opt-in: `dtype="bfloat16"` (fast where the CPU has AMX/AVX512-BF16) or int8
+  (`backend="onnx", quantize=True`), served under the policy of `rerank.engines.precision`.
+- `score(query, texts)`: candidate text HTML-cleaned; long passages split into windows with the query whole
+  (`rerank.windows`); pairs scored in length-sorted batches; the raw logit is kept (identity activation) and
+  `score = sigmoid(raw)`; Python floats in input order.
+- CUDA out of memory: the batch is halved and retried (bounded); at batch size 1 the model moves to CPU float32
+  for the rest of the process, with a warning, and `info().fallback` says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rerank.batching import score_in_batches
+from rerank.errors import CudaOOMExhausted, RerankerLoadError, RerankerParameterError
+from rerank.kinds import architecture, is_llm_reranker, num_labels, position_limit, read_config
+from rerank.params import check_max_length
+from rerank.text import check_query, prepare_texts
+from rerank.types import RerankerOptions, sigmoid
+from rerank.windows import Window, split_windows
+from retrieval.device import DeviceChoice
+
+from .base import EngineBase, score_windows
+from .precision import NearTies
+from .scorers import CPU_ONLY, Scorer, TorchScorer, cpu_has_native_bf16
+
+log = logging.getLogger(__name__)
+
+CPU_BATCH, GPU_BATCH = 8, 32  # pairs per forward pass when options.batch_size is None
+
+
+class CrossEncoderReranker(EngineBase):
+    """Encoder cross-encoder reranker. See the module docstring; `Reranker` protocol in `rerank.protocol`."""
+
+    kind = "cross-encoder"
+
+    def __init__(self, name_or_path: str, options: RerankerOptions | None = None):
+        super().__init__(name_or_path, options)
+        o = self.options
+        # None: chosen with the device at load, CPU_BATCH on a CPU (smaller batches pad less, and CPU matrix products
+        # are as efficient at 8 pairs as at 32: docs/PERFORMANCE.md), GPU_BATCH on a GPU
+        self.batch_size = o.batch_size or GPU_BATCH
+        self.max_length = o.max_length
+        self.long_passage = o.long_passage
+        self._model: Scorer | None = None
+        self._near_ties: NearTies | None = None  # with a reduced-precision scorer and exact_top > 0
+        self._details: dict[str, Any] = {}
+        self._quantized = False
+        self._agreement: dict[str, Any] | None = None
+        self._warning: str | None = None
+        self._resolved = None
+        self._config: dict[str, Any] | None = None
+        self._batch_limit = self.batch_size
+        self._oom_halvings = 0
+        self._fallback: str | None = None
+
+    # ---- description -------------------------------------------------------------------------------------------
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    @property
+    def path(self) -> str | None:
+        return self._resolved.path if self._resolved else None
+
+    @property
+    def tokenizer(self):
+        self._require_loaded()
+        return self._model.tokenizer
+
+    @property
+    def backend(self) -> str | None:
+        """The backend in use after load (torch, onnx or openvino); None before."""
+        return self._model.backend if self._model is not None else None
+
+    @property
+    def cross_encoder(self):
+        """The underlying sentence_transformers.CrossEncoder (after load, torch backend only)."""
+        self._require_loaded()
+        if self._model.backend != "torch":
+            raise RuntimeError(f"reranker {self._name!r} runs on {self._model.backend}, not a PyTorch CrossEncoder")
+        return self._model.cross_encoder
+
+    def _describe(self) -> dict[str, Any]:
+        details = {k: v for k, v in self._details.items() if k not in ("backend", "threads")}
+        return {
+            "backend": self.backend, "path": self.path, "origin": self._resolved.origin if self._resolved else None,
+            "architecture": architecture(self._config), "num_labels": num_labels(self._config),
+            "max_length": self.max_length, "model_max_length": position_limit(self._config),
+            "batch_size": self.batch_size, "effective_batch_size": self._batch_limit,
+            "long_passage": self.long_passage, "threads": self._details.get("threads"), "fallback": self._fallback,
+            "oom_halvings": self._oom_halvings, "quantized": self._quantized,
+            "exact_top": self._near_ties.top if self._near_ties else 0,
+            "exact_margin": self._near_ties.margin if self._near_ties else None,
+            "exact_rescored": self._near_ties.stats if self._near_ties else None,
+            "agreement": self._agreement, "warning": self._warning,
+            "details": {**details, "model_type": (self._config or {}).get("model_type"),
+                        "allow_remote_code": self.options.allow_remote_code},
+        }
+
+    # ---- loading -----------------------------------------------------------------------------------------------
+    def load(self) -> CrossEncoderReranker:
+        """Resolve, validate and load the model once (idempotent, thread-safe). Returns self.
+
+        Raises RerankerLoadError (model missing, not a one-label cross-encoder, weights incomplete or broken),
+        RerankerParameterError (max_length beyond the model's positions) or ValueError from device choice.
+        """
+        with self._lock:
+            if self._model is not None:
+                return self
+            from retrieval.models import ModelNotAvailable, resolve_model
+
+            started = time.perf_counter()
+            try:
+                resolved = resolve_model(self._name, self.options.models_dir)
+            except ModelNotAvailable as exc:
+                raise RerankerLoadError(f"reranker {self._name!r} cannot be loaded: {exc}") from exc
+            config = read_config(resolved.path)
+            if config is None:
+                raise RerankerLoadError(f"reranker {self._name!r}: {Path(resolved.path) / 'config.json'} is missing "
+                                        f"or not valid JSON; run `kb models check {resolved.path}`")
+            if is_llm_reranker(self._name, config):
+                raise RerankerLoadError(f"reranker {self._name!r} is a causal LM ({architecture(config)}); load it "
+                                        "with rerank.engines.llm.LLMReranker (create_reranker does this)")
+            arch = architecture(config) or "?"
+            if not arch.endswith("ForSequenceClassification") or num_labels(config) != 1:
+                raise RerankerLoadError(
+                    f"reranker {self._name!r} is {arch} with num_labels={num_labels(config)}; a cross-encoder "
+                    "reranker is *ForSequenceClassification with one label (one relevance logit); "
+                    f"run `kb models check {resolved.path}`")
+            check_max_length(self.max_length, position_limit(config), self._name)
+            self._check_weights(resolved.path, config)
+            choice = self._choose_device()
+            self._model = self._build(resolved, choice)
+            if choice.dtype == "bfloat16" and getattr(self._model, "dtype", choice.dtype) != choice.dtype:
+                choice = DeviceChoice(**{**choice.to_dict(), "dtype": self._model.dtype,
+                                         "reason": f"{choice.reason}; bfloat16 failed its agreement check"})
+            self._resolved, self._config, self._choice = resolved, config, choice
+            if self.options.batch_size is None:
+                self.batch_size = self._batch_limit = GPU_BATCH if choice.device.startswith("cuda") else CPU_BATCH
+            self._load_ms = round((time.perf_counter() - started) * 1000, 1)
+            log.info("reranker %s loaded from %s on %s/%s (%s)", self._name, resolved.path, choice.device,
+                     choice.dtype, choice.reason)
+            return self
+
+    def _check_weights(self, path: str, config: dict[str, Any]) -> None:
+        """Refuse a folder whose weights lack tensors the config needs (transformers would fill them randomly)."""
+        from rerank.validation.weights import (
+            WeightsError,
+            compare_shapes,
+            expected_tensor_shapes,
+            file_tensor_shapes,
+            find_weight_files,
+        )
+
+        try:
+            files = find_weight_files(path)
+        except WeightsError as exc:
+            raise RerankerLoadError(f"reranker {self._name!r}: {exc}") from exc
+        if not files:
+            raise RerankerLoadError(f"reranker {self._name!r}: no model.safetensors or pytorch_model.bin in {path}; "
+                                    f"copy the weights there, then run `kb models check {path}`")
+        if files[0].suffix != ".safetensors":
+            return  # reading a .bin means unpickling it all; `kb models check` does that, the load path does not
+        try:
+            from transformers import AutoConfig
+
+            hf_config = AutoConfig.from_pretrained(path, trust_remote_code=self.options.allow_remote_code)
+            mismatch = compare_shapes(file_tensor_shapes(files), expected_tensor_shapes(hf_config))
+        except WeightsError as exc:
+            raise RerankerLoadError(f"reranker {self._name!r}: {exc}") from exc
+        if not mismatch.ok:
+            raise RerankerLoadError(f"reranker {self._name!r}: {files[0].name} does not match config.json: "
+                                    f"{mismatch.describe()}; run `kb models check {path}`")
+
+    def _choose_device(self) -> DeviceChoice:
+        """Device and dtype; the ONNX Runtime and OpenVINO backends run on the CPU in float32."""
+        from retrieval.device import choose_device
+
+        o = self.options
+        if o.backend not in CPU_ONLY:
+            return choose_device(o.device, o.dtype)
+        if o.device.startswith("cuda"):
+            raise RerankerParameterError("device", o.device, f"cpu or auto with backend={o.backend}",
+                                         "use --backend torch on a GPU (FP16), or --device cpu")
+        if o.dtype not in ("auto", "float32"):
+            raise RerankerParameterError("dtype", o.dtype, f"auto or float32 with backend={o.backend}",
+                                         "for int8 set quantize (KB_RERANK_QUANTIZE=true) instead")
+        cpu = choose_device("cpu", "float32")
+        return DeviceChoice(**{**cpu.to_dict(), "reason": f"backend {o.backend} runs on the CPU in float32"})
+
+    def _build(self, resolved, choice: DeviceChoice) -> Scorer:
+        o = self.options
+        if o.backend != "torch":
+            from .exported import load_exported
+
+            built = load_exported(self._name, resolved.path, resolved.origin, o)
+            self._near_ties, self._quantized, self._agreement = built.near_ties, built.quantized, built.agreement
+            self._warning, self._details = built.warning, built.details
+            return built.scorer
+        cpu_bf16 = choice.device == "cpu" and choice.dtype == "bfloat16"
+        try:
+            scorer = TorchScorer(resolved.path, choice.device, "float32" if cpu_bf16 else choice.dtype,
+                                 self.max_length, o.allow_remote_code, o.threads)
+        except Exception as exc:  # tokenizer or weights that transformers cannot read
+            raise RerankerLoadError(f"reranker {self._name!r} could not be loaded from {resolved.path} "
+                                    f"({exc.__class__.__name__}: {str(exc)[:200]}); run "
+                                    f"`kb models check {resolved.path}`") from exc
+        self._details = scorer.describe()
+        return self._to_bfloat16(scorer) if cpu_bf16 else scorer
+
+    def _to_bfloat16(self, float32: TorchScorer) -> Scorer:
+        """A bfloat16 copy of a float32 CPU model, served under the reduced-precision policy: both score the check
+        set and `rerank.engines.precision.decide` chooses."""
+        from rerank.validation.agreement import check_set, compare
+
+        from .precision import decide
+
+        pairs, groups = check_set()
+        reduced = float32.reduced_copy("bfloat16")
+        agreement = compare(float32.predict(pairs), reduced.predict(pairs), groups)
+        served = decide(self._name, "bfloat16", agreement, reduced, lambda: float32, self.options, "float32")
+        native = cpu_has_native_bf16()
+        self._near_ties, self._agreement = served.near_ties, agreement.to_dict()
+        self._warning = served.warning or (None if native else "this CPU has no AMX-BF16 or AVX512-BF16: bfloat16 "
+                                           "is emulated and slower than float32; use --dtype float32")
+        self._details = {**served.scorer.describe(), "cpu_bf16_native": native}
+        return served.scorer
+
+    def _require_loaded(self) -> None:
+        if self._model is None:
+            raise RuntimeError(f"reranker {self._name!r} is not loaded; call load() first")
+
+    # ---- scoring -----------------------------------------------------------------------------------------------
+    def windows(self, query: str, texts: Sequence[str]) -> list[list[Window]]:
+        """The windows each (cleaned) text is scored as; a text that fits is one window holding all of it."""
+        self.load()
+        query = check_query(query)
+        tok = self._model.tokenizer
+        with self._lock:  # a fast tokenizer is not safe to share between threads ("Already borrowed")
+            return [split_windows(tok, query, text, self.max_length, index=i)
+                    for i, text in enumerate(prepare_texts(texts))]
+
+    def score(self, query: str, texts: Sequence[str]) -> list[tuple[float, float]]:
+        """(raw logit, sigmoid) per text, Python floats, input order. Loads the model on first use."""
+        if isinstance(texts, str):
+            raise TypeError("texts must be a sequence of strings, not one string; wrap it in a list")
+        per_text = self.windows(query, texts)
+        if not per_text:
+            return []
+        query = check_query(query)
+        raws = score_windows(per_text, lambda ws: self._run(query, ws), self.long_passage)
+        if self._near_ties is not None:  # the top order becomes float32's (rerank.engines.precision)
+            raws = self._near_ties.rescore(raws, lambda again: score_windows(
+                [per_text[i] for i in again], lambda ws: self._run(query, ws, exact=True), self.long_passage))
+        return [(raw, sigmoid(raw)) for raw in raws]
+
+    def _run(self, query: str, windows: list[Window], exact: bool = False) -> list[float]:
+        """Raw scores of `windows` in length-sorted batches: by the serving scorer, or (`exact`) by the float32
+        one of the near-tie re-scorer (on the CPU, so without the OOM fallback)."""
+        pairs, lengths = [(query, w.text) for w in windows], [w.n_tokens for w in windows]
+        with self._lock:
+            if exact:
+                return score_in_batches(pairs, lengths, self._batch_limit, self._near_ties.exact.predict).scores
+            try:
+                run = score_in_batches(pairs, lengths, self._batch_limit, self._model.predict)
+            except CudaOOMExhausted as exc:
+                self._fall_back_to_cpu(str(exc))
+                run = score_in_batches(pairs, lengths, self._batch_limit, self._model.predict)
+            self._oom_halvings += run.halvings
+            self._batch_limit = run.batch_size
+            return run.scores
+
+    def _fall_back_to_cpu(self, why: str) -> None:
+        import torch
+
+        from retrieval.device import choose_device
+
+        cpu = choose_device("cpu", "float32")
+        reason = f"{why}; fell back to CPU float32 (was {self.device}/{self.dtype})"
+        warnings.warn(f"reranker {self._name!r}: {reason}", RuntimeWarning, stacklevel=3)
+        log.warning("reranker %s: %s", self._name, reason)
+        self._model.to_cpu()  # only the torch backend runs on CUDA
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        self._choice = DeviceChoice(**{**cpu.to_dict(), "reason": reason})
+        self._fallback = reason
+        self.batch_size = self._batch_limit = self.options.batch_size or CPU_BATCH

@@ -20,8 +20,10 @@ from retrieval.index import IndexNotFound, KnowledgeIndex
 from retrieval.stores.base import StoreFactory
 from retrieval.stores.faiss import FaissStoreFactory
 
+from .errors import KbError
 from .quality.calibration import Calibrator, load_calibrator
 from .services.audit import AuditLog
+from .services.events import EventLog, who_key
 from .services.library import IngestOptions, Library
 from .services.search import QueryCache, SearchDefaults, SearchService
 from .settings import Settings
@@ -98,15 +100,15 @@ def load_calibration(s: Settings, reranker: Reranker | None) -> tuple[Calibrator
 # ---- services --------------------------------------------------------------------------------------------------
 def make_search(s: Settings, embedder: Embedder, index: KnowledgeIndex | None,
                 reranker: tuple[Reranker | None, str | None] | None = None,
-                cache: QueryCache | None = None) -> SearchService:
+                cache: QueryCache | None = None, events: EventLog | None = None) -> SearchService:
     """A `SearchService` over these parts; the reranker (and its calibrator) is loaded here unless given as the
-    (reranker, error) pair `load_reranker` returns."""
+    (reranker, error) pair `load_reranker` returns. With `events` its searches are recorded."""
     model, error = reranker if reranker is not None else load_reranker(s)
     calibrator, calibration_error = load_calibration(s, model)
     return SearchService(embedder, index, model, calibrator, search_defaults(s),
                          cache=cache if cache is not None else QueryCache(s.cache_size),
                          index_dir=Path(s.index_dir), reranker_name=s.reranker, reranker_error=error,
-                         calibration_error=calibration_error)
+                         calibration_error=calibration_error, events=events)
 
 
 def build_search(s: Settings, embedder: Embedder | None = None, need_index: bool = True) -> SearchService:
@@ -140,6 +142,38 @@ def oidc_verifier(s: Settings):
 
 def audit_log(s: Settings) -> AuditLog:
     return AuditLog(s.audit_log if s.audit_log is not None else Path(s.index_dir).parent / "audit.jsonl")
+
+
+def read_index(s: Settings) -> KnowledgeIndex | None:
+    """The live index for reading its documents and chunks without loading the embedder (the embedder it was
+    built with is taken from its manifest); None when there is none."""
+    manifest = KnowledgeIndex.read_manifest(Path(s.index_dir))
+    if manifest is None:
+        return None
+    return KnowledgeIndex.open(Path(s.index_dir), manifest["embedder"], {}, store_factory(s), create=False)
+
+
+def events_url(s: Settings) -> str:
+    if s.events_url:
+        return s.events_url
+    path = Path(s.index_dir).resolve().parent / "events.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def open_events(s: Settings) -> EventLog | None:
+    """The opened events store (None when `events` is off, or when it cannot be opened: a warning says why, and
+    searches are served unrecorded)."""
+    if not s.events:
+        return None
+    key = s.events_key.get_secret_value().encode() if s.events_key is not None else \
+        who_key(Path(s.index_dir).resolve().parent / "events.key")
+    store = EventLog(events_url(s), key, s.events_store_user, s.events_retention_days, s.events_queue)
+    try:
+        return store.open()
+    except KbError as exc:
+        log.warning("%s; searches are not recorded", exc.message)
+        return None
 
 
 def make_library(s: Settings, embedder: Embedder) -> Library:

@@ -140,6 +140,18 @@ class Settings(BaseSettings):
     upload_dir: Path = Field(Path("data/uploads"), description="where files uploaded through POST /ingest are kept")
     audit_log: Path | None = Field(None, description="JSON-lines record of admin actions and refused attempts "
                                    "[default: audit.jsonl beside the index folder]")
+
+    # ---- the events store: searches and feedback (docs/ANALYTICS.md) ---------------------------------------
+    events: bool = Field(True, description="record searches and feedback for analytics (the API and the app)")
+    events_url: str | None = Field(None, description="an SQLAlchemy URL, e.g. postgresql+psycopg://user:pw@host/kb "
+                                   "for several API replicas [default: SQLite events.db beside the index folder]")
+    events_store_user: bool = Field(False, description="keep user ids as they are instead of a keyed hash")
+    events_key: SecretStr | None = Field(None, description="the key of the user-id hash; replicas sharing one "
+                                         "database share it [default: made once in events.key beside the index]")
+    events_retention_days: int = Field(90, ge=1, description="searches and their feedback older than this are "
+                                       "deleted")
+    events_queue: int = Field(10_000, ge=1, description="searches waiting to be written; beyond, they are dropped "
+                                                        "(counted), never waited for")
     allow_open: bool = Field(False, description="let `kb ui` / `kb serve` listen beyond loopback with no sign-in "
                              "and no API keys (everyone who reaches it sees every document)")
 

@@ -40,6 +40,14 @@ def embedder():
     return Embedder(PACKAGED_MINILM).load()
 
 
+@pytest.fixture(scope="session")
+def tiny_reranker(tmp_path_factory) -> Path:
+    """A tiny BERT cross-encoder folder (random weights, real architecture), loaded as a user's model would be."""
+    from tests.tiny_models import build_tiny_cross_encoder
+
+    return build_tiny_cross_encoder(tmp_path_factory.mktemp("models") / "tiny_reranker", arch="bert", seed=3)
+
+
 @pytest.fixture
 def isolated_settings(tmp_path, monkeypatch):
     """Settings that point at a temporary index and no config file."""

@@ -2,7 +2,8 @@
 
 Latency histograms per stage (embed, recall, rerank, total) give P50/P95/P99 through `histogram_quantile`;
 also request counts by route and status, reranker batch sizes (pairs scored per call), the distribution of the
-scores served, and query-cache hits.
+scores served, query-cache hits, searches with and without an answer (the no-answer rate), judgments recorded,
+and searches the events store dropped or could not write.
 """
 
 from __future__ import annotations
@@ -30,9 +31,19 @@ class Metrics:
         self.rejected = Counter("kb_rejected", "requests refused for load", registry=r)
         self.in_flight = Gauge("kb_in_flight", "requests being computed", registry=r)
         self.index_chunks = Gauge("kb_index_chunks", "chunks in the live index", registry=r)
+        self.answers = Counter("kb_search_answers", "searches by whether a result passed the threshold",
+                               ["answered"], registry=r)
+        self.feedback = Counter("kb_feedback", "judgments recorded", ["useful"], registry=r)
+        self.events_dropped = Gauge("kb_events_dropped", "searches not recorded: the events queue was full",
+                                    registry=r)
+        self.events_write_errors = Gauge("kb_events_write_errors", "searches not recorded: the events database "
+                                         "could not be written", registry=r)
+        self.events_up = Gauge("kb_events_up", "1 when searches are being recorded, 0 when the events store is off "
+                               "or could not be opened", registry=r)
 
     def observe_search(self, timings_ms: dict[str, float], candidates: int, scores: list[float | None],
                        cached: bool, reranked: bool) -> None:
+        self.answers.labels("yes" if scores else "no").inc()
         self.cache.labels("hit" if cached else "miss").inc()
         if cached:
             return
@@ -51,5 +62,10 @@ class Metrics:
         for s in scores:
             self.scores.observe(s)
 
-    def render(self) -> bytes:
+    def render(self, events_stats=None) -> bytes:
+        """The metrics as Prometheus text; `events_stats` None: no events store is recording."""
+        self.events_up.set(0 if events_stats is None else 1)
+        if events_stats is not None:
+            self.events_dropped.set(events_stats.dropped)
+            self.events_write_errors.set(events_stats.write_errors)
         return generate_latest(self.registry)

@@ -54,4 +54,5 @@ def metrics(st: StateDep, who: CallerDep) -> Response:
     """Needs a key when keys are configured, like every route but /health and the docs: the counters describe the
     index and its traffic (Prometheus sends one with `authorization: {credentials: KEY}` in the scrape config)."""
     m = st.metrics
-    return Response(m.render(), media_type=m.content_type)
+    events = st.live.service.events if st.ready else None
+    return Response(m.render(events.stats if events is not None else None), media_type=m.content_type)

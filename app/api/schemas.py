@@ -107,3 +107,15 @@ class DocumentInfo(BaseModel):
     acl: list[str]
     ingested_at: float
     status: str = "indexed"
+
+
+class FeedbackRequest(BaseModel):
+    """A judgment on a result of a search (its `query_id` from POST /search)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query_id: Text = Field(..., min_length=1, max_length=64, description="the search judged")
+    chunk_id: Text | None = Field(None, max_length=512, description="a chunk it returned; null: none of its results "
+                                  "answers the question (then useful is false)")
+    useful: bool
+    comment: Text | None = Field(None, max_length=2000)

@@ -21,6 +21,7 @@ from ..settings import Settings, get_settings
 from . import errors
 from .limits import BodyLimit, EarlyReject
 from .routes_documents import router as documents_router
+from .routes_events import router as events_router
 from .routes_ops import router as ops_router
 from .routes_search import ADMITTED_PATHS
 from .routes_search import router as search_router
@@ -50,11 +51,12 @@ def create_app(settings: Settings | None = None, service: SearchService | None =
         else:
             state.load()
         yield
+        state.close()
 
     app = FastAPI(title="kb-search", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.kb = state
     errors.install(app)
-    for router in (search_router, documents_router, ops_router):
+    for router in (search_router, documents_router, events_router, ops_router):
         app.include_router(router)
 
     @app.middleware("http")

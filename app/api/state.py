@@ -8,10 +8,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from ..components import LiveSearch, audit_log, load_embedder, make_library, make_search, oidc_verifier
+from ..components import LiveSearch, audit_log, load_embedder, make_library, make_search, oidc_verifier, open_events
 from ..errors import KbError
 from ..oidc import OidcVerifier
 from ..services.audit import AuditLog
+from ..services.events import EventLog
 from ..services.library import Library
 from ..services.search import SearchService
 from ..settings import Settings
@@ -33,6 +34,7 @@ class ApiState:
     ingest_lock: threading.Lock = field(default_factory=threading.Lock)
     verifier: OidcVerifier | None = None  # the sign-in provider's tokens (None: API keys, or open)
     audit: AuditLog | None = None
+    _own_events: EventLog | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.admission is None:
@@ -47,7 +49,9 @@ class ApiState:
         fill it."""
         try:
             if self.live is None:
-                self.live = LiveSearch(self.settings, make_search(self.settings, load_embedder(self.settings), None))
+                s = self.settings
+                self._own_events = open_events(s)
+                self.live = LiveSearch(s, make_search(s, load_embedder(s), None, events=self._own_events))
             service = self.live.reload_index(create=True, quiet=False)
             self.metrics.index_chunks.set(len(service.index.chunks))
             self.ready = True
@@ -63,6 +67,21 @@ class ApiState:
             raise KbError("not_ready", "models and index are still loading; retry shortly",
                           headers={"Retry-After": "2"})
         return self.live.service
+
+    @property
+    def events(self) -> EventLog:
+        """The events store; KbError not_ready when there is none (events off, or its database cannot be opened)."""
+        events = self.require_ready().events
+        if events is None:
+            raise KbError("not_ready", "searches and feedback are not recorded here: the setting `events` is off, or "
+                                       "the events database could not be opened (see the server log)")
+        return events
+
+    def close(self) -> None:
+        """At shutdown: write what the events store this API opened holds queued (a store that came with a given
+        service is its owner's to close)."""
+        if self._own_events is not None:
+            self._own_events.close()
 
     def library(self) -> Library:
         return make_library(self.settings, self.require_ready().embedder)

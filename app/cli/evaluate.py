@@ -16,6 +16,7 @@ from .common import (
     JsonOpt,
     RerankerOpt,
     err,
+    fail,
     guard,
     load_embedder,
     out,
@@ -36,8 +37,11 @@ def open_eval_set(s, dataset: Path, emb, split: str, progress: bool):
 
 
 def eval_(
-    dataset: Annotated[Path, typer.Argument(help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv) or a "
-                                                 "sample set (docs/ and queries.jsonl, e.g. data/samples)")],
+    dataset: Annotated[Optional[Path], typer.Argument(
+        help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv) or a sample set (docs/ and queries.jsonl, "
+             "e.g. data/samples)")] = None,
+    judgments: Annotated[Optional[Path], typer.Option(
+        "--judgments", help="people's judgments (`kb feedback export`): score the current index on them")] = None,
     split: Annotated[str, typer.Option("--split", help="BEIR qrels split")] = "test",
     index: IndexOpt = None,
     mode: Annotated[Optional[str], typer.Option("--mode", help="hybrid | dense | lexical | all")] = None,
@@ -65,10 +69,15 @@ def eval_(
     s = settings_for(index, embedder, reranker)
     top_n = s.top_n if top_n is None else top_n
     threshold = s.threshold if threshold is None else threshold
+    if (dataset is None) == (judgments is None):
+        fail("give a DATASET folder or --judgments FILE (one of them)")
     with guard():
         check_top_k(top_k)
         check_top_n(top_n)
         check_threshold(threshold)
+    if judgments is not None:
+        return _eval_judgments(s, judgments, min(top_k, 100), threshold, top_n, as_json)
+    with guard():
         layout = detect_layout(dataset, split)
         calibrator = load_calibrator(s.calibration) if s.calibration is not None else None
     emb = load_embedder(s)
@@ -111,6 +120,30 @@ def eval_(
         print(json.dumps(report, ensure_ascii=False))
         return
     _print_report(report, es)
+
+
+def _eval_judgments(s, path: Path, top_k: int, threshold: float, top_n: int, as_json: bool) -> None:
+    """`kb eval --judgments FILE`: the current index and reranker on people's judgments."""
+    from ..components import build_search
+    from ..quality.judgments import evaluate_judgments, load_judgments
+
+    with guard():
+        judged = load_judgments(path)
+    emb = load_embedder(s)
+    with guard():
+        service = build_search(s, emb)
+        report = evaluate_judgments(service, judged, top_k, threshold, top_n)
+    report = {"judgments": str(path), "index": str(s.index_dir), "embedder": emb.name,
+              "reranker": service.reranker.name if service.reranker else None, "top_k": top_k, **report}
+    if as_json:
+        print(json.dumps(report, ensure_ascii=False))
+        return
+    m, a = report["metrics"], report["answers"]
+    out.print(f"{path}: {report['queries']} judged queries ({report['answerable']} with a useful result); "
+              + ", ".join(f"{k} {'-' if v is None else f'{v:.4f}'}" for k, v in m.items()), highlight=False)
+    out.print(f"shown when score ≥ {a['threshold']} (N={a['top_n']}): {a['answerable_empty']}/{a['answerable']} "
+              f"answerable queries would show nothing; {a['unanswerable_shown']}/{a['unanswerable']} that people "
+              "said nothing answers would still show an answer", highlight=False)
 
 
 def _print_report(report: dict, es) -> None:

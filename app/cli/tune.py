@@ -18,7 +18,7 @@ from typing import Annotated, Optional
 import numpy as np
 import typer
 
-from .common import err, fail, guard, load_embedder, operator, out, quiet_libraries, settings_for
+from .common import err, fail, guard, load_embedder, operator, out, quiet_libraries, settings_for, warn
 
 DEFAULT_KS = "10,20,50,100"
 
@@ -54,6 +54,9 @@ def tune(
     embedder: Annotated[Optional[str], typer.Option("--embedder", help="hub name or local folder")] = None,
     reranker: Annotated[Optional[str], typer.Option("--reranker", help="hub name or local folder")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    judgments: Annotated[Optional[Path], typer.Option(
+        "--judgments", help="fit on people's judgments (`kb feedback export`) over the current index instead of "
+        "a labelled set (no K sweep: judgments carry no recall order)")] = None,
 ) -> None:
     """Calibrate reranker scores, recommend the threshold for a target precision or recall, sweep K."""
     from rich.progress import Progress
@@ -85,27 +88,48 @@ def tune(
         if top_k is not None:
             check_top_k(top_k)
         ks = t.parse_ks(k_values)
-        detect_layout(dataset, split)
+        if judgments is None:
+            detect_layout(dataset, split)
 
     emb = load_embedder(s)
-    labelled = open_eval_set(s, dataset, emb, split, progress=not as_json)
-    service = make_search(s, emb, labelled.index)  # the loaded embedder, over the labelled set's index
-    with Progress(console=err, disable=as_json, transient=True) as bar:
-        task = bar.add_task("scoring", total=len(labelled.queries))
+    sweep, timing = [], {}
+    if judgments is not None:
+        from ..components import build_search
+        from ..quality.judgments import collect_judgments, load_judgments
+
         with guard():
-            collected = t.collect(service, labelled, max(ks), mode, tick=lambda n, total: bar.update(task, completed=n))
+            judged = load_judgments(judgments)
+            service = build_search(s, emb)
+        if service.reranker is None:
+            fail(f"tuning needs reranker scores, and no reranker is loaded ({service.reranker_error or 'none'})")
+        collected, missing = collect_judgments(service.reranker, service.index, judged, str(judgments))
+        if missing:
+            warn(f"{missing} judged chunks are no longer in the index and are left out")
+        name, n_queries, n_unanswerable, unit = str(judgments), len(judged), \
+            sum(not q.answerable and q.none_answers for q in judged), "judgment"
+    else:
+        labelled = open_eval_set(s, dataset, emb, split, progress=not as_json)
+        service = make_search(s, emb, labelled.index)  # the loaded embedder, over the labelled set's index
+        name, n_queries, n_unanswerable, unit = labelled.name, len(labelled.queries), \
+            len(labelled.unanswerable), labelled.unit
+    with Progress(console=err, disable=as_json, transient=True) as bar:
+        task = bar.add_task("scoring", total=n_queries)
+        if judgments is None:
+            with guard():
+                collected = t.collect(service, labelled, max(ks), mode,
+                                      tick=lambda n, total: bar.update(task, completed=n))
         raw, grades, _ = collected.pairs()
-        info = {"reranker": collected.reranker, "embedder": collected.embedder, "dataset": str(dataset),
-                "top_k": collected.top_k}
+        info = {"reranker": collected.reranker, "embedder": collected.embedder,
+                "dataset": str(judgments if judgments is not None else dataset), "top_k": collected.top_k}
         with guard():
             calibrator = t.fit_calibrator(method, raw, grades, info)
         bar.update(task, description="cross-validating")
         cv = t.cross_validate(collected, method, target_precision, target_recall)
-        sweep = t.sweep_k(collected, ks, top_n)
-        timing = {}
-        if latency_queries > 0:
-            bar.update(task, description="timing K")
-            timing = t.time_k(service, labelled, ks, latency_queries, mode)
+        if judgments is None:
+            sweep = t.sweep_k(collected, ks, top_n)
+            if latency_queries > 0:
+                bar.update(task, description="timing K")
+                timing = t.time_k(service, labelled, ks, latency_queries, mode)
 
     # Search compares the threshold with calibrated scores once `calibration` is set, so it is chosen on them.
     served = calibrator.apply(raw)
@@ -115,13 +139,13 @@ def tune(
     # Floor to 4 decimals: rounding up could hide the passage the threshold was chosen at.
     threshold = None if rec is None else math.floor(rec.threshold * 1e4) / 1e4
     effect_rec = None if threshold is None else t.answer_effect(collected, calibrator.apply, threshold, top_n)
-    chosen_k = top_k if top_k is not None else t.choose_k(sweep)
+    chosen_k = top_k if top_k is not None else t.choose_k(sweep) if sweep else s.top_k
     # Thresholds that show 90%, 80%, … 10% of the passages: informative whatever the range of the scores.
     deciles = sorted({float(v) for v in np.round(np.quantile(served, np.linspace(0.1, 0.9, 9)), 4)})
     grid = t.threshold_curve(served, grades, thresholds=deciles)
     report = {
-        "dataset": labelled.name, "queries": len(labelled.queries), "unanswerable": len(labelled.unanswerable),
-        "judged": f"{labelled.unit}s", "pairs": int(raw.size), "relevant_pairs": int((grades > 0).sum()),
+        "dataset": name, "queries": n_queries, "unanswerable": n_unanswerable,
+        "judged": f"{unit}s", "pairs": int(raw.size), "relevant_pairs": int((grades > 0).sum()),
         "embedder": collected.embedder, "reranker": collected.reranker, "collected_top_k": collected.top_k,
         "calibration": {**calibrator.to_dict(), "cross_validation": cv},
         "threshold_units": "calibrated",
@@ -206,7 +230,8 @@ def _print_report(r: dict, out) -> None:
         lat = p.get("latency") or {}
         ks.add_row(str(p["k"]), f"{p['recall']:.4f}", f"{p['hit']:.4f}", f"{p['ndcg']:.4f}",
                    str(lat.get("p50_ms", "-")), str(lat.get("rerank_p50_ms", "-")))
-    out.print(ks)
+    if r["k_sweep"]:
+        out.print(ks)
     c = r["chosen"]
     out.print(f"chosen: top_k={c['top_k']}, top_n={c['top_n']}, threshold={c['threshold']}", highlight=False)
     if r["written"]:

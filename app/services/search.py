@@ -32,6 +32,7 @@ from ..identity import Caller
 
 if TYPE_CHECKING:
     from ..quality.calibration import Calibrator
+    from .events import EventLog
 
 PRESETS = {"strict": 0.75, "balanced": 0.5, "recall": 0.4}
 
@@ -208,6 +209,7 @@ class SearchService:
     reranker_name: str = "none"
     reranker_error: str | None = None
     calibration_error: str | None = None
+    events: EventLog | None = None  # where searches are recorded (None: not recorded)
 
     def with_index(self, index: KnowledgeIndex | None) -> SearchService:
         """The same models and cache over another index (or version of it); this service is unchanged."""
@@ -251,7 +253,7 @@ class SearchService:
                reranker.name if reranker else None, id(self.calibrator))
         hit = self.cache.get(key)
         if hit is not None:
-            return replace(hit, query_id=query_id, cached=True)
+            return self._recorded(replace(hit, query_id=query_id, cached=True), caller)
         params = {"top_k": top_k, "top_n": top_n, "threshold": threshold, "mode": mode, "groups": groups,
                   "max_per_doc": max_per_doc, "merge": merge}
         if not index.chunks:
@@ -277,6 +279,11 @@ class SearchService:
             warnings=self.warnings + ([rec.note] if rec.note else []), index_version=index.version,
             candidates=len(rec.hits), calibrated=self.calibrator is not None and reranker is not None)
         self.cache.put(key, result)
+        return self._recorded(result, caller)
+
+    def _recorded(self, result: SearchResult, caller: Caller) -> SearchResult:
+        if self.events is not None:  # queued, never waited for (app.services.events)
+            self.events.record_search(result, caller)
         return result
 
     def _rank(self, query: str, hits: list[Hit], top_n: int, threshold: float, max_per_doc: int | None = None,

@@ -4,7 +4,7 @@ With sign-in configured, nobody gets past the sign-in page without logging in: b
 box, no document text and no count. After login (or in open mode) it loads models and index once
 (`resources.live()`), draws the sidebar (who is signed in, their groups, sign-out; the search settings) and the
 banners every page needs, then runs the chosen page from `views/`: Search, Raw data and Rerank playground for
-everyone, Library, Tuning and Status for admins only (absent from the navigation for others, so opening their
+everyone, Library, Analytics, Tuning and Status for admins only (absent from the navigation for others, so opening their
 URL lands on Search).
 
 Two Streamlit rules shape this folder: a folder named `pages/` beside this file would switch Streamlit to its
@@ -59,6 +59,7 @@ pages = [
 if who.admin:
     pages += [
         st.Page("views/library.py", title="Library", icon=":material/folder_open:"),
+        st.Page("views/analytics.py", title="Analytics", icon=":material/insights:"),
         st.Page("views/tuning.py", title="Tuning", icon=":material/tune:"),
         st.Page("views/status.py", title="Status", icon=":material/monitor_heart:"),
     ]

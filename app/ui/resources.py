@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.components import LiveSearch, audit_log, make_search
+from app.components import LiveSearch, audit_log, make_search, open_events
 from app.services.audit import AuditLog
 from app.settings import Settings, get_settings
 from retrieval.embedder import Embedder
@@ -24,7 +24,8 @@ def _embedder(name: str, device: str, dtype: str, models_dir: str) -> Embedder:
 @st.cache_resource(show_spinner="Loading the reranker and the index…")
 def _live(key: str, _settings: Settings) -> LiveSearch:
     s = _settings
-    live = LiveSearch(s, make_search(s, _embedder(s.embedder, s.device, s.dtype, str(s.models_dir)), None))
+    embedder = _embedder(s.embedder, s.device, s.dtype, str(s.models_dir))
+    live = LiveSearch(s, make_search(s, embedder, None, events=open_events(s)))
     live.reload_index()
     return live
 

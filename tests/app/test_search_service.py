@@ -107,7 +107,7 @@ def test_cli_search_json_contract(settings, monkeypatch):
     get_settings.cache_clear()
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert {"query", "embedder", "reranker", "device", "dtype", "timings_ms", "results"} <= set(out)
+    assert {"query", "query_id", "embedder", "reranker", "device", "dtype", "timings_ms", "results"} <= set(out)
     first = out["results"][0]
     assert {"rank", "chunk_id", "doc_id", "source", "title", "section", "text", "retrieval_score", "raw_score",
             "score", "band"} <= set(first)

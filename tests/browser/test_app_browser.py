@@ -106,6 +106,19 @@ def read_cards(page) -> list[dict]:
     })""")
 
 
+def read_metrics(page, *needed: str) -> dict[str, str]:
+    """{label: value} of the page's metrics, once those `needed` are drawn and the run is over. Each label is the
+    metric's own text (not its help icon), paired with the value of the same element; Streamlit draws a page
+    while its script runs, so a heading further down can be there before the metrics are."""
+    for label in needed:
+        page.get_by_test_id("stMetric").filter(has=page.get_by_test_id("stMetricLabel").get_by_text(
+            label, exact=True)).first.wait_for()
+    settle(page)
+    return page.get_by_test_id("stMetric").evaluate_all("""els => Object.fromEntries(els.map(e => [
+        e.querySelector('[data-testid="stMetricLabel"] [data-testid="stMarkdownContainer"]').textContent.trim(),
+        e.querySelector('[data-testid="stMetricValue"]').textContent.trim()]))""")
+
+
 def check_card(card: dict) -> None:
     score = float(card["score"])
     assert len(card["score"].split(".")[1]) == 4
@@ -181,12 +194,20 @@ def test_playground_scores_the_example(page, shots):
 
 def test_status_page_reports_device_precision_and_latency(page, shots):
     page.get_by_role("link", name="Status").click()
-    page.get_by_text("Latency of this session's searches").wait_for()
-    settle(page)
-    # each metric's own label text (not its help icon) with its value, read from the same element
-    metrics = page.locator('[data-testid="stMetric"]').evaluate_all("""els => Object.fromEntries(els.map(e => [
-        e.querySelector('[data-testid="stMetricLabel"] [data-testid="stMarkdownContainer"]').textContent.trim(),
-        e.querySelector('[data-testid="stMetricValue"]').textContent.trim()]))""")
+    metrics = read_metrics(page, "Device", "P95")
     assert metrics["Device"] == "CPU" and metrics["Precision"] == "FP32", metrics
     assert int(metrics["Searches"]) >= 2 and metrics["P95"].endswith(" ms")
     snap(page, shots / "status.png")
+
+
+def test_thumbs_up_then_the_analytics_page_shows_it(page, shots):
+    page.get_by_role("link", name="Search").click()
+    ask(page, EN_QUERY)
+    page.get_by_test_id("stFeedback").first.get_by_role("radio", name="Thumbs up").click()  # on the first card
+    page.get_by_text("Thank you").wait_for()
+    settle(page)
+    page.get_by_role("link", name="Analytics").click()
+    page.get_by_text("Thumbs per document").wait_for()
+    metrics = read_metrics(page, "Searches", "Thumbs up / down")
+    assert metrics["Thumbs up / down"] == "1 / 0" and int(metrics["Searches"]) >= 1, metrics
+    snap(page, shots / "analytics.png")

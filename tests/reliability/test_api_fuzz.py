@@ -8,23 +8,29 @@ query, an over-long query or an unsupported upload is refused by design (400/413
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from tests.app.api.conftest import make_service
+from tests.app.api.conftest import Served, make_service
 
 KEYS = {"reader": ["hr"], "admin": ["*"]}
 
 
 @pytest.fixture(scope="module")
 def fuzz_app(tmp_path_factory, embedder, tiny_reranker):
-    svc = make_service(tmp_path_factory.mktemp("fuzz"), embedder, tiny_reranker, api_keys=KEYS)
+    from app.components import open_events
+
+    base = make_service(tmp_path_factory.mktemp("fuzz"), embedder, tiny_reranker, api_keys=KEYS)
+    svc = Served(base.settings, replace(base.service, events=open_events(base.settings)))  # feedback, analytics too
     app = svc.app()
     with TestClient(app):  # runs the lifespan: loaded and ready
         yield app
+    svc.service.events.close()
 
 
 @pytest.fixture(scope="module")

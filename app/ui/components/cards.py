@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 import mimetypes
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import streamlit as st
@@ -106,10 +106,18 @@ def _download(row: Row, key: str, caller: Caller) -> None:
                        on_click="ignore", type="tertiary", icon=":material/download:")
 
 
-def render_cards(rows: Sequence[Row], query: str, key: str, caller: Caller) -> None:
-    """Cards in the order given; `key` keeps the download buttons of different lists apart; a source file can
-    be downloaded only by a `caller` who may read it."""
+def render_cards(rows: Sequence[Row], query: str, key: str, caller: Caller,
+                 judge: Callable[[str, str], None] | None = None) -> None:
+    """Cards in the order given; `key` keeps the widgets of different lists apart; a source file can be
+    downloaded only by a `caller` who may read it. With `judge`, each card has thumbs up/down; a click calls
+    `judge(chunk_id, widget_key)` (the widget's value, 1 up or 0 down, is in `st.session_state[widget_key]`)."""
     for row in rows:
         with st.container(border=True):
             st.html(card_html(row, query))
-            _download(row, key=f"{key}-dl-{row.id}", caller=caller)
+            left, right = st.columns([1, 5], vertical_alignment="center")
+            if judge is not None and row.chunk_id:
+                with left:
+                    widget = f"{key}-fb-{row.chunk_id}"
+                    st.feedback("thumbs", key=widget, on_change=judge, args=(row.chunk_id, widget))
+            with right:
+                _download(row, key=f"{key}-dl-{row.id}", caller=caller)

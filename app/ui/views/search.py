@@ -66,7 +66,26 @@ else:
     st.markdown(f"**{len(shown)} passages in recall order** (no reranker: no relevance scores)")
 if not shown:
     st.info("Nothing scored above the threshold. Lower it in the sidebar, or look below the threshold.")
-render_cards(shown, query, key="search", caller=searcher)
+
+
+def _judge(chunk_id: str | None, widget: str | None = None) -> None:
+    """Record a thumbs up/down on a shown result (or, without a chunk, "none of these answers")."""
+    useful = widget is not None and st.session_state.get(widget) == 1
+    if widget is not None and st.session_state.get(widget) is None:
+        return  # the thumb was taken back: nothing to record
+    try:
+        svc.events.record_feedback(who, res.query_id, chunk_id, useful)
+    except KbError as exc:
+        st.toast(f"Not recorded: {exc.message}", icon=":material/error:")
+    else:
+        st.toast("Thank you: your judgment helps tune the search.", icon=":material/thumb_up:")
+
+
+judge = _judge if svc.events is not None else None
+render_cards(shown, query, key=f"search-{res.query_id}", caller=searcher, judge=judge)
+if judge is not None and (shown or hidden):
+    st.button("None of these answers my question", icon=":material/thumb_down:", on_click=_judge, args=(None,),
+              key=f"kb-none-{res.query_id}", type="tertiary")
 if hidden:
     with st.expander(f"{len(hidden)} result{'s' * (len(hidden) != 1)} below the threshold {params.threshold:.2f}"):
         render_cards(hidden, query, key="search-hidden", caller=searcher)

@@ -16,7 +16,6 @@ from app.services.library import sync
 from app.services.search import SearchService
 from app.settings import Settings
 from tests.conftest import search_service
-from tests.tiny_models import build_tiny_cross_encoder
 
 DOCS = {
     "vpn.md": "# VPN token\n\nTo reset a forgotten VPN token, open the self-service portal and choose Reset.\n",
@@ -26,11 +25,6 @@ DOCS = {
     "salary.md": "---\nacl: [hr]\n---\n# Salary bands\n\nBand B3 pays between 60k and 80k a year.\n",
     "firewall.md": "---\nacl: [it-admins]\n---\n# Firewall runbook\n\nThe VPN gateway firewall is reset from the admin console.\n",
 }
-
-
-@pytest.fixture(scope="session")
-def tiny_reranker(tmp_path_factory) -> Path:
-    return build_tiny_cross_encoder(tmp_path_factory.mktemp("models") / "tiny_reranker", arch="bert", seed=3)
 
 
 @dataclass(frozen=True)

@@ -205,3 +205,25 @@ def test_open_mode_says_on_every_page_that_everyone_sees_every_document(app_test
     at.switch_page(page).run()
     assert not at.exception
     assert any("Open mode" in w.value and "everyone" in w.value for w in at.warning)
+
+
+def test_a_judgment_is_recorded_and_the_analytics_page_shows_it(app_test, tmp_path, monkeypatch):
+    from app.services.events import EventLog
+
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    monkeypatch.setenv("KB_EVENTS_URL", url)
+    at = search(set_threshold(app_test(), 0.0), QUERY)
+    assert len(at.get("feedback")) == len(cards(at)) > 0  # thumbs on every shown card
+    next(b for b in at.button if b.label == "None of these answers my question").click()
+    at.run()
+    assert not at.exception and any("Thank you" in t.value for t in at.toast)
+    at.switch_page("views/analytics.py").run()
+    assert not at.exception
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Searches"] == "1" and shown["'None answers'"] == "1"
+    store = EventLog(url, b"unused").open()
+    try:
+        [judged] = list(store.judgments())
+        assert judged["query"] == QUERY and judged["chunk_id"] is None and judged["useful"] is False
+    finally:
+        store.close()

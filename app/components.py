@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 from rerank.engines.factory import get_reranker, is_disabled
 from rerank.protocol import Reranker
 from rerank.types import RerankerOptions
+from retrieval.analyzer import Analyzer
 from retrieval.embedder import Embedder
 from retrieval.index import IndexNotFound, KnowledgeIndex
 from retrieval.stores.base import StoreFactory
 from retrieval.stores.faiss import FaissStoreFactory
+from retrieval.vocabulary import Vocabulary, file_stamp, load_vocabulary
 
 from .errors import KbError
 from .quality.calibration import Calibrator, load_calibrator
@@ -59,16 +62,41 @@ def store_factory(s: Settings) -> StoreFactory:
     return MilvusStoreFactory(MilvusConfig(s.milvus_uri, s.milvus_collection, s.milvus_index, s.milvus_token))
 
 
+def vocabulary_paths(s: Settings) -> tuple[Path, Path]:
+    """(user dictionary, synonyms): the files the settings name, else userdict.txt and synonyms.txt beside the
+    index folder (where the app's Vocabulary page saves them)."""
+    home = Path(s.index_dir).parent
+    return (s.user_dict if s.user_dict is not None else home / "userdict.txt",
+            s.synonyms if s.synonyms is not None else home / "synonyms.txt")
+
+
 # ---- parts -----------------------------------------------------------------------------------------------------
 def load_embedder(s: Settings) -> Embedder:
     """The embedder the settings name, loaded (ModelNotAvailable / ValueError when it cannot be)."""
     return Embedder(s.embedder, s.device, s.dtype, str(s.models_dir)).load()
 
 
-def open_index(s: Settings, embedder: Embedder, create: bool = False) -> KnowledgeIndex:
+def load_vocab(s: Settings) -> Vocabulary:
+    """The user dictionary and synonyms the settings name, read now; each line skipped is logged with its file and
+    line number. A file that names no file that exists is a warning too (an absent default file is not)."""
+    user_dict, synonyms = vocabulary_paths(s)
+    vocab = load_vocabulary(user_dict, synonyms)
+    for given, stamp in ((s.user_dict, vocab.stamp[0]), (s.synonyms, vocab.stamp[1])):
+        if given is not None and stamp is None:
+            log.warning("%s does not exist: create it, or unset the setting that names it", given)
+    for problem in vocab.problems:
+        log.warning(problem)
+    return vocab
+
+
+def open_index(s: Settings, embedder: Embedder, create: bool = False,
+               analyzer: Analyzer | None = None) -> KnowledgeIndex:
     """The live version of the index at `s.index_dir` (IndexNotFound unless `create`, IndexMismatch when built
-    with another embedder or vector store)."""
-    return KnowledgeIndex.open(Path(s.index_dir), embedder.info(), {}, store_factory(s), create=create)
+    with another embedder or vector store), its BM25 read with `analyzer` (default: the settings' user
+    dictionary)."""
+    analyzer = analyzer if analyzer is not None else load_vocab(s).analyzer
+    return KnowledgeIndex.open(Path(s.index_dir), embedder.info(), {}, store_factory(s), create=create,
+                               analyzer=analyzer)
 
 
 def load_reranker(s: Settings, options: RerankerOptions | None = None) -> tuple[Reranker | None, str | None]:
@@ -100,28 +128,32 @@ def load_calibration(s: Settings, reranker: Reranker | None) -> tuple[Calibrator
 # ---- services --------------------------------------------------------------------------------------------------
 def make_search(s: Settings, embedder: Embedder, index: KnowledgeIndex | None,
                 reranker: tuple[Reranker | None, str | None] | None = None,
-                cache: QueryCache | None = None, events: EventLog | None = None) -> SearchService:
+                cache: QueryCache | None = None, events: EventLog | None = None,
+                vocabulary: Vocabulary | None = None) -> SearchService:
     """A `SearchService` over these parts; the reranker (and its calibrator) is loaded here unless given as the
-    (reranker, error) pair `load_reranker` returns. With `events` its searches are recorded."""
+    (reranker, error) pair `load_reranker` returns, and the vocabulary read unless given. With `events` its
+    searches are recorded."""
     model, error = reranker if reranker is not None else load_reranker(s)
     calibrator, calibration_error = load_calibration(s, model)
     return SearchService(embedder, index, model, calibrator, search_defaults(s),
                          cache=cache if cache is not None else QueryCache(s.cache_size),
                          index_dir=Path(s.index_dir), reranker_name=s.reranker, reranker_error=error,
-                         calibration_error=calibration_error, events=events)
+                         calibration_error=calibration_error, events=events,
+                         vocabulary=vocabulary if vocabulary is not None else load_vocab(s))
 
 
 def build_search(s: Settings, embedder: Embedder | None = None, need_index: bool = True) -> SearchService:
-    """Everything a search needs, loaded from the settings: the embedder (unless given), the live index
-    (IndexNotFound when there is none and `need_index`), the reranker and its calibrator."""
+    """Everything a search needs, loaded from the settings: the embedder (unless given), the vocabulary, the live
+    index (IndexNotFound when there is none and `need_index`), the reranker and its calibrator."""
     embedder = embedder if embedder is not None else load_embedder(s)
+    vocab = load_vocab(s)
     try:
-        index = open_index(s, embedder)
+        index = open_index(s, embedder, analyzer=vocab.analyzer)
     except IndexNotFound:
         if need_index:
             raise
         index = None
-    return make_search(s, embedder, index)
+    return make_search(s, embedder, index, vocabulary=vocab)
 
 
 def eval_root(s: Settings) -> Path:
@@ -150,7 +182,8 @@ def read_index(s: Settings) -> KnowledgeIndex | None:
     manifest = KnowledgeIndex.read_manifest(Path(s.index_dir))
     if manifest is None:
         return None
-    return KnowledgeIndex.open(Path(s.index_dir), manifest["embedder"], {}, store_factory(s), create=False)
+    return KnowledgeIndex.open(Path(s.index_dir), manifest["embedder"], {}, store_factory(s), create=False,
+                               analyzer=load_vocab(s).analyzer)
 
 
 def events_url(s: Settings) -> str:
@@ -176,24 +209,38 @@ def open_events(s: Settings) -> EventLog | None:
         return None
 
 
-def make_library(s: Settings, embedder: Embedder) -> Library:
-    return Library(Path(s.index_dir), embedder, ingest_options(s), store_factory(s), Path(s.upload_dir))
+def make_library(s: Settings, embedder: Embedder, analyzer: Analyzer | None = None) -> Library:
+    """Ingest and delete for the index at `s.index_dir`; BM25 analysed with `analyzer` (default: the settings'
+    user dictionary)."""
+    analyzer = analyzer if analyzer is not None else load_vocab(s).analyzer
+    return Library(Path(s.index_dir), embedder, ingest_options(s), store_factory(s), Path(s.upload_dir), analyzer)
 
 
 class LiveSearch:
     """The `SearchService` a long-running process (API, app) serves. `reload_index` opens the index's newest
-    version and swaps in a new service with the same models and cache, so a search running meanwhile finishes on
-    the version it started with and nobody sees a half-changed service."""
+    version and `reload_vocabulary` rereads the user dictionary and synonyms; either swaps in a new service with
+    the same models and cache, so a search running meanwhile finishes on what it started with and nobody sees a
+    half-changed service. `watch()` rereads the vocabulary files whenever they change (`vocabulary_reload_s`)."""
 
     def __init__(self, settings: Settings, service: SearchService):
         self.settings = settings
         self._service = service
         self._lock = threading.Lock()
         self.index_error: str | None = None
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
 
     @property
     def service(self) -> SearchService:
         return self._service
+
+    @property
+    def vocabulary(self) -> Vocabulary:
+        return self._service.vocabulary
+
+    def library(self) -> Library:
+        """Ingest and delete with the embedder and user dictionary being served."""
+        return make_library(self.settings, self._service.embedder, self._service.vocabulary.analyzer)
 
     def reload_index(self, create: bool = False, quiet: bool = True) -> SearchService:
         """Swap in the live index version (an empty new index when there is none and `create`); returns the new
@@ -205,7 +252,8 @@ class LiveSearch:
             current = self._service
             failure: Exception | None = None
             try:
-                index = open_index(self.settings, current.embedder, create=create)
+                index = open_index(self.settings, current.embedder, create=create,
+                                   analyzer=current.vocabulary.analyzer)
                 self.index_error = None
             except IndexNotFound as exc:
                 index, failure = None, exc
@@ -219,3 +267,54 @@ class LiveSearch:
         if failure is not None and not quiet:
             raise failure
         return self._service
+
+    def vocabulary_changed(self) -> bool:
+        """Whether the user dictionary or synonyms file changed (or appeared, or went) since it was read."""
+        return file_stamp(*vocabulary_paths(self.settings)) != self._service.vocabulary.stamp
+
+    def reload_vocabulary(self) -> SearchService:
+        """Reread both files and swap in a service that uses them. A changed user dictionary re-analyses the
+        served index's BM25 from its stored text (no re-embedding) before the swap; searches meanwhile are served
+        by the old one."""
+        with self._lock:
+            current = self._service
+            vocab = load_vocab(self.settings)
+            index = current.index
+            if index is not None and index.analyzer.fingerprint != vocab.analyzer.fingerprint:
+                index = index.with_analyzer(vocab.analyzer)
+            self._service = replace(current, index=index, vocabulary=vocab)
+            log.info("vocabulary reloaded: %d user dictionary words, %d synonym sets, %d lines skipped",
+                     vocab.counts["user_dict"], vocab.counts["synonyms"], len(vocab.problems))
+        return self._service
+
+    def check_vocabulary(self) -> bool:
+        """Reload the vocabulary when its files changed; whether it did. Never raises: a failure is logged and the
+        current vocabulary stays."""
+        if not self.vocabulary_changed():
+            return False
+        try:
+            self.reload_vocabulary()
+        except Exception:  # noqa: BLE001 — a watcher must outlive one bad reload
+            log.exception("could not reload the user dictionary and synonyms; the previous ones stay in use")
+            return False
+        return True
+
+    def watch(self) -> None:
+        """Look for changes to the vocabulary files every `vocabulary_reload_s` seconds, in a daemon thread, until
+        `stop()` (no thread when the interval is 0)."""
+        interval = self.settings.vocabulary_reload_s
+        if interval <= 0 or self._watcher is not None:
+            return
+
+        def run() -> None:
+            while not self._stop.wait(interval):
+                self.check_vocabulary()
+
+        self._watcher = threading.Thread(target=run, name="kb-vocabulary", daemon=True)
+        self._watcher.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=5)
+            self._watcher = None

@@ -123,6 +123,14 @@ class Settings(BaseSettings):
     calibration: Path | None = Field(None, description="calibrator JSON from `kb tune --write`: scores become "
                                      "calibrated probabilities, and threshold and bands apply to them")
 
+    # ---- the administrators' words (docs/VOCABULARY.md) ----------------------------------------------------
+    user_dict: Path | None = Field(None, description="jieba user dictionary (`word [frequency] [tag]` a line) for "
+                                   "BM25 [default: userdict.txt beside the index folder, when present]")
+    synonyms: Path | None = Field(None, description="synonym sets, one a line, comma-separated (年假, 年休假, "
+                                  "annual leave) [default: synonyms.txt beside the index folder, when present]")
+    vocabulary_reload_s: float = Field(5.0, ge=0, description="how often a running API or app looks for changes "
+                                       "to the user dictionary and synonyms (0: never)")
+
     # ---- sign-in (`[auth]`, KB_AUTH_*) -----------------------------------------------------------------------------
     auth: AuthSettings = Field(default_factory=AuthSettings)
 

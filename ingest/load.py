@@ -49,6 +49,41 @@ def _read_sidecar(path: Path) -> dict[str, Any]:
     return meta
 
 
+BUILT_IN_FIELDS = frozenset({"acl", "title", "format", "path", "updated"})  # what every document has
+
+
+def normalise_fields(values: dict[str, Any]) -> dict[str, str | list[str]]:
+    """A document's own metadata (front-matter or sidecar keys) as filterable values: scalars (dates, numbers,
+    booleans too) become strings, lists of scalars lists of strings. The built-in keys (`acl`, `title`, `format`,
+    `path`, `updated`) are the document's own and are not repeated here; a nested mapping cannot be filtered on
+    and is left out."""
+    out: dict[str, str | list[str]] = {}
+    for key, value in values.items():
+        name = str(key).strip()
+        if not name or name.lower() in BUILT_IN_FIELDS or value is None or isinstance(value, dict):
+            continue
+        if isinstance(value, list | tuple):
+            if all(isinstance(v, str | int | float | bool) or hasattr(v, "isoformat") for v in value):
+                out[name] = [_as_text(v) for v in value]
+        else:
+            out[name] = _as_text(value)
+    return out
+
+
+def document_date(values: dict[str, Any]) -> str | None:
+    """The `updated` date the document states about itself (front-matter or sidecar), as an ISO string."""
+    value = values.get("updated")
+    if value is None:
+        return None
+    return _as_text(value)
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value.isoformat() if hasattr(value, "isoformat") else str(value).strip()
+
+
 def normalise_acl(value: Any, where: str) -> list[str]:
     """Access groups as a sorted list of non-empty strings; ``"hr, it"`` and ``["hr", "it"]`` both work."""
     if value is None:
@@ -90,8 +125,13 @@ def load_bytes(name: str, data: bytes, source: str, extra_meta: dict[str, Any] |
                                   "minified data or an embedded blob, not a document; add line breaks or remove it")
     meta: dict[str, Any] = {"format": suffix.lstrip("."), "content_hash": content_hash(data), "bytes": len(data)}
     meta.update(loaded.meta)
-    meta.update(extra_meta or {})
+    extra = dict(extra_meta or {})
+    fields = {**loaded.meta.get("fields", {}), **extra.pop("fields", {})}  # the sidecar wins over front-matter
+    meta.update(extra)
     meta["acl"] = normalise_acl(meta.get("acl"), source)
+    meta["fields"] = normalise_fields(fields)
+    if document_date(fields) is not None:
+        meta["updated"] = document_date(fields)
     title = clean_text(str(meta.pop("title", "") or loaded.title)).replace("\n", " ")
     return Document(doc_id=doc_id_for(source), source=source, title=title, text=text, meta=meta)
 
@@ -108,7 +148,9 @@ def load(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Document:
         data = path.read_bytes()
     except OSError as exc:
         raise IngestError(source, f"cannot read file ({exc.strerror})") from exc
-    extra = _read_sidecar(path)
+    side_meta = _read_sidecar(path)
+    extra = {k: v for k, v in side_meta.items() if k in ("acl", "title")}
+    extra["fields"] = {k: v for k, v in side_meta.items() if k not in ("acl", "title")}
     extra["mtime"] = path.stat().st_mtime
     side = sidecar_path(path)
     if side.is_file():

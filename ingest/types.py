@@ -15,8 +15,9 @@ class Document:
 
     `text` keeps structure as Markdown-like lines (``# heading``, ``- item``, ``| a | b |`` table rows) so that
     one chunker handles every format. `meta` holds at least ``format`` and ``content_hash``; PDFs add
-    ``page_offsets`` (character offset in `text` where each page starts), text files ``encoding``, and any
-    document may carry ``acl`` (a list of access groups; empty or missing means everyone).
+    ``page_offsets`` (character offset in `text` where each page starts), text files ``encoding``; every document
+    has ``acl`` (a list of access groups; empty means everyone) and ``fields`` (its own metadata from front-matter
+    or a sidecar, values as strings or lists of strings: what search filters match).
     """
 
     doc_id: str

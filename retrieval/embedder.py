@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .coverage import SCRIPT_NAMES, Coverage, coverage
 from .device import DeviceChoice, choose_device
 from .models import PACKAGED_MINILM, ModelNotAvailable, ResolvedModel, resolve_model
 
@@ -26,6 +27,11 @@ _QUERY_INSTRUCTIONS = {
     "bge-base-zh-v1.5": "为这个句子生成表示以用于检索相关文章：",
     "bge-large-zh-v1.5": "为这个句子生成表示以用于检索相关文章：",
 }
+
+
+# A line of the words a knowledge base of HR and IT policies is made of, in the scripts it is written in.
+PROBE = ("员工年假工资劳动合同试用期离职报销发票密码安全事件入职远程办公审批 employee annual leave salary contract "
+         "probation expense password security incident remote work approval")
 
 
 def query_instruction_for(name: str) -> str:
@@ -99,13 +105,16 @@ class Embedder:
             return ""
         return query_instruction_for(self.name)
 
+    def coverage(self, text: str) -> Coverage:
+        """What of `text` this model's tokenizer can represent, per script (`retrieval.coverage`)."""
+        if self._tokenizer is None:
+            raise RuntimeError("Embedder.load() must be called before use")
+        return coverage(self._tokenizer, text)
+
     @property
-    def english_only(self) -> bool:
-        """True for embedders trained on English alone (all-MiniLM, *-en-*): useless on Chinese queries."""
-        name = self.name.lower()
-        if self.resolved and self.resolved.origin == "packaged":
-            return True
-        return "multilingual" not in name and ("all-minilm" in name or "-en-" in name or name.endswith("-en"))
+    def unreadable_scripts(self) -> list[str]:
+        """The scripts of the usual HR/IT text this model cannot read (judged by its tokenizer on a probe)."""
+        return [SCRIPT_NAMES[s] for s in self.coverage(PROBE).unreadable()]
 
     def info(self) -> dict:
         return {
@@ -113,7 +122,7 @@ class Embedder:
             "origin": self.resolved.origin if self.resolved else None,
             "revision": self.resolved.revision if self.resolved else None,
             "dim": self.dim, "max_seq_length": self.max_seq_length, "query_instruction": self.query_instruction,
-            "english_only": self.english_only,
+            "unreadable_scripts": self.unreadable_scripts,
             "device": self.choice.to_dict() if self.choice else None, "warning": self.warning,
         }
 

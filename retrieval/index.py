@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,8 @@ import numpy as np
 
 from ingest.types import Chunk, Document
 
+from .analyzer import DEFAULT, Analyzer
+from .filters import Filters, matching
 from .lexical import LexicalIndex
 from .storage import current_version, new_version_dir, publish
 from .stores.base import StoreFactory, VectorStore, allowed_by_groups
@@ -52,12 +54,15 @@ class DocRecord:
     acl: list[str] = field(default_factory=list)
     mtime: float | None = None
     ingested_at: float = 0.0
+    fields: dict[str, str | list[str]] = field(default_factory=dict)  # its own metadata: what filters match
+    updated: str | None = None  # the date it states about itself (front-matter or sidecar `updated`)
 
     @classmethod
     def of(cls, doc: Document, n_chunks: int) -> DocRecord:
         return cls(doc_id=doc.doc_id, source=doc.source, title=doc.title, content_hash=doc.meta["content_hash"],
                    format=doc.meta.get("format", ""), n_chunks=n_chunks, acl=list(doc.meta.get("acl", [])),
-                   mtime=doc.meta.get("mtime"), ingested_at=time.time())
+                   mtime=doc.meta.get("mtime"), ingested_at=time.time(), fields=dict(doc.meta.get("fields", {})),
+                   updated=doc.meta.get("updated"))
 
 
 def embedder_signature(info: dict[str, Any]) -> dict[str, Any]:
@@ -68,8 +73,9 @@ def embedder_signature(info: dict[str, Any]) -> dict[str, Any]:
 
 class KnowledgeIndex:
     def __init__(self, root: Path, embedder: dict[str, Any], chunker: dict[str, Any],
-                 stores: StoreFactory | None = None):
-        """A new, empty index whose vectors go to a store `stores` makes (None: FAISS, flat up to 50,000)."""
+                 stores: StoreFactory | None = None, analyzer: Analyzer = DEFAULT):
+        """A new, empty index whose vectors go to a store `stores` makes (None: FAISS, flat up to 50,000) and whose
+        BM25 reads text with `analyzer` (its user dictionary)."""
         self.root = Path(root)
         self.embedder = embedder_signature(embedder)
         self.chunker = dict(chunker)
@@ -77,8 +83,12 @@ class KnowledgeIndex:
         self.chunks: dict[str, Chunk] = {}
         self.stores: StoreFactory = stores if stores is not None else FaissStoreFactory()
         self.dense: VectorStore = self.stores.create(self.embedder["dim"], self.root)
-        self.lexical = LexicalIndex()
+        self.analyzer = analyzer
+        self.lexical = LexicalIndex(analyzer)
+        self.reanalyzed = False  # the BM25 token lists were made again for another user dictionary
         self._masks: dict[tuple[str, ...], np.ndarray] = {}  # lexical masks per group set, for this version
+        # each lexical row's document as a number (with the numbering), for metadata filters
+        self._row_docs: tuple[dict[str, int], np.ndarray] | None = None
         self.version = ""
         self.created = time.time()
         self.updated = self.created
@@ -93,22 +103,24 @@ class KnowledgeIndex:
 
     @classmethod
     def open(cls, root: Path, embedder: dict[str, Any], chunker: dict[str, Any], stores: StoreFactory | None = None,
-             create: bool = True) -> KnowledgeIndex:
+             create: bool = True, analyzer: Analyzer = DEFAULT) -> KnowledgeIndex:
         """Load the live version at `root`, checking it was built by this embedder into the store `stores` makes
-        (None: FAISS); or start an empty one (IndexNotFound when `create` is False)."""
+        (None: FAISS); or start an empty one (IndexNotFound when `create` is False). When the version's BM25 was
+        built with another user dictionary than `analyzer`'s, its token lists are made again from the stored
+        text (`reanalyzed`; no re-embedding); the next save records the new dictionary."""
         root = Path(root)
         stores = stores if stores is not None else FaissStoreFactory()
         folder = current_version(root)
         if folder is None:
             if not create:
                 raise IndexNotFound(f"no index at {root}; build one with `kb ingest PATH --index {root}`")
-            return cls(root, embedder, chunker, stores)
+            return cls(root, embedder, chunker, stores, analyzer)
         manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
         cls.check_compatible(root, manifest, embedder)
         why = stores.mismatch(folder / "dense", root)
         if why is not None:
             raise IndexMismatch(f"{why}, or rebuild it with `kb ingest PATH --index {root} --rebuild`")
-        index = cls(root, embedder, manifest.get("chunker", chunker), stores)
+        index = cls(root, embedder, manifest.get("chunker", chunker), stores, analyzer)
         index.version, index.created, index.updated = folder.name, manifest["created"], manifest["updated"]
         with open(folder / "documents.jsonl", encoding="utf-8") as fh:
             for line in fh:
@@ -119,7 +131,10 @@ class KnowledgeIndex:
                 c = Chunk.from_dict(json.loads(line))
                 index.chunks[c.chunk_id] = c
         index.dense = stores.load(folder / "dense", root)
-        index.lexical = LexicalIndex.load(folder / "lexical")
+        index.lexical = LexicalIndex.load(folder / "lexical", analyzer)
+        if manifest.get("analyzer", {}).get("user_dict", "") != analyzer.fingerprint:
+            index.lexical = index.lexical.reanalyzed(index.ordered_chunks(), analyzer)
+            index.reanalyzed = True
         return index
 
     @staticmethod
@@ -161,11 +176,27 @@ class KnowledgeIndex:
             del self.documents[d]
         return len(gone)
 
+    def ordered_chunks(self) -> list[Chunk]:
+        """The chunks in the order BM25 rows and saved versions keep them: by document, then position."""
+        return sorted(self.chunks.values(), key=lambda c: (c.doc_id, c.meta.get("position", 0)))
+
+    def with_analyzer(self, analyzer: Analyzer) -> KnowledgeIndex:
+        """This version read with another user dictionary: a copy whose BM25 token lists are made again from the
+        stored text (documents, chunks and vectors are shared, not copied). The copy is for searching."""
+        import copy
+
+        twin = copy.copy(self)
+        twin.analyzer, twin.reanalyzed = analyzer, True
+        twin.lexical = self.lexical.reanalyzed(self.ordered_chunks(), analyzer)
+        twin._masks, twin._row_docs = {}, None
+        return twin
+
     def save(self) -> Path:
         """Write a complete new version and publish it atomically (caller holds `storage.writer_lock`)."""
-        ordered = sorted(self.chunks.values(), key=lambda c: (c.doc_id, c.meta.get("position", 0)))
+        ordered = self.ordered_chunks()
         self.lexical.set_chunks(ordered)
         self._masks.clear()  # lexical rows changed order
+        self._row_docs = None
         self.updated = time.time()
         tmp = new_version_dir(self.root)
         with open(tmp / "documents.jsonl", "w", encoding="utf-8") as fh:
@@ -181,23 +212,50 @@ class KnowledgeIndex:
             "counts": {"documents": len(self.documents), "chunks": len(self.chunks)},
             "dense_index": self.dense.kind, "vector_store": self.stores.name,
             "created": self.created, "updated": self.updated,
+            "analyzer": {"user_dict": self.analyzer.fingerprint},
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
         final = publish(self.root, tmp)
         self.version = final.name
+        self.reanalyzed = False
         return final
 
     # ---- reading -------------------------------------------------------------------------------------------
-    def lexical_mask(self, groups: Sequence[str] | None) -> np.ndarray | None:
-        """0/1 weights over the lexical rows for the caller's groups (None: no restriction)."""
+    def lexical_mask(self, groups: Sequence[str] | None, docs: Collection[str] | None = None) -> np.ndarray | None:
+        """0/1 weights over the lexical rows for the caller's groups and the documents `docs` (None: no
+        restriction)."""
+        mask = None
+        if groups is not None:
+            key = tuple(sorted(set(groups)))
+            if key not in self._masks:
+                self._masks[key] = np.array(
+                    [1.0 if cid in self.chunks and allowed_by_groups(self.chunks[cid].meta.get("acl", ()), groups)
+                     else 0.0 for cid in self.lexical.chunk_ids], dtype=np.float32)
+            mask = self._masks[key]
+        if docs is not None:
+            if self._row_docs is None or len(self._row_docs[1]) != len(self.lexical.chunk_ids):
+                codes: dict[str, int] = {}
+                rows = [codes.setdefault(self.chunks[cid].doc_id, len(codes)) if cid in self.chunks else -1
+                        for cid in self.lexical.chunk_ids]
+                self._row_docs = (codes, np.array(rows, dtype=np.int64))
+            codes, rows = self._row_docs
+            wanted = np.array([codes[d] for d in docs if d in codes], dtype=np.int64)
+            keep = np.isin(rows, wanted).astype(np.float32)
+            mask = keep if mask is None else mask * keep
+        return mask
+
+    def visible_documents(self, groups: Sequence[str] | None) -> dict[str, DocRecord]:
+        """The documents a caller of `groups` may read (None: all)."""
         if groups is None:
+            return self.documents
+        return {d: r for d, r in self.documents.items() if allowed_by_groups(r.acl, groups)}
+
+    def matching_documents(self, filters: Filters | None, groups: Sequence[str] | None = None) -> set[str] | None:
+        """The ids of the documents `groups` may read that meet `filters` (None: no filter). FilterError for a key
+        no such document has: the message lists the keys of the documents this caller may read, never others'."""
+        if not filters:
             return None
-        key = tuple(sorted(set(groups)))
-        if key not in self._masks:
-            self._masks[key] = np.array(
-                [1.0 if cid in self.chunks and allowed_by_groups(self.chunks[cid].meta.get("acl", ()), groups)
-                 else 0.0 for cid in self.lexical.chunk_ids], dtype=np.float32)
-        return self._masks[key]
+        return matching(self.visible_documents(groups), filters)
 
     def stats(self) -> dict[str, Any]:
         return {"documents": len(self.documents), "chunks": len(self.chunks), "dense_index": self.dense.kind,

@@ -1,7 +1,8 @@
 """Recall: the top K chunks for a query from the dense leg, the lexical leg, or both fused.
 
-Access groups are applied inside each leg's scoring, so a restricted caller gets a full K of chunks they may see
-and no count of the ones they may not.
+Access groups and metadata filters are applied inside each leg's scoring, so a restricted caller gets a full K of
+chunks they may see (and that match the filters) and no count of the others. Synonyms (`also`) widen the lexical
+leg only: the dense leg already places 年假 near 年休假 when its model can read them.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .analyzer import has_cjk
 from .embedder import Embedder
+from .filters import Filters
 from .fusion import rrf
 from .index import KnowledgeIndex
 from .types import Hit, Mode, check_mode, check_top_k
@@ -23,20 +24,34 @@ class RecallResult:
     timings_ms: dict[str, float] = field(default_factory=dict)  # embed, dense, lexical, fuse
     mode: str = "hybrid"  # the mode actually used
     note: str | None = None  # why it differs from the one asked for
+    also: list[str] = field(default_factory=list)  # synonyms the lexical leg searched besides the query's words
 
 
 def recall(index: KnowledgeIndex, embedder: Embedder, query: str, top_k: int = 50, mode: Mode = "hybrid",
            groups: Sequence[str] | None = None, dense_weight: float = 1.0, lexical_weight: float = 1.0,
-           rrf_k: int = 60, depth: int | None = None) -> RecallResult:
-    """Up to `top_k` hits, best first. Each leg retrieves `depth` (default max(top_k, 100)) before fusion."""
+           rrf_k: int = 60, depth: int | None = None, filters: Filters | None = None,
+           also: Sequence[str] = ()) -> RecallResult:
+    """Up to `top_k` hits, best first, among the chunks `groups` may read of the documents that meet `filters`
+    (FilterError for an unknown key). Each leg retrieves `depth` (default max(top_k, 100)) before fusion; `also`
+    are synonyms the lexical leg searches too, weighted below the query's own words."""
     check_mode(mode)
     check_top_k(top_k)
     depth = max(top_k, 100) if depth is None else depth
+    docs = index.matching_documents(filters, groups)
+    if docs is not None and not docs:
+        return RecallResult(hits=[], timings_ms=dict.fromkeys(("embed", "dense", "lexical", "fuse"), 0.0), mode=mode,
+                            note="no document you may read matches the filters")
     note = None
-    if mode == "hybrid" and embedder.english_only and has_cjk(query):
-        # An English-only embedder ranks Chinese text close to randomly (CMRC2018 nDCG@10: 0.16 dense vs 0.98
-        # BM25); fusing it in would only push good lexical hits down.
-        mode, note = "lexical", f"embedder {embedder.name} is English-only: Chinese query served by BM25 alone"
+    if mode in ("hybrid", "dense"):
+        unreadable = embedder.coverage(query)
+        if unreadable.unreadable() and mode == "hybrid":
+            # A model that cannot read the query's language ranks close to randomly (CMRC2018 nDCG@10 with an
+            # English model: 0.16 dense vs 0.98 BM25); fusing it in would only push good lexical hits down.
+            mode, note = "lexical", (f"embedder {embedder.name} cannot read this query's "
+                                     f"{unreadable.describe()}: served by BM25 alone")
+        elif unreadable.unreadable():  # dense asked for by name (e.g. to measure the leg): served, and said
+            note = (f"embedder {embedder.name} cannot read this query's {unreadable.describe()}: these dense "
+                    "results are close to random; use hybrid or lexical")
     timings: dict[str, float] = {"embed": 0.0, "dense": 0.0, "lexical": 0.0, "fuse": 0.0}
     dense: list[tuple[str, float]] = []
     lexical: list[tuple[str, float]] = []
@@ -44,11 +59,12 @@ def recall(index: KnowledgeIndex, embedder: Embedder, query: str, top_k: int = 5
         t0 = time.perf_counter()
         qvec = embedder.embed_queries([query])
         t1 = time.perf_counter()
-        dense = index.dense.search(qvec, depth if mode == "hybrid" else top_k, groups)[0]
+        dense = index.dense.search(qvec, depth if mode == "hybrid" else top_k, groups, docs)[0]
         timings["embed"], timings["dense"] = (t1 - t0) * 1000, (time.perf_counter() - t1) * 1000
     if mode in ("hybrid", "lexical"):
         t0 = time.perf_counter()
-        lexical = index.lexical.search(query, depth if mode == "hybrid" else top_k, index.lexical_mask(groups))
+        lexical = index.lexical.search(query, depth if mode == "hybrid" else top_k,
+                                       index.lexical_mask(groups, docs), also)
         timings["lexical"] = (time.perf_counter() - t0) * 1000
     t0 = time.perf_counter()
     d_rank = {cid: r for r, (cid, _) in enumerate(dense, start=1)}
@@ -66,4 +82,5 @@ def recall(index: KnowledgeIndex, embedder: Embedder, query: str, top_k: int = 5
         hits.append(Hit(chunk=index.chunks[cid], retrieval_score=float(score), leg=leg,
                         dense_rank=d_rank.get(cid), lexical_rank=l_rank.get(cid)))
     timings["fuse"] = (time.perf_counter() - t0) * 1000
-    return RecallResult(hits=hits, timings_ms=timings, mode=mode, note=note)
+    used = list(also) if mode != "dense" else []
+    return RecallResult(hits=hits, timings_ms=timings, mode=mode, note=note, also=used)

@@ -1,4 +1,4 @@
-"""POST /ingest (multipart upload), GET /documents, DELETE /documents/{doc_id}.
+"""POST /ingest (multipart upload), GET /documents, GET /filters, DELETE /documents/{doc_id}.
 
 Uploads go through the same pipeline and limits as `kb ingest` (`app.services.library`); the API then serves the
 new index version, and the query cache is keyed by index version, so the next search sees the change.
@@ -13,13 +13,14 @@ from fastapi import APIRouter, File, Form, UploadFile
 
 from ingest import IngestError
 from ingest.load import normalise_acl
+from retrieval.filters import known_keys, value_choices
 from retrieval.storage import IndexLocked
 
 from ..errors import KbError
 from ..services.library import safe_name
 from .deps import AdminDep, CallerDep, ServiceDep, StateDep
 from .errors import error_responses
-from .schemas import DocumentInfo
+from .schemas import DocumentInfo, FilterChoices
 
 router = APIRouter(responses=error_responses(400, 401, 403, 404, 409, 413, 422, 503))
 _BUSY = {"Retry-After": "5"}
@@ -71,7 +72,15 @@ def ingest(st: StateDep, who: AdminDep, service: ServiceDep,
 def documents(who: CallerDep, service: ServiceDep) -> list[DocumentInfo]:
     visible = [r for r in service.index.documents.values() if who.may_read(r.acl)]
     return [DocumentInfo(doc_id=r.doc_id, source=r.source, title=r.title, format=r.format, chunks=r.n_chunks,
-                         acl=r.acl, ingested_at=r.ingested_at) for r in sorted(visible, key=lambda r: r.source)]
+                         acl=r.acl, ingested_at=r.ingested_at, fields=r.fields, updated=r.updated)
+            for r in sorted(visible, key=lambda r: r.source)]
+
+
+@router.get("/filters", response_model=FilterChoices,
+            summary="The metadata filters POST /search accepts, with the values present (in documents you may see)")
+def filters(who: CallerDep, service: ServiceDep) -> FilterChoices:
+    visible = service.index.visible_documents(None if who.groups is None else list(who.groups)).values()
+    return FilterChoices(keys=known_keys(visible), values=value_choices(visible))
 
 
 @router.delete("/documents/{doc_id}", summary="Remove a document (and its uploaded file) from the index")

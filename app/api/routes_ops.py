@@ -46,7 +46,20 @@ def info(st: StateDep, who: CallerDep, svc: ServiceDep) -> dict:
         "cache": {"size": len(svc.cache), "capacity": svc.cache.size, "hits": svc.cache.hits,
                   "misses": svc.cache.misses},
         "warnings": svc.warnings,
+        "vocabulary": _vocabulary(svc.vocabulary, who.admin),
     }
+
+
+def _vocabulary(v, admin: bool) -> dict:
+    """What the user dictionary and synonyms in use hold; the lines skipped (file paths and contents) for
+    admins only."""
+    out = {"user_dict": {"path": str(v.user_dict_path) if v.user_dict_path else None,
+                         "words": v.counts.get("user_dict", 0), "fingerprint": v.analyzer.fingerprint},
+           "synonyms": {"path": str(v.synonyms_path) if v.synonyms_path else None,
+                        "sets": v.counts.get("synonyms", 0), "fingerprint": v.synonyms.fingerprint}}
+    if admin:
+        out["problems"] = list(v.problems)
+    return out
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

@@ -7,6 +7,8 @@ import uuid
 
 from fastapi import APIRouter
 
+from retrieval.filters import FilterError, from_mapping
+
 from ..errors import KbError
 from ..services.search import PRESETS
 from .deps import CallerDep, ServiceDep, StateDep
@@ -34,11 +36,16 @@ def search(body: SearchRequest, st: StateDep, who: CallerDep, service: ServiceDe
     if threshold is None and body.preset is not None:
         threshold = PRESETS[body.preset]
     caller = who.narrowed(body.groups)
+    try:
+        filters = from_mapping(body.filters)
+    except FilterError as exc:  # 422 naming the key and the fix
+        raise KbError("validation", str(exc)) from None
     with st.admission.slot():
         st.metrics.in_flight.inc()
         try:
             res = service.search(query, caller=caller, top_k=body.top_k, top_n=body.top_n, threshold=threshold,
-                                 mode=body.mode, max_per_doc=body.max_per_doc, merge=body.merge_adjacent)
+                                 mode=body.mode, max_per_doc=body.max_per_doc, merge=body.merge_adjacent,
+                                 filters=filters)
         finally:
             st.metrics.in_flight.dec()
     st.metrics.observe_search(res.timings_ms, res.candidates, [r.score for r in res.results], res.cached,

@@ -41,6 +41,11 @@ class SearchRequest(BaseModel):
     max_per_doc: int | None = Field(None, ge=1, le=TOP_N_RANGE[1], description="at most this many results per "
                                     "document")
     merge_adjacent: bool | None = Field(None, description="join neighbouring chunks of one document")
+    filters: dict[Text, Text | list[Text]] | None = Field(
+        None, max_length=50, description='document metadata every result must match: {"format": ["pdf"], '
+        '"department": "hr", "path": "policies/it", "updated": ">=2024-01-01"}; several values of one key mean any '
+        "of them. Keys: format, path (folder), title (contains), updated (date, with >=, <=, >, <) and any field of "
+        "the documents' front-matter or sidecar. An unknown key or a bad date is a 422 that lists the known keys")
     include_hidden: bool = Field(False, description="also return results below the threshold")
 
 
@@ -107,6 +112,14 @@ class DocumentInfo(BaseModel):
     acl: list[str]
     ingested_at: float
     status: str = "indexed"
+    fields: dict[str, str | list[str]] = Field(default_factory=dict, description="its own metadata (front-matter "
+                                               "or sidecar): what `filters` match")
+    updated: str | None = Field(None, description="the date it states about itself, if any")
+
+
+class FilterChoices(BaseModel):
+    keys: list[str] = Field(..., description="every key `filters` accepts on the documents you may read")
+    values: dict[str, list[str]] = Field(..., description="for keys with a few distinct values, those values")
 
 
 class FeedbackRequest(BaseModel):

@@ -8,7 +8,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from ..components import LiveSearch, audit_log, load_embedder, make_library, make_search, oidc_verifier, open_events
+from ..components import LiveSearch, audit_log, load_embedder, make_search, oidc_verifier, open_events
 from ..errors import KbError
 from ..oidc import OidcVerifier
 from ..services.audit import AuditLog
@@ -54,6 +54,7 @@ class ApiState:
                 self.live = LiveSearch(s, make_search(s, load_embedder(s), None, events=self._own_events))
             service = self.live.reload_index(create=True, quiet=False)
             self.metrics.index_chunks.set(len(service.index.chunks))
+            self.live.watch()  # the user dictionary and synonyms, reread when they change
             self.ready = True
         except Exception as exc:  # noqa: BLE001 — reported by /health and in the log, the server keeps answering
             self.error = f"{type(exc).__name__}: {exc}"
@@ -78,13 +79,16 @@ class ApiState:
         return events
 
     def close(self) -> None:
-        """At shutdown: write what the events store this API opened holds queued (a store that came with a given
-        service is its owner's to close)."""
+        """At shutdown: stop watching the vocabulary files and write what the events store this API opened holds
+        queued (a store that came with a given service is its owner's to close)."""
+        if self.live is not None:
+            self.live.stop()
         if self._own_events is not None:
             self._own_events.close()
 
     def library(self) -> Library:
-        return make_library(self.settings, self.require_ready().embedder)
+        self.require_ready()
+        return self.live.library()
 
     def reload_index(self) -> SearchService:
         """Serve the index's newest version (after an ingest or a delete)."""

@@ -29,11 +29,12 @@ from .common import (
 def open_eval_set(s, dataset: Path, emb, split: str, progress: bool):
     """The labelled set at `dataset` with its cached eval index, kept beside the main index (INDEX/../eval);
     `kb eval` and `kb tune` share it. Errors end the command with the reason."""
-    from ..components import eval_root, ingest_options
+    from ..components import eval_root, ingest_options, load_vocab
     from ..quality.evaluate import open_dataset
 
     with guard():
-        return open_dataset(dataset, emb, eval_root(s), ingest_options(s), split, progress=progress)
+        return open_dataset(dataset, emb, eval_root(s), ingest_options(s), split, progress=progress,
+                            analyzer=load_vocab(s).analyzer)
 
 
 def eval_(
@@ -61,7 +62,7 @@ def eval_(
     from rerank.params import check_threshold, check_top_n
     from retrieval.types import check_top_k
 
-    from ..components import load_reranker
+    from ..components import load_reranker, load_vocab
     from ..quality.calibration import load_calibrator
     from ..quality.evaluate import detect_layout, evaluate_set
 
@@ -94,6 +95,7 @@ def eval_(
         err.print(f"[yellow]skipped[/] {file}: {reason} (its labels cannot be judged)", highlight=False,
                   soft_wrap=True)
     modes = ["dense", "lexical", "hybrid"] if mode == "all" else [mode or s.recall_mode]
+    synonyms = load_vocab(s).synonyms
     hit_ns = sorted({1, 3, top_n})
     report: dict = {"dataset": es.name, "layout": layout, "split": split if layout == "beir" else None,
                     "judged": f"{es.unit}s", "queries": len(es.queries),
@@ -101,21 +103,27 @@ def eval_(
                     "skipped": [{"file": f, "reason": r} for f, r in es.skipped], "embedder": emb.name,
                     "reranker": model.name if model else None,
                     "calibration": str(s.calibration) if calibrate else None, "top_k": top_k, "top_n": top_n,
-                    "threshold": threshold, "metrics": {}, "answers": {}, "latency_ms": {}}
+                    "threshold": threshold, "metrics": {}, "by_language": {}, "answers": {}, "latency_ms": {}}
     with Progress(console=err, disable=as_json, transient=True) as bar:
         for m in modes:
             task = bar.add_task(f"{m}", total=len(es.queries))
             with guard():
                 res = evaluate_set(es, emb, m, top_k, model, top_k, hit_ns, threshold, calibrate,
                                    s.dense_weight, s.lexical_weight, s.rrf_k,
-                                   tick=lambda n, total, t=task: bar.update(t, completed=n))
+                                   tick=lambda n, total, t=task: bar.update(t, completed=n), synonyms=synonyms)
             for stage, r in res.items():
                 prefix = m if stage == "recall" else f"{m}+rerank"
                 report["metrics"].update({f"{prefix}/{k}": v for k, v in r["metrics"].items()})
+                for lang, part in r["by_language"].items():
+                    report["by_language"].setdefault(lang, {"queries": part["queries"], "metrics": {}})
+                    report["by_language"][lang]["metrics"].update(
+                        {f"{prefix}/{k}": v for k, v in part["metrics"].items()})
                 report["latency_ms"][prefix] = r["latency_ms"]
                 report["answers"][prefix] = r["answers"]
     if len(modes) == 1 and not model:  # flat names for the common case
         report["metrics"] = {k.split("/", 1)[1]: v for k, v in report["metrics"].items()}
+        for part in report["by_language"].values():
+            part["metrics"] = {k.split("/", 1)[1]: v for k, v in part["metrics"].items()}
     if as_json:
         print(json.dumps(report, ensure_ascii=False))
         return
@@ -160,6 +168,18 @@ def _print_report(report: dict, es) -> None:
     table.add_row("latency p50 / p95 ms", *(f"{report['latency_ms'][st]['p50']:.1f} / "
                                            f"{report['latency_ms'][st]['p95']:.1f}" for st in stages))
     out.print(table)
+    if len(report["by_language"]) > 1:
+        by_lang = Table(title="per language (answerable queries)")
+        by_lang.add_column("language")
+        by_lang.add_column("queries", justify="right")
+        wanted = [n for n in names if n.startswith(("hit@", "mrr@"))]
+        columns = [(st, n) for st in stages for n in wanted]
+        for st, n in columns:
+            by_lang.add_column(f"{st} {n}", justify="right")
+        for lang, part in report["by_language"].items():
+            values = [part["metrics"].get(f"{st}/{n}", part["metrics"].get(n)) for st, n in columns]
+            by_lang.add_row(lang, str(part["queries"]), *("-" if v is None else f"{v:.3f}" for v in values))
+        out.print(by_lang)
     for st in stages:
         a = report["answers"][st]
         rule = "recall shows its top N whatever the scores" if a["threshold"] is None else \

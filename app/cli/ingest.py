@@ -61,6 +61,8 @@ def ingest(
                   f"{report.unchanged} unchanged, {len(report.deleted)} deleted, {len(report.skipped)} skipped; "
                   f"{report.chunks_written} chunks embedded; index {s.index_dir} now holds {report.total_documents} "
                   f"documents, {report.total_chunks} chunks ({report.seconds:.1f} s)", highlight=False)
+        if report.reanalyzed:
+            out.print("BM25 was analysed again with the changed user dictionary (no re-embedding)", highlight=False)
     raise typer.Exit(report.exit_code)
 
 

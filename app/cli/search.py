@@ -18,6 +18,8 @@ def _print_result(res, as_json: bool) -> None:
         return
     for w in res.warnings:
         warn(w)
+    if res.also_searched:
+        out.print(f"also searched: {', '.join(res.also_searched)}", highlight=False)
     table = Table(title=f"{res.query}  ({res.timings_ms['total']:.0f} ms)", show_lines=True, expand=True)
     for col in ("rank", "score", "band", "raw", "retrieval"):
         table.add_column(col, no_wrap=True)
@@ -47,17 +49,25 @@ def search(
     max_per_doc: Annotated[Optional[int], typer.Option("--max-per-doc", help="at most M results per document")] = None,
     merge: Annotated[Optional[bool], typer.Option("--merge/--no-merge", help="join neighbouring chunks of a "
                                                   "document [default: settings merge_adjacent]")] = None,
+    filter_: Annotated[Optional[list[str]], typer.Option(
+        "--filter", help="only documents whose metadata match: KEY=VALUE (repeat; one key repeated means any of its "
+                         "values), updated>=2024-01-01 (>=, <=, >, <), KEY!=VALUE. Keys: format, path, title, "
+                         "updated and any front-matter or sidecar field")] = None,
     embedder: EmbedderOpt = None,
     reranker: Annotated[Optional[str], typer.Option("--reranker", help="hub name, local folder, or 'none'")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Search the index: recall K chunks, rerank them, show the N best above the threshold."""
+    from retrieval.filters import parse
+
     from ..components import build_search
     from ..identity import OPERATOR, Caller
 
     quiet_libraries()
     if (query is None) == (queries is None):
         fail("give either a QUERY or --queries FILE")
+    with guard():
+        filters = parse(filter_ or [])
     if queries is not None and not queries.is_file():
         fail(f"--queries {queries}: no such file")
     items = [query] if query is not None else [
@@ -71,7 +81,7 @@ def search(
     for q in items:
         with guard():
             res = service.search(q, caller=caller, top_k=top_k, top_n=top_n, threshold=threshold, mode=mode,
-                                 max_per_doc=max_per_doc, merge=merge)
+                                 max_per_doc=max_per_doc, merge=merge, filters=filters)
         _print_result(res, as_json)
 
 

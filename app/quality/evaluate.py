@@ -29,10 +29,12 @@ from typing import Any, Literal
 
 from ingest import Chunk, Document, chunk
 from ingest.identity import doc_id_for, source_of
+from retrieval.analyzer import DEFAULT, Analyzer, has_cjk
 from retrieval.embedder import Embedder
 from retrieval.index import KnowledgeIndex
 from retrieval.recall import recall
 from retrieval.storage import writer_lock
+from retrieval.synonyms import NONE, Synonyms
 
 from ..identity import OPERATOR, Caller
 from ..services.library import IngestOptions, sync
@@ -63,6 +65,7 @@ class EvalQuery:
     text: str
     relevant: dict[str, int]
     groups: tuple[str, ...] | None = None
+    lang: str = ""  # the set's own label ("zh", "en"), else judged from the text: figures are also given per language
 
     @property
     def answerable(self) -> bool:
@@ -174,14 +177,15 @@ def _fingerprint(*parts: Any) -> str:
 
 
 def build_index(data: BeirData, embedder: Embedder, index_root: Path, max_tokens: int, overlap: int,
-                progress: bool = False) -> KnowledgeIndex:
-    """The BEIR corpus chunked and embedded into a cached index (built once per corpus, embedder and chunker)."""
+                progress: bool = False, analyzer: Analyzer = DEFAULT) -> KnowledgeIndex:
+    """The BEIR corpus chunked and embedded into a cached index (built once per corpus, embedder and chunker;
+    BM25 read with `analyzer`)."""
     max_tokens = min(max_tokens, embedder.max_seq_length)
     chunker = {"max_tokens": max_tokens, "overlap": overlap, "counter": embedder.name}
     root = Path(index_root) / f"eval-{data.name}-{_fingerprint(sorted(data.corpus.items()), embedder.name, chunker)}"
     if KnowledgeIndex.read_manifest(root) is not None:
-        return KnowledgeIndex.open(root, embedder.info(), chunker)
-    index = KnowledgeIndex(root, embedder.info(), chunker)
+        return KnowledgeIndex.open(root, embedder.info(), chunker, analyzer=analyzer)
+    index = KnowledgeIndex(root, embedder.info(), chunker, analyzer=analyzer)
     docs, all_chunks = [], []
     for doc_id, (title, text) in data.corpus.items():
         doc = Document(doc_id=doc_id, source=f"beir:{data.name}/{doc_id}", title=title, text=text,
@@ -229,13 +233,20 @@ def map_evidence(rows: Sequence[dict[str, Any]], index: KnowledgeIndex, folder: 
             grade = int(item.get("grade", 1))
             for c in found:
                 relevant[c.chunk_id] = max(grade, relevant.get(c.chunk_id, 0))
-        out.append(EvalQuery(str(row["_id"]), row["text"], relevant, tuple(row["groups"])))
+        out.append(EvalQuery(str(row["_id"]), row["text"], relevant, tuple(row["groups"]),
+                             str(row.get("lang") or language_of(row["text"]))))
     return out
 
 
+def language_of(text: str) -> str:
+    """"zh" for a question with Chinese characters, else "en" (for sets that do not label their queries)."""
+    return "zh" if has_cjk(text) else "en"
+
+
 def open_dataset(folder: Path, embedder: Embedder, index_root: Path, options: IngestOptions | None = None,
-                 split: str = "test", progress: bool = False) -> EvalSet:
-    """Load a labelled folder (BEIR or sample layout), build or reuse its eval index, judge the queries.
+                 split: str = "test", progress: bool = False, analyzer: Analyzer = DEFAULT) -> EvalSet:
+    """Load a labelled folder (BEIR or sample layout), build or reuse its eval index (BM25 read with `analyzer`:
+    the user dictionary in use), judge the queries.
 
     Raises FileNotFoundError for a folder that is neither layout, ValueError (EvidenceNotFound among them) for
     bad labels; each names the file, line or query id.
@@ -245,15 +256,15 @@ def open_dataset(folder: Path, embedder: Embedder, index_root: Path, options: In
     layout = detect_layout(folder, split)
     if layout == "beir":
         data = load_beir(folder, split)
-        index = build_index(data, embedder, index_root, options.max_tokens, options.overlap, progress)
-        queries = [EvalQuery(qid, text, data.qrels[qid]) for qid, text in data.queries.items()]
+        index = build_index(data, embedder, index_root, options.max_tokens, options.overlap, progress, analyzer)
+        queries = [EvalQuery(qid, text, data.qrels[qid], lang=language_of(text)) for qid, text in data.queries.items()]
         return EvalSet(data.name, "beir", "doc", queries, index, len(data.corpus))
 
     rows = load_sample_queries(folder / "queries.jsonl")
     name = folder.resolve().name
     root = Path(index_root) / f"eval-{name}-{_fingerprint(source_of(folder), embedder.name)}"
-    report = sync([folder / "docs"], root, embedder, options)  # exactly as `kb ingest` would
-    index = KnowledgeIndex.open(root, embedder.info(), {})
+    report = sync([folder / "docs"], root, embedder, options, analyzer=analyzer)  # exactly as `kb ingest` would
+    index = KnowledgeIndex.open(root, embedder.info(), {}, analyzer=analyzer)
     return EvalSet(name, "samples", "chunk", map_evidence(rows, index, folder), index, report.total_documents,
                    list(report.skipped))
 
@@ -300,12 +311,13 @@ def evaluate_set(es: EvalSet, embedder: Embedder, mode: str, top_k: int = 100, r
              hit_ns: Sequence[int] = HIT_NS, threshold: float = 0.5,
              calibrate: Callable[[float], float] | None = None, dense_weight: float = 1.0,
              lexical_weight: float = 1.0, rrf_k: int = 60,
-             tick: Callable[[int, int], None] | None = None) -> dict[str, dict[str, Any]]:
+             tick: Callable[[int, int], None] | None = None, synonyms: Synonyms = NONE) -> dict[str, dict[str, Any]]:
     """Metrics for recall alone ("recall") and, with a reranker, recall + rerank of the top `rerank_k` chunks
     ("rerank"), each with latency (ms per query: p50, p95) and `answers`: how many unanswerable queries would
     still show a result and how many answerable ones would show none. Recall-only shows its top N whatever the
     scores; after reranking a result is shown when its score (`calibrate(raw)` when given, else the reranker's
-    sigmoid) is ≥ `threshold`.
+    sigmoid) is ≥ `threshold`. `by_language` gives the metrics of each language's queries alone. The lexical leg
+    also searches `synonyms`, as a search does.
     """
     stages = ["recall"] + (["rerank"] if reranker is not None else [])
     runs: dict[str, dict[str, dict[str, float]]] = {s: {} for s in stages}
@@ -315,7 +327,8 @@ def evaluate_set(es: EvalSet, embedder: Embedder, mode: str, top_k: int = 100, r
         from rerank.rank import rerank
     for n, q in enumerate(es.queries, start=1):
         t0 = time.perf_counter()
-        res = recall(es.index, embedder, q.text, top_k, mode, q.groups, dense_weight, lexical_weight, rrf_k)
+        res = recall(es.index, embedder, q.text, top_k, mode, q.groups, dense_weight, lexical_weight, rrf_k,
+                     also=synonyms.expand(q.text))
         latency["recall"].append((time.perf_counter() - t0) * 1000)
         runs["recall"][q.qid] = ranked_run([es.unit_of(h.chunk) for h in res.hits])
         best["recall"][q.qid] = 1.0 if res.hits else 0.0
@@ -340,7 +353,12 @@ def evaluate_set(es: EvalSet, embedder: Embedder, mode: str, top_k: int = 100, r
                    "answerable": len(answerable),
                    "answerable_empty": sum(best[stage][q] < limit for q in answerable)}
         metrics = score_run(es.qrels, runs[stage], metric_names(hit_ns)) if es.qrels else {}
-        out[stage] = {"metrics": metrics,
+        by_language = {}
+        for lang in sorted({q.lang for q in es.queries if q.answerable}):
+            qrels = {q.qid: q.relevant for q in es.queries if q.answerable and q.lang == lang}
+            by_language[lang] = {"queries": len(qrels),
+                                 "metrics": score_run(qrels, {q: runs[stage][q] for q in qrels}, metric_names(hit_ns))}
+        out[stage] = {"metrics": metrics, "by_language": by_language,
                       "latency_ms": percentiles(latency[stage]), "answers": answers}
     return out
 

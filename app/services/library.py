@@ -29,6 +29,7 @@ from ingest import IngestError, chunk, discover, fingerprint, load
 from ingest.identity import source_of
 from ingest.load import SIDECAR_SUFFIX
 from ingest.loaders import LOADERS
+from retrieval.analyzer import DEFAULT, Analyzer
 from retrieval.embedder import Embedder
 from retrieval.index import KnowledgeIndex
 from retrieval.storage import writer_lock
@@ -65,6 +66,7 @@ class IngestReport:
     total_chunks: int = 0
     index_version: str = ""
     seconds: float = 0.0
+    reanalyzed: bool = False  # BM25 was made again from the stored text for a changed user dictionary
 
     @property
     def changed(self) -> bool:
@@ -90,9 +92,11 @@ def _under(source: str, roots: Sequence[Path]) -> bool:
 
 def sync(paths: Sequence[str | Path], index_dir: Path, embedder: Embedder, options: IngestOptions | None = None,
          stores: StoreFactory | None = None, delete: bool = True, rebuild: bool = False,
-         progress: Progress | None = None) -> IngestReport:
-    """Bring the index at `index_dir` in line with `paths`, its vectors in a store `stores` makes (None: FAISS).
-    Raises IndexLocked / IndexMismatch for the caller; `rebuild` starts over whatever the index was."""
+         progress: Progress | None = None, analyzer: Analyzer = DEFAULT) -> IngestReport:
+    """Bring the index at `index_dir` in line with `paths`, its vectors in a store `stores` makes (None: FAISS),
+    its BM25 analysed with `analyzer` (a changed user dictionary is applied to every stored chunk and published
+    even when no file changed). Raises IndexLocked / IndexMismatch for the caller; `rebuild` starts over whatever
+    the index was."""
     options = options if options is not None else IngestOptions()
     started = time.perf_counter()
     tick = progress or (lambda stage, done, total: None)
@@ -104,9 +108,10 @@ def sync(paths: Sequence[str | Path], index_dir: Path, embedder: Embedder, optio
     chunker = chunker_settings(embedder, options.max_tokens, options.overlap)
     with writer_lock(Path(index_dir)):
         if rebuild:  # not opened: a rebuild is how an index moves to another embedder or vector store
-            index = KnowledgeIndex(Path(index_dir), embedder.info(), chunker, stores)
+            index = KnowledgeIndex(Path(index_dir), embedder.info(), chunker, stores, analyzer)
         else:
-            index = KnowledgeIndex.open(Path(index_dir), embedder.info(), chunker, stores)
+            index = KnowledgeIndex.open(Path(index_dir), embedder.info(), chunker, stores, analyzer=analyzer)
+        report.reanalyzed = index.reanalyzed
         rechunk_all = index.chunker != chunker
         index.chunker = chunker
         by_source = {rec.source: rec for rec in index.documents.values()}
@@ -131,8 +136,9 @@ def sync(paths: Sequence[str | Path], index_dir: Path, embedder: Embedder, optio
             pending.append((doc, chunks, known is None))
 
         texts = [c.context_text() for _, chunks, _ in pending for c in chunks]
-        vectors = embedder.embed_passages(texts, show_progress=progress is not None and len(texts) > 64)
-        index.replace_documents([(doc, chunks) for doc, chunks, _ in pending], vectors)
+        if pending:
+            vectors = embedder.embed_passages(texts, show_progress=progress is not None and len(texts) > 64)
+            index.replace_documents([(doc, chunks) for doc, chunks, _ in pending], vectors)
         for doc, _, is_new in pending:
             (report.added if is_new else report.updated).append(doc.source)
         report.chunks_written = len(texts)
@@ -145,7 +151,7 @@ def sync(paths: Sequence[str | Path], index_dir: Path, embedder: Embedder, optio
             index.delete_documents([rec.doc_id for rec in gone])
             report.deleted = [rec.source for rec in gone]
 
-        if report.changed or rebuild or index.version == "":
+        if report.changed or rebuild or index.version == "" or report.reanalyzed:
             tick("save", 0, 1)
             index.save()
         report.total_documents, report.total_chunks = len(index.documents), len(index.chunks)
@@ -155,10 +161,10 @@ def sync(paths: Sequence[str | Path], index_dir: Path, embedder: Embedder, optio
 
 
 def remove_documents(index_dir: Path, embedder: Embedder, doc_ids: Sequence[str],
-                     stores: StoreFactory | None = None) -> list[str]:
+                     stores: StoreFactory | None = None, analyzer: Analyzer = DEFAULT) -> list[str]:
     """Delete documents by id and publish a new version; returns the sources removed (unknown ids are ignored)."""
     with writer_lock(Path(index_dir)):
-        index = KnowledgeIndex.open(Path(index_dir), embedder.info(), {}, stores, create=False)
+        index = KnowledgeIndex.open(Path(index_dir), embedder.info(), {}, stores, create=False, analyzer=analyzer)
         sources = [index.documents[d].source for d in doc_ids if d in index.documents]
         if index.delete_documents(list(doc_ids)):
             index.save()
@@ -234,10 +240,12 @@ class Library:
     options: IngestOptions = field(default_factory=IngestOptions)
     stores: StoreFactory | None = None
     upload_dir: Path = Path("data/uploads")
+    analyzer: Analyzer = DEFAULT  # BM25's user dictionary
 
     def sync(self, paths: Sequence[str | Path], delete: bool = True, rebuild: bool = False,
              progress: Progress | None = None) -> IngestReport:
-        return sync(paths, self.index_dir, self.embedder, self.options, self.stores, delete, rebuild, progress)
+        return sync(paths, self.index_dir, self.embedder, self.options, self.stores, delete, rebuild, progress,
+                    self.analyzer)
 
     def ingest_uploads(self, files: Sequence[tuple[str, bytes]], groups: Sequence[str],
                        known_sources: set[str] | frozenset[str] = frozenset(),
@@ -268,7 +276,7 @@ class Library:
     def delete(self, doc_ids: Sequence[str]) -> list[str]:
         """Remove documents from the index (a new version is published) and their uploaded copies; returns
         the sources removed."""
-        sources = remove_documents(self.index_dir, self.embedder, doc_ids, self.stores)
+        sources = remove_documents(self.index_dir, self.embedder, doc_ids, self.stores, self.analyzer)
         uploads = source_of(Path(self.upload_dir)) + "/"
         for src in sources:
             if src.startswith(uploads):  # an uploaded copy would come back with the next ingest of the folder

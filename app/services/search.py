@@ -23,9 +23,11 @@ from rerank.params import check_threshold, check_top_n
 from rerank.protocol import Reranker
 from rerank.types import Scored, band_of
 from retrieval.embedder import Embedder
+from retrieval.filters import FilterError, Filters
 from retrieval.index import KnowledgeIndex
 from retrieval.recall import recall
 from retrieval.types import Hit, check_mode, check_top_k
+from retrieval.vocabulary import Vocabulary
 
 from ..errors import KbError
 from ..identity import Caller
@@ -64,12 +66,13 @@ class SearchResult:
     cached: bool = False  # served from the query cache: timings are those of the original search
     candidates: int = 0  # chunks recalled and (when a reranker is loaded) reranked
     calibrated: bool = False  # scores went through the fitted calibrator (settings.calibration), not the sigmoid
+    also_searched: list[str] = field(default_factory=list)  # synonyms searched besides the query's own words
 
     def to_dict(self, include_hidden: bool = False) -> dict[str, Any]:
         out = {"query": self.query, "query_id": self.query_id, "embedder": self.embedder, "reranker": self.reranker,
                "device": self.device, "dtype": self.dtype, "timings_ms": self.timings_ms, "params": self.params,
                "results": [result_dict(r) for r in self.results], "hidden": len(self.below_threshold),
-               "more": len(self.not_shown),
+               "more": len(self.not_shown), "also_searched": self.also_searched,
                "index_version": self.index_version, "cached": self.cached, "calibrated": self.calibrated}
         if self.warnings:
             out["warnings"] = self.warnings
@@ -210,6 +213,7 @@ class SearchService:
     reranker_error: str | None = None
     calibration_error: str | None = None
     events: EventLog | None = None  # where searches are recorded (None: not recorded)
+    vocabulary: Vocabulary = field(default_factory=Vocabulary)  # synonyms (and the user dictionary the index uses)
 
     def with_index(self, index: KnowledgeIndex | None) -> SearchService:
         """The same models and cache over another index (or version of it); this service is unchanged."""
@@ -222,15 +226,16 @@ class SearchService:
     # ---- searching -----------------------------------------------------------------------------------------
     def search(self, query: str, *, caller: Caller, top_k: int | None = None, top_n: int | None = None,
                threshold: float | None = None, mode: str | None = None, max_per_doc: int | None = None,
-               merge: bool | None = None) -> SearchResult:
-        """Recall `top_k` among the chunks `caller` may read, rerank, keep scores ≥ `threshold`, at most
-        `max_per_doc` per document, cut to `top_n`.
+               merge: bool | None = None, filters: Filters | None = None) -> SearchResult:
+        """Recall `top_k` among the chunks `caller` may read of the documents that meet `filters`, rerank, keep
+        scores ≥ `threshold`, at most `max_per_doc` per document, cut to `top_n`.
 
-        Every argument left as None takes the defaults. The caller's groups are enforced inside recall, so a
-        restricted caller gets a full K of chunks it may see and no count of the others. `merge` joins
-        neighbouring chunks of one document into one passage. Repeated identical searches on the same index
-        version come from an LRU cache (`result.cached`). Raises KbError: validation for bad parameters or an
-        empty query, not_ready when there is no index.
+        Every argument left as None takes the defaults. The caller's groups and the filters are enforced inside
+        recall, so a restricted caller gets a full K of chunks it may see and no count of the others. The lexical
+        leg also searches the synonyms of the query's terms (`result.also_searched`). `merge` joins neighbouring
+        chunks of one document into one passage. Repeated identical searches on the same index version and
+        vocabulary come from an LRU cache (`result.cached`). Raises KbError: validation for bad parameters, an
+        unknown filter key or a bad date, or an empty query; not_ready when there is no index.
         """
         d = self.defaults
         top_k = d.top_k if top_k is None else top_k
@@ -250,12 +255,13 @@ class SearchService:
         query_id = uuid.uuid4().hex
         reranker = self.reranker
         key = (query, top_k, top_n, threshold, mode, max_per_doc, merge, caller.groups, index.version,
-               reranker.name if reranker else None, id(self.calibrator))
+               reranker.name if reranker else None, id(self.calibrator), filters.key() if filters else (),
+               self.vocabulary.key())
         hit = self.cache.get(key)
         if hit is not None:
             return self._recorded(replace(hit, query_id=query_id, cached=True), caller)
         params = {"top_k": top_k, "top_n": top_n, "threshold": threshold, "mode": mode, "groups": groups,
-                  "max_per_doc": max_per_doc, "merge": merge}
+                  "max_per_doc": max_per_doc, "merge": merge, "filters": filters.to_dict() if filters else {}}
         if not index.chunks:
             return SearchResult(query, query_id, self.embedder.name, reranker.name if reranker else None,
                                 self.embedder.choice.device, self.embedder.choice.dtype,
@@ -263,7 +269,11 @@ class SearchService:
                                 warnings=self.warnings + ["the index is empty: ingest documents first"],
                                 index_version=index.version)
         t0 = time.perf_counter()
-        rec = recall(index, self.embedder, query, top_k, mode, groups, d.dense_weight, d.lexical_weight, d.rrf_k)
+        try:
+            rec = recall(index, self.embedder, query, top_k, mode, groups, d.dense_weight, d.lexical_weight, d.rrf_k,
+                         filters=filters, also=self.vocabulary.synonyms.expand(query))
+        except FilterError as exc:
+            raise KbError("validation", str(exc)) from None
         t1 = time.perf_counter()
         shown, more, hidden = self._rank(query, rec.hits, top_n, threshold, max_per_doc, merge)
         t2 = time.perf_counter()
@@ -276,10 +286,20 @@ class SearchService:
             query=query, query_id=query_id, embedder=self.embedder.name,
             reranker=reranker.name if reranker else None, device=choice.device, dtype=choice.dtype,
             timings_ms=timings, results=shown, below_threshold=hidden, not_shown=more, params=params,
-            warnings=self.warnings + ([rec.note] if rec.note else []), index_version=index.version,
-            candidates=len(rec.hits), calibrated=self.calibrator is not None and reranker is not None)
+            warnings=self.warnings + ([rec.note] if rec.note else []) + self._reranker_reads(query),
+            index_version=index.version, candidates=len(rec.hits),
+            calibrated=self.calibrator is not None and reranker is not None, also_searched=rec.also)
         self.cache.put(key, result)
         return self._recorded(result, caller)
+
+    def _reranker_reads(self, query: str) -> list[str]:
+        """A warning when the reranker's tokenizer cannot read the query's script: its scores then say little."""
+        check = getattr(self.reranker, "coverage", None)
+        cov = check(query) if check is not None else None
+        if cov is None or not cov.unreadable():
+            return []
+        return [f"reranker {self.reranker.name} cannot read this query's {cov.describe()}: its scores say little "
+                "about these results; use a multilingual reranker (e.g. BAAI/bge-reranker-v2-m3)"]
 
     def _recorded(self, result: SearchResult, caller: Caller) -> SearchResult:
         if self.events is not None:  # queued, never waited for (app.services.events)

@@ -51,7 +51,7 @@ def search(service: SearchService, query: str, params: Params, caller: Caller) -
         return last
     t0 = time.perf_counter()
     res = service.search(query, caller=caller, top_k=params.top_k, top_n=params.top_n, threshold=params.threshold,
-                         mode=params.mode)
+                         mode=params.mode, filters=params.document_filters())
     wall = (time.perf_counter() - t0) * 1000
     record_latency(wall)
     st.session_state[_LAST] = found = Search(params, caller, query, res, wall, version)

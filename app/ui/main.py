@@ -4,8 +4,8 @@ With sign-in configured, nobody gets past the sign-in page without logging in: b
 box, no document text and no count. After login (or in open mode) it loads models and index once
 (`resources.live()`), draws the sidebar (who is signed in, their groups, sign-out; the search settings) and the
 banners every page needs, then runs the chosen page from `views/`: Search, Raw data and Rerank playground for
-everyone, Library, Analytics, Tuning and Status for admins only (absent from the navigation for others, so opening their
-URL lands on Search).
+everyone, Library, Analytics, Vocabulary, Tuning and Status for admins only (absent from the navigation for
+others, so opening their URL lands on Search).
 
 Two Streamlit rules shape this folder: a folder named `pages/` beside this file would switch Streamlit to its
 older multipage mode, where every file in it is a page reachable by URL without passing through this file (and
@@ -21,6 +21,7 @@ from app.settings import get_settings
 from app.ui import resources, session
 from app.ui.components import banners, controls
 from app.ui.components.cards import CSS
+from retrieval.filters import value_choices
 
 st.set_page_config(page_title="Knowledge search", page_icon=":material/travel_explore:", layout="wide")
 st.html(CSS)
@@ -44,7 +45,9 @@ else:
                  if who.groups is not None else "Groups: every document (admin)")
     if side.button("Sign out", icon=":material/logout:", key="kb_signout"):
         st.logout()
-controls.sidebar(settings, who, groups)
+choices = value_choices(index.visible_documents(None if who.groups is None else list(who.groups)).values()) \
+    if index is not None else {}
+controls.sidebar(settings, who, groups, choices)
 if who.via == "open":
     st.warning("**Open mode: everyone who can open this page sees every document.** For one person on one machine "
                "(`kb demo`). Set `KB_AUTH_PROVIDER_URL` (docs/SECURITY.md) before sharing it.",
@@ -60,6 +63,7 @@ if who.admin:
     pages += [
         st.Page("views/library.py", title="Library", icon=":material/folder_open:"),
         st.Page("views/analytics.py", title="Analytics", icon=":material/insights:"),
+        st.Page("views/vocabulary.py", title="Vocabulary", icon=":material/spellcheck:"),
         st.Page("views/tuning.py", title="Tuning", icon=":material/tune:"),
         st.Page("views/status.py", title="Status", icon=":material/monitor_heart:"),
     ]

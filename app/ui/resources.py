@@ -27,12 +27,14 @@ def _live(key: str, _settings: Settings) -> LiveSearch:
     embedder = _embedder(s.embedder, s.device, s.dtype, str(s.models_dir))
     live = LiveSearch(s, make_search(s, embedder, None, events=open_events(s)))
     live.reload_index()
+    live.watch()  # the user dictionary and synonyms, reread when they change
     return live
 
 
 def live() -> LiveSearch:
     """The served search for the current settings (`KB_*` variables and the config file, read once per process):
-    `.service` is the `SearchService` now, `.index_error` why it has no index, `.reload_index()` after a change."""
+    `.service` is the `SearchService` now, `.index_error` why it has no index, `.reload_index()` after a change,
+    `.reload_vocabulary()` after the user dictionary or synonyms were edited."""
     s = get_settings()
     return _live(s.model_dump_json(), s)
 

@@ -43,7 +43,8 @@ def load_markdown(name: str, data: bytes) -> Loaded:
     body = _EMPHASIS.sub(r"\2", body)
     h1 = _H1.search(body)
     title = str(front.get("title") or (h1.group(1) if h1 else PurePath(name).stem))
-    meta: dict[str, Any] = {"encoding": encoding}
+    fields = {k: v for k, v in front.items() if k not in ("acl", "title")}
+    meta: dict[str, Any] = {"encoding": encoding, "fields": fields}
     if "acl" in front:
         meta["acl"] = front["acl"]
     return Loaded(title=title, text=body, meta=meta)

@@ -10,6 +10,7 @@ from typing import Any
 from rerank.errors import RerankerParameterError
 from rerank.types import RerankerInfo, RerankerOptions
 from rerank.windows import Window, aggregate
+from retrieval.coverage import Coverage, coverage
 from retrieval.device import DeviceChoice
 
 
@@ -57,6 +58,21 @@ class EngineBase:
     def _describe(self) -> dict[str, Any]:
         """This engine's own `RerankerInfo` fields (and `details`)."""
         return {}
+
+    def _tokenizer(self) -> Any:
+        """The loaded model's tokenizer (None when this engine has none here, e.g. a remote one)."""
+        return None
+
+    def coverage(self, text: str) -> Coverage | None:
+        """What of `text` this model's tokenizer can represent, per script (`retrieval.coverage`); None when that
+        cannot be told here (not loaded, or no local tokenizer)."""
+        if not self.loaded:
+            return None
+        tok = self._tokenizer()
+        if tok is None:
+            return None
+        with self._lock:  # a fast tokenizer is not safe to share between threads ("Already borrowed")
+            return coverage(tok, text)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._name!r}, device={self.device!r}, loaded={self.loaded})"

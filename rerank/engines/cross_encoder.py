@@ -81,6 +81,9 @@ class CrossEncoderReranker(EngineBase):
         self._require_loaded()
         return self._model.tokenizer
 
+    def _tokenizer(self):
+        return self._model.tokenizer if self._model is not None else None
+
     @property
     def backend(self) -> str | None:
         """The backend in use after load (torch, onnx or openvino); None before."""

@@ -115,6 +115,9 @@ class LLMReranker(EngineBase):
             scores = [scores]
         return [float(s) for s in scores]
 
+    def _tokenizer(self):
+        return self._flag.tokenizer if self._flag is not None else None
+
     def score(self, query: str, texts: Sequence[str]) -> list[tuple[float, float]]:
         if isinstance(texts, str):
             raise TypeError("texts must be a sequence of strings, not one string; wrap it in a list")

@@ -8,7 +8,7 @@ protocols; which one serves is decided once, by the composition root, from the s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -24,15 +24,16 @@ def allowed_by_groups(acl: Sequence[str], groups: Sequence[str] | None) -> bool:
 
 
 class VectorStore(Protocol):
-    """Chunks' vectors with their access groups. `search` applies the group filter inside the search, so each
-    caller gets its top k among the chunks it may see."""
+    """Chunks' vectors with their access groups. `search` applies the group filter (and a set of allowed
+    documents, from metadata filters) inside the search, so each caller gets its top k among the chunks it may
+    see."""
 
     @property
     def kind(self) -> str: ...  # for the manifest and stats: "flat", "hnsw", "milvus-hnsw", ...
     def upsert(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> None: ...
     def delete(self, doc_ids: Sequence[str]) -> int: ...
-    def search(self, vectors: np.ndarray, k: int, groups: Sequence[str] | None = None
-               ) -> list[list[tuple[str, float]]]: ...
+    def search(self, vectors: np.ndarray, k: int, groups: Sequence[str] | None = None,
+               docs: Collection[str] | None = None) -> list[list[tuple[str, float]]]: ...
     def count(self) -> int: ...
     def save(self, folder: Path) -> None: ...
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import faiss
@@ -119,9 +119,10 @@ class FaissStore:
         return len(self.chunk_ids)
 
     # ---- search --------------------------------------------------------------------------------------------
-    def search(self, vectors: np.ndarray, k: int, groups: Sequence[str] | None = None
-               ) -> list[list[tuple[str, float]]]:
-        """For each query vector, up to k (chunk_id, cosine) pairs, best first, restricted to `groups`."""
+    def search(self, vectors: np.ndarray, k: int, groups: Sequence[str] | None = None,
+               docs: Collection[str] | None = None) -> list[list[tuple[str, float]]]:
+        """For each query vector, up to k (chunk_id, cosine) pairs, best first, restricted to `groups` and to the
+        documents `docs` (None: any)."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
         n = self.count()
         if n == 0 or k <= 0:
@@ -134,8 +135,12 @@ class FaissStore:
                 allowed = np.array([i for i, acl in enumerate(self.acls) if allowed_by_groups(acl, groups)],
                                    dtype=np.int64)
                 self._allowed[key] = allowed
-            if len(allowed) == 0:
-                return [[] for _ in range(len(vectors))]
+        if docs is not None:
+            wanted = docs if isinstance(docs, set | frozenset) else set(docs)
+            rows = np.fromiter((i for i, d in enumerate(self.doc_ids) if d in wanted), dtype=np.int64)
+            allowed = rows if allowed is None else np.intersect1d(allowed, rows, assume_unique=True)
+        if allowed is not None and len(allowed) == 0:
+            return [[] for _ in range(len(vectors))]
         if allowed is not None and (len(allowed) <= EXACT_SUBSET_MAX or self.kind == "flat"):
             sims = vectors @ self.vectors[allowed].T  # exact on the allowed subset
             top = min(k, len(allowed))

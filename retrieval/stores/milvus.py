@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -243,17 +243,20 @@ class MilvusStore:
                   "DISKANN": {"search_list": max(100, k)}}.get(self.index_type, {})
         return {"metric_type": "IP", "params": params}
 
-    def search(self, vectors: np.ndarray, k: int, groups: Sequence[str] | None = None
-               ) -> list[list[tuple[str, float]]]:
+    def search(self, vectors: np.ndarray, k: int, groups: Sequence[str] | None = None,
+               docs: Collection[str] | None = None) -> list[list[tuple[str, float]]]:
         """For each query vector, up to k (chunk_id, inner product) pairs, best first, restricted to `groups`
-        (None: no restriction; []: public chunks only). k is capped at Milvus's limit of 16384."""
+        (None: no restriction; []: public chunks only) and to the documents `docs` (None: any), both inside the
+        search. k is capped at Milvus's limit of 16384."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
-        if k <= 0 or len(vectors) == 0:
+        if k <= 0 or len(vectors) == 0 or (docs is not None and not docs):
             return [[] for _ in range(len(vectors))]
         expr = self._visible()
         if groups is not None:
             wanted = sorted({str(g) for g in groups})
             expr += f" and (public or array_contains_any(acl, {_list(wanted)}))" if wanted else " and public"
+        if docs is not None:
+            expr += f" and doc_id in {_list(sorted(docs))}"
         k = min(k, MAX_TOP_K)
         res = self._conn().search(self.collection, data=vectors.tolist(), limit=k, filter=expr,
                                   output_fields=["chunk_id"], search_params=self._search_params(k))

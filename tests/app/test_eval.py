@@ -126,6 +126,15 @@ def test_kb_eval_on_the_sample_set(samples, samples_root, isolated_settings):
     answers = report["answers"]["hybrid"]
     assert answers["unanswerable_shown"] == answers["unanswerable"]  # recall alone never says "no answer"
     assert report["latency_ms"]["hybrid"]["p50"] > 0
+    # per language: every answerable question counted once, and Chinese hybrid is never below BM25 alone (the
+    # English-only MiniLM cannot read it, so those questions are served by BM25)
+    by = report["by_language"]
+    rows = [json.loads(x) for x in (SAMPLES / "queries.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert {lang: part["queries"] for lang, part in by.items()} == {
+        lang: sum(1 for r in rows if r["answerable"] and r["lang"] == lang) for lang in ("en", "zh")}
+    lexical = json.loads(CliRunner().invoke(app, ["eval", str(SAMPLES), "--index", str(samples_root / "index"),
+                                                  "--mode", "lexical", "--json"]).stdout.strip().splitlines()[-1])
+    assert by["zh"]["metrics"]["hit@5"] >= lexical["by_language"]["zh"]["metrics"]["hit@5"]
 
 
 @pytest.fixture

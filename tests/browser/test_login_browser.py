@@ -112,8 +112,22 @@ def search(page, query: str) -> str:
 
 def nav_links(page) -> set[str]:
     """The page names the navigation offers."""
-    names = ("Search", "Raw data", "Rerank playground", "Library", "Tuning", "Status")
+    names = ("Search", "Raw data", "Rerank playground", "Library", "Analytics", "Vocabulary", "Tuning", "Status")
     return {n for n in names if page.get_by_role("link", name=n, exact=True).count()}
+
+
+def format_choices(page) -> set[str]:
+    """The values the sidebar's format filter offers."""
+    side = page.locator('[data-testid="stSidebar"]')
+    side.get_by_text("Filter documents").click()
+    box = side.locator('[data-testid="stMultiSelect"]').filter(has_text="format")
+    box.scroll_into_view_if_needed()
+    box.locator("input").click()
+    options = page.get_by_role("option")
+    options.first.wait_for()
+    found = set(options.all_inner_texts()) - {"Select all"}
+    page.keyboard.press("Escape")
+    return found
 
 
 def test_before_login_only_the_sign_in_page(page, app, provider):
@@ -134,18 +148,20 @@ def test_an_employee_never_sees_the_hr_document_nor_the_library(page, app, provi
     sign_in(page, url, provider, "alice")
     side = page.locator('[data-testid="stSidebar"]').inner_text()
     assert "Alice Employee" in side and "public documents only" in side
-    assert "Search" in nav_links(page) and not {"Library", "Tuning", "Status"} & nav_links(page)
+    assert "Search" in nav_links(page) and not {"Library", "Vocabulary", "Tuning", "Status"} & nav_links(page)
+    assert format_choices(page) == {"html", "pdf"}  # the hr-only .docx is not even a filter value for her
     body = search(page, QUERY)
     assert SALARY not in body and "薪酬带宽" not in body
     assert "Download" not in body or SALARY not in body
-    page.goto(f"{url}/library")  # not in her navigation: Streamlit refuses it and runs Search instead
-    page.get_by_role("dialog").get_by_text("Page not found").wait_for()
-    page.get_by_label("Question").wait_for()
-    settle(page)
-    assert page.get_by_text("Add or update documents").count() == 0
-    assert page.get_by_role("heading", name="Library").count() == 0
-    page.keyboard.press("Escape")
-    page.get_by_role("dialog").wait_for(state="detached")
+    for admin_page, marker in (("library", "Add or update documents"), ("vocabulary", "Try a question")):
+        page.goto(f"{url}/{admin_page}")  # not in her navigation: Streamlit refuses it and runs Search instead
+        page.get_by_role("dialog").get_by_text("Page not found").wait_for()
+        page.get_by_label("Question").wait_for()
+        settle(page)
+        assert page.get_by_text(marker).count() == 0
+        assert page.get_by_role("heading", name=admin_page.title()).count() == 0
+        page.keyboard.press("Escape")
+        page.get_by_role("dialog").wait_for(state="detached")
     sign_out(page, url, provider)
     page.reload()
     page.get_by_role("button", name="Sign in").wait_for()
@@ -158,12 +174,13 @@ def test_an_hr_member_sees_the_hr_document(page, app, provider):
     assert "hr" in page.locator('[data-testid="stSidebar"]').inner_text()
     assert SALARY in search(page, QUERY)
     assert "Library" not in nav_links(page)
+    assert format_choices(page) == {"docx", "html", "pdf"}
 
 
 def test_an_admin_gets_the_library_upload_form(page, app, provider):
     url, _ = app
     sign_in(page, url, provider, "root")
-    assert {"Search", "Library", "Tuning", "Status"} <= nav_links(page)
+    assert {"Search", "Library", "Vocabulary", "Tuning", "Status"} <= nav_links(page)
     page.goto(f"{url}/library")
     page.get_by_text("Add or update documents").wait_for()
     assert page.get_by_role("heading", name="Library").count() == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ingest import Document, chunk
+from retrieval.embedder import Embedder
 from retrieval.index import KnowledgeIndex
 from retrieval.recall import recall
 
@@ -70,9 +71,14 @@ def test_bad_mode_and_k(index, embedder):
         recall(index, embedder, "x", 0)
 
 
-def test_english_only_embedder_leaves_chinese_to_bm25(index, embedder):
-    assert embedder.english_only
-    res = recall(index, embedder, "年休假几天", 5, "hybrid")
-    assert res.mode == "lexical" and "English-only" in res.note
+@pytest.mark.parametrize("given", ["packaged", "folder"])
+def test_an_embedder_that_cannot_read_chinese_leaves_it_to_bm25(index, embedder, minilm_path, given):
+    # The same model given by its packaged name or as a folder path, the way a user points at any local model:
+    # the guard reads the tokenizer, not the name.
+    model = embedder if given == "packaged" else Embedder(str(minilm_path)).load()
+    res = recall(index, model, "年休假几天", 5, "hybrid")
+    assert res.mode == "lexical" and "cannot read this query's Chinese" in res.note
     assert top_doc(res) == "leave" and all(h.leg == "lexical" for h in res.hits)
-    assert recall(index, embedder, "annual leave days", 5, "hybrid").mode == "hybrid"
+    assert recall(index, model, "annual leave days", 5, "hybrid").mode == "hybrid"
+    dense = recall(index, model, "年休假几天", 5, "dense")  # asked for by name: served, with the warning
+    assert dense.mode == "dense" and "close to random" in dense.note and all(h.leg == "dense" for h in dense.hits)

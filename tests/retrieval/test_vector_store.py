@@ -141,6 +141,25 @@ def test_filter_is_applied_inside_the_search_not_after_top_k(backend, ann):
     assert store.search(q, 5, groups=["nobody"]) == [[]]
 
 
+@pytest.mark.parametrize("ann", [False, True], ids=["exact", "ann"])
+def test_document_filter_fills_k_with_matching_chunks(backend, ann):
+    """A metadata filter (a set of allowed documents) is applied inside the search like the groups: the documents
+    it allows are the ones least like the query, and still fill K, in score order, together with the groups."""
+    rng = np.random.default_rng(8)
+    vecs, q = unit(rng, 3000, 16), unit(rng, 1, 16)
+    chunks = chunks_for(3000, lambda i: ["hr"] if i % 2 else [])  # d0..d299, ten chunks each
+    order = np.argsort(vecs @ q[0])  # least similar first
+    far_docs = list(dict.fromkeys(chunks[i].doc_id for i in order))[:6]
+    store = backend.new(16, ann=ann)
+    store.upsert(chunks, vecs)
+    got = store.search(q, 40, docs=set(far_docs))[0]
+    assert len(got) == 40 and {f"d{int(c[1:]) // 10}" for c, _ in got} <= set(far_docs)
+    assert [s for _, s in got] == sorted((s for _, s in got), reverse=True)
+    public = store.search(q, 40, groups=[], docs=set(far_docs))[0]
+    assert len(public) == 30 and all(int(c[1:]) % 2 == 0 for c, _ in public)  # only their public chunks
+    assert store.search(q, 5, docs=set()) == [[]]
+
+
 def test_chunk_in_several_groups_is_seen_by_each(backend):
     rng = np.random.default_rng(7)
     chunks = [Chunk(chunk_id="both", doc_id="d", text="t", meta={"acl": ["hr", "it"]}),

@@ -1,5 +1,6 @@
-"""The sidebar's search settings: recall size K, results shown N, threshold with its presets, recall mode, and
-for admins "view as" chosen access groups.
+"""The sidebar's search settings: recall size K, results shown N, threshold with its presets, recall mode,
+metadata filters (a multiselect per field with the values present in the documents the caller may read, and an
+"updated since" date), and for admins "view as" chosen access groups.
 
 The values live in `st.session_state` under fixed keys, so every page (search, playground, tuning) reads the
 same `Params` and moving a slider on one page keeps it on the others. Defaults come from settings. Whose
@@ -10,12 +11,14 @@ may narrow to check what a group sees.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 
 import streamlit as st
 
 from app.identity import Caller
 from app.services.search import PRESETS
 from app.settings import Settings
+from retrieval.filters import Filters, from_mapping
 from retrieval.types import MODES
 
 CUSTOM = "custom"
@@ -28,6 +31,10 @@ class Params:
     threshold: float
     mode: str
     view_as: tuple[str, ...] | None  # an admin viewing as members of these groups; None: as themselves
+    filters: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (key, values chosen), "updated" as (">=DATE",)
+
+    def document_filters(self) -> Filters:
+        return from_mapping({k: list(v) for k, v in self.filters})
 
 
 def searcher(caller: Caller, params: Params) -> Caller:
@@ -61,10 +68,27 @@ def _defaults(s: Settings) -> None:
     state.setdefault("kb_mode", s.recall_mode)
     state.setdefault("kb_restrict", False)
     state.setdefault("kb_groups", [])
+    state.setdefault("kb_filter_keys", [])
 
 
-def sidebar(s: Settings, caller: Caller, groups_available: list[str]) -> Params:
-    """Draw the controls and return their values; "view as" only for admins."""
+def _filter_widgets(choices: dict[str, list[str]]) -> None:
+    state = st.session_state
+    state["kb_filter_keys"] = list(choices)
+    active = any(state.get(f"kb_filter_{k}") for k in choices) or state.get("kb_filter_since") is not None
+    with st.sidebar.expander("Filter documents", expanded=active, icon=":material/filter_alt:"):
+        for key, values in choices.items():
+            chosen = [v for v in state.get(f"kb_filter_{key}", []) if v in values]  # values gone after a delete
+            state[f"kb_filter_{key}"] = chosen
+            st.multiselect(key, values, key=f"kb_filter_{key}", placeholder="any")
+        st.date_input("Updated on or after", value=None, key="kb_filter_since", min_value=date(1970, 1, 1),
+                      help="The date a document states about itself (front-matter or sidecar `updated`), else "
+                           "its file's date.")
+
+
+def sidebar(s: Settings, caller: Caller, groups_available: list[str],
+            filter_choices: dict[str, list[str]] | None = None) -> Params:
+    """Draw the controls and return their values; "view as" only for admins. `filter_choices` (field → values
+    present in the documents the caller may read) become the filter multiselects."""
     _defaults(s)
     side = st.sidebar
     side.subheader("Search settings")
@@ -80,6 +104,7 @@ def sidebar(s: Settings, caller: Caller, groups_available: list[str]) -> Params:
                 help="Results with a normalised reranker score below this are hidden behind an expander.")
     side.selectbox("Recall mode", MODES, key="kb_mode",
                    help="hybrid: dense embeddings and BM25 fused; dense or lexical: one leg only.")
+    _filter_widgets(filter_choices or {})
     if caller.admin:
         side.toggle("View as members of access groups", key="kb_restrict",
                     help="Off: every document (you are an admin). On: what a member of the groups chosen below "
@@ -94,5 +119,10 @@ def current(caller: Caller) -> Params:
     """The values the sidebar holds now (the sidebar must have been drawn in this run)."""
     state = st.session_state
     view_as = tuple(state["kb_groups"]) if caller.admin and state["kb_restrict"] else None
+    filters = [(k, tuple(state[f"kb_filter_{k}"])) for k in state.get("kb_filter_keys", [])
+               if state.get(f"kb_filter_{k}")]
+    since = state.get("kb_filter_since")
+    if since is not None:
+        filters.append(("updated", (f">={since.isoformat()}",)))
     return Params(int(state["kb_top_k"]), int(state["kb_top_n"]), float(state["kb_threshold"]), state["kb_mode"],
-                  view_as)
+                  view_as, tuple(filters))

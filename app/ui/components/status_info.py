@@ -6,7 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from rerank.types import RerankerInfo
+from retrieval.coverage import SCRIPT_NAMES
 from retrieval.device import DeviceChoice
+from retrieval.embedder import PROBE
 
 SECRET_SETTINGS = ("api_keys", "reranker_api_key", "milvus_token")  # never shown, not even to admins
 
@@ -50,6 +52,19 @@ def exact_note(r: RerankerInfo) -> str:
     done = r.exact_rescored or {}
     return (f"; {'int8' if r.quantized else r.dtype} with float32 re-scoring of top-{r.exact_top} "
             f"near-ties ({done.get('rescored', 0)} of {done.get('candidates', 0)} candidates so far)")
+
+
+def cannot_read(scripts: list[str] | None) -> str:
+    """"; cannot read Chinese" for a model whose tokenizer loses those scripts (empty when it reads them all)."""
+    return f"; cannot read {', '.join(scripts)}" if scripts else ""
+
+
+def reranker_unreadable(reranker: Any) -> list[str]:
+    """The scripts of usual HR/IT text the reranker's tokenizer cannot represent (empty when it reads them, or
+    when that cannot be told, e.g. a remote reranker)."""
+    check = getattr(reranker, "coverage", None)
+    cov = check(PROBE) if check is not None else None
+    return [SCRIPT_NAMES[s] for s in cov.unreadable()] if cov is not None else []
 
 
 def settings_rows(s: Any) -> list[dict[str, str]]:

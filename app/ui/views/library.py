@@ -7,7 +7,6 @@ from pathlib import Path
 
 import streamlit as st
 
-from app.components import make_library
 from app.services.library import document_rows, parse_groups
 from app.ui import resources, session
 from ingest.load import SUPPORTED_SUFFIXES
@@ -19,7 +18,7 @@ session.require_admin(who, "Library")
 live = resources.live()
 svc = live.service
 s = live.settings
-library = make_library(s, svc.embedder)
+library = live.library()
 
 st.title("Library")
 st.caption(f"Index {s.index_dir} · uploaded files are kept in {s.upload_dir} · supported: "

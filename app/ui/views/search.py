@@ -64,6 +64,11 @@ if res.reranker:
                 f"{params.threshold:.2f} (of {recalled} passages recalled and reranked)")
 else:
     st.markdown(f"**{len(shown)} passages in recall order** (no reranker: no relevance scores)")
+if res.also_searched:
+    st.caption("Also searched: " + ", ".join(res.also_searched) + " (synonyms of your words)")
+if params.filters:
+    st.caption("Only documents with " + "; ".join(f"{k} {' or '.join(v)}" for k, v in params.filters)
+               + " (sidebar filters)")
 if not shown:
     st.info("Nothing scored above the threshold. Lower it in the sidebar, or look below the threshold.")
 

@@ -10,7 +10,16 @@ import streamlit as st
 from app.quality.latency import percentiles
 from app.settings import config_path
 from app.ui import history, resources, session
-from app.ui.components.status_info import device_rows, exact_note, folder_bytes, human_bytes, precision, settings_rows
+from app.ui.components.status_info import (
+    cannot_read,
+    device_rows,
+    exact_note,
+    folder_bytes,
+    human_bytes,
+    precision,
+    reranker_unreadable,
+    settings_rows,
+)
 from retrieval.storage import current_version
 
 who = session.current()
@@ -41,13 +50,13 @@ info = emb.info()
 models = [{"Role": "embedder", "Model": emb.name, "Requested": emb.requested, "Path": info.get("path"),
            "Device": emb.choice.device, "Precision": precision(emb.choice.dtype),
            "Details": f"{info['dim']}-d, max {info['max_seq_length']} tokens"
-                      f"{', English only' if info.get('english_only') else ''}"}]
+                      f"{cannot_read(info.get('unreadable_scripts'))}"}]
 if svc.reranker is not None:
     r = svc.reranker.info()
     models.append({"Role": "reranker", "Model": svc.reranker.name, "Requested": svc.reranker_name,
                    "Path": r.path, "Device": r.device, "Precision": precision(r.dtype),
                    "Details": f"{r.architecture or r.kind}, max {r.max_length} tokens, batch {r.batch_size}"
-                              f"{exact_note(r)}"})
+                              f"{exact_note(r)}{cannot_read(reranker_unreadable(svc.reranker))}"})
 else:
     models.append({"Role": "reranker", "Model": "not loaded", "Requested": svc.reranker_name, "Path": None,
                    "Device": None, "Precision": None, "Details": svc.reranker_error or "switched off"})

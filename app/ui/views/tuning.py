@@ -82,7 +82,8 @@ n_timed = right.number_input("Queries timed per K", min_value=1, value=5, step=5
 if st.button("Evaluate", type="primary", disabled=folder is None or svc.embedder is None, icon=":material/play_arrow:"):
     try:
         with st.spinner("Building or opening the labelled set's index…"):
-            labelled = open_dataset(folder, svc.embedder, eval_root(s), ingest_options(s))
+            labelled = open_dataset(folder, svc.embedder, eval_root(s), ingest_options(s),
+                                    analyzer=svc.vocabulary.analyzer)
         if n_queries:
             labelled = replace(labelled, queries=labelled.queries[:int(n_queries)])
         # the same models over the labelled set's own index

@@ -1,0 +1,80 @@
+"""The app's metadata filters (sidebar multiselects from the values present) and the Vocabulary page: an admin
+saves synonyms and a user dictionary, bad lines are listed with their numbers, the audit log records it, and
+the next search says what it also searched."""
+
+from __future__ import annotations
+
+import json
+
+from app.services.library import sync
+from tests.app.ui.test_search_page import cards, search, set_threshold
+
+DOCS = {
+    "leave.md": "---\ndepartment: hr\n---\n# Annual leave\n\nEmployees get twenty days of annual leave a year.\n",
+    "sick.md": "---\ndepartment: hr\n---\n# Sick leave\n\nSick leave needs a doctor's note after three days.\n",
+    "vpn.md": "---\ndepartment: it\n---\n# VPN token\n\nTo reset a forgotten VPN token, open the self-service "
+              "portal. Leave the old token with the IT desk.\n",
+    "audit.txt": "Audit leave records are kept for five years.",
+}
+
+
+def _index(tmp_path, embedder):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name, text in DOCS.items():
+        (docs / name).write_text(text, encoding="utf-8")
+    sync([docs], tmp_path / "index", embedder)
+    return tmp_path / "index"
+
+
+def files(at) -> set[str]:
+    """The documents the result cards come from (by the file name in each card's source line)."""
+    return {name for c in cards(at) for name in (*DOCS, "leave.md") if name in c.select_one(".kb-source").text}
+
+
+def test_sidebar_filters_offer_the_values_present_and_restrict_results(app_test, tmp_path, embedder, monkeypatch):
+    monkeypatch.setenv("KB_RECALL_MODE", "lexical")
+    at = set_threshold(app_test(index=_index(tmp_path, embedder), reranker="none"), 0.0)
+    assert at.multiselect(key="kb_filter_department").options == ["hr", "it"]
+    assert at.multiselect(key="kb_filter_format").options == ["md", "txt"]
+    at = search(at, "leave")
+    assert {"leave.md", "sick.md", "vpn.md"} <= files(at)
+    at.multiselect(key="kb_filter_department").set_value(["hr"]).run()
+    assert not at.exception
+    assert files(at) == {"leave.md", "sick.md"}
+    assert any("Only documents with department hr" in c.value for c in at.caption)
+    at.multiselect(key="kb_filter_department").set_value(["it"]).run()
+    at.multiselect(key="kb_filter_format").set_value(["txt"]).run()
+    assert cards(at) == [] and any("no document you may read matches" in w.value for w in at.warning)
+
+
+def test_vocabulary_page_saves_reports_and_applies(app_test, kb, tmp_path, monkeypatch):
+    monkeypatch.setenv("KB_SYNONYMS", str(tmp_path / "synonyms.txt"))
+    monkeypatch.setenv("KB_USER_DICT", str(tmp_path / "userdict.txt"))
+    monkeypatch.setenv("KB_AUDIT_LOG", str(tmp_path / "audit.jsonl"))
+    at = app_test()
+    at.switch_page("views/vocabulary.py").run()
+    assert not at.exception
+    [synonyms, user_dict] = at.text_area
+    synonyms.input("holiday, annual leave\nlonely\n")
+    next(b for b in at.button if b.label == "Save").click()  # the first form: synonyms
+    at.run()
+    assert not at.exception
+    assert (tmp_path / "synonyms.txt").read_text(encoding="utf-8") == "holiday, annual leave\nlonely\n"
+    assert any("1 synonym sets" in s.value for s in at.success)
+    assert any("synonyms.txt:2" in w.value and "one term" in w.value for w in at.warning)
+    entry = json.loads((tmp_path / "audit.jsonl").read_text(encoding="utf-8").splitlines()[-1])
+    assert entry["action"] == "edit synonyms" and entry["skipped"] == 1 and entry["path"].endswith("synonyms.txt")
+
+    at.text_area[1].input("飞书审批\n")
+    [b for b in at.button if b.label == "Save"][1].click()
+    at.run()
+    assert (tmp_path / "userdict.txt").read_text(encoding="utf-8") == "飞书审批\n"
+    at.text_input(key="kb_voc_try").input("飞书审批 holiday").run()
+    assert any("`飞书审批`" in m.value for m in at.markdown)
+    assert any("Also searched:** annual leave" in m.value for m in at.markdown)
+
+    at.switch_page("views/search.py").run()
+    at = search(set_threshold(at, 0.0), "holiday")
+    assert any(c.value.startswith("Also searched: annual leave") for c in at.caption)
+    assert "leave.md" in files(at)

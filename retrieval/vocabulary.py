@@ -44,23 +44,25 @@ class Vocabulary:
         return self.analyzer.fingerprint, self.synonyms.fingerprint
 
 
+def _read(path: Path | None, there: bool, reader, empty, problems: list[str], what: str):
+    """What `reader` makes of the file (its bad lines added to `problems`), or `empty` when there is none or it
+    cannot be read (said in `problems`)."""
+    if path is None or not there:
+        return empty
+    try:
+        value, bad = reader(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(f"{path}: cannot be read ({exc}); save it as UTF-8 text. No {what} are used")
+        return empty
+    problems += bad
+    return value
+
+
 def load_vocabulary(user_dict: Path | None, synonyms: Path | None) -> Vocabulary:
     """Both files read (either may be None or absent: none of those words); bad lines are in `problems`."""
     stamp = file_stamp(user_dict, synonyms)  # before reading: a change while reading is seen next time
     problems: list[str] = []
-    entries = []
-    if user_dict is not None and stamp[0] is not None:
-        try:
-            entries, bad = read_user_dict(user_dict)
-            problems += bad
-        except (OSError, UnicodeDecodeError) as exc:
-            problems.append(f"{user_dict}: cannot be read ({exc}); save it as UTF-8 text. No user dictionary is used")
-    sets = NONE
-    if synonyms is not None and stamp[1] is not None:
-        try:
-            sets, bad = read_synonyms(synonyms)
-            problems += bad
-        except (OSError, UnicodeDecodeError) as exc:
-            problems.append(f"{synonyms}: cannot be read ({exc}); save it as UTF-8 text. No synonyms are used")
+    entries = _read(user_dict, stamp[0] is not None, read_user_dict, [], problems, "user dictionary words")
+    sets = _read(synonyms, stamp[1] is not None, read_synonyms, NONE, problems, "synonyms")
     return Vocabulary(Analyzer(entries) if entries else DEFAULT, sets, user_dict, synonyms, tuple(problems), stamp,
                       {"user_dict": len(entries), "synonyms": len(sets.sets)})

@@ -131,9 +131,10 @@ class KnowledgeIndex:
                 c = Chunk.from_dict(json.loads(line))
                 index.chunks[c.chunk_id] = c
         index.dense = stores.load(folder / "dense", root)
-        index.lexical = LexicalIndex.load(folder / "lexical", analyzer)
-        if manifest.get("analyzer", {}).get("user_dict", "") != analyzer.fingerprint:
-            index.lexical = index.lexical.reanalyzed(index.ordered_chunks(), analyzer)
+        if manifest.get("analyzer", {}).get("user_dict", "") == analyzer.fingerprint:
+            index.lexical = LexicalIndex.load(folder / "lexical", analyzer)
+        else:  # the saved token lists were cut with another dictionary: not read, made again
+            index.lexical = LexicalIndex.of(index.ordered_chunks(), analyzer)
             index.reanalyzed = True
         return index
 
@@ -187,7 +188,7 @@ class KnowledgeIndex:
 
         twin = copy.copy(self)
         twin.analyzer, twin.reanalyzed = analyzer, True
-        twin.lexical = self.lexical.reanalyzed(self.ordered_chunks(), analyzer)
+        twin.lexical = LexicalIndex.of(self.ordered_chunks(), analyzer)
         twin._masks, twin._row_docs = {}, None
         return twin
 

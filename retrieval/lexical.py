@@ -46,9 +46,10 @@ class LexicalIndex:
                        for c in chunks]
         self._bm25 = None
 
-    def reanalyzed(self, chunks: Sequence[Chunk], analyzer: Analyzer) -> LexicalIndex:
-        """A new index of these chunks with `analyzer` (every token list made again from the text)."""
-        fresh = LexicalIndex(analyzer)
+    @classmethod
+    def of(cls, chunks: Sequence[Chunk], analyzer: Analyzer) -> LexicalIndex:
+        """An index of these chunks with `analyzer` (every token list made from the text)."""
+        fresh = cls(analyzer)
         fresh.set_chunks(chunks, known={})
         return fresh
 

@@ -8,7 +8,7 @@ read is reported in `problems` (file and line number) and skipped, never failing
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .analyzer import DEFAULT, Analyzer, read_user_dict
@@ -37,7 +37,11 @@ class Vocabulary:
     synonyms_path: Path | None = None
     problems: tuple[str, ...] = ()
     stamp: Stamp = (None, None)
-    counts: dict[str, int] = field(default_factory=dict)  # user_dict entries, synonym sets
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """How many user dictionary words and synonym sets are in use."""
+        return {"user_dict": len(self.analyzer.entries), "synonyms": len(self.synonyms.sets)}
 
     def key(self) -> tuple[str, str]:
         """What search results depend on (for the query cache)."""
@@ -64,5 +68,4 @@ def load_vocabulary(user_dict: Path | None, synonyms: Path | None) -> Vocabulary
     problems: list[str] = []
     entries = _read(user_dict, stamp[0] is not None, read_user_dict, [], problems, "user dictionary words")
     sets = _read(synonyms, stamp[1] is not None, read_synonyms, NONE, problems, "synonyms")
-    return Vocabulary(Analyzer(entries) if entries else DEFAULT, sets, user_dict, synonyms, tuple(problems), stamp,
-                      {"user_dict": len(entries), "synonyms": len(sets.sets)})
+    return Vocabulary(Analyzer(entries) if entries else DEFAULT, sets, user_dict, synonyms, tuple(problems), stamp)

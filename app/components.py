@@ -13,7 +13,7 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
-from rerank.engines.factory import get_reranker, is_disabled
+from rerank.engines.factory import get_reranker, is_disabled, release
 from rerank.protocol import Reranker
 from rerank.types import RerankerOptions
 from retrieval.analyzer import Analyzer
@@ -28,7 +28,11 @@ from .quality.calibration import Calibrator, load_calibrator
 from .services.audit import AuditLog
 from .services.events import EventLog, who_key
 from .services.library import IngestOptions, Library
+from .services.model_stats import ModelStats
+from .services.rollout import RolloutState, RolloutStore, model_id
+from .services.rollout import stamp as rollout_stamp
 from .services.search import QueryCache, SearchDefaults, SearchService
+from .services.shadow import ShadowRunner
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -70,6 +74,28 @@ def vocabulary_paths(s: Settings) -> tuple[Path, Path]:
             s.synonyms if s.synonyms is not None else home / "synonyms.txt")
 
 
+def rollout_store(s: Settings) -> RolloutStore:
+    """The rollout file: the `rollout_file` setting, else rerankers.json beside the index folder."""
+    return RolloutStore(s.rollout_file if s.rollout_file is not None else Path(s.index_dir).parent / "rerankers.json")
+
+
+def read_rollout(s: Settings) -> tuple[RolloutState, str | None]:
+    """(what the rollout file says, None), or (an empty state, why the file cannot be read: the `reranker`
+    setting then serves). With `follow_rollout` off the file is not read."""
+    if not s.follow_rollout:
+        return RolloutState(), None
+    try:
+        return rollout_store(s).read(), None
+    except KbError as exc:
+        log.warning("%s; serving the reranker setting %r", exc.message, s.reranker)
+        return RolloutState(), exc.message
+
+
+def serving_reranker(s: Settings) -> str:
+    """The name of the reranker that serves: the last promoted one, else the `reranker` setting."""
+    return read_rollout(s)[0].serving_model(s.reranker)
+
+
 # ---- parts -----------------------------------------------------------------------------------------------------
 def load_embedder(s: Settings) -> Embedder:
     """The embedder the settings name, loaded (ModelNotAvailable / ValueError when it cannot be)."""
@@ -99,30 +125,41 @@ def open_index(s: Settings, embedder: Embedder, create: bool = False,
                                analyzer=analyzer)
 
 
-def load_reranker(s: Settings, options: RerankerOptions | None = None) -> tuple[Reranker | None, str | None]:
-    """(the process-wide loaded reranker, None) or (None, why not). "none" is (None, None): switched off. A load
-    failure is logged and returned, never raised: search then serves recall-only results and says so."""
-    if is_disabled(s.reranker):
+def load_reranker(s: Settings, options: RerankerOptions | None = None,
+                  name: str | None = None) -> tuple[Reranker | None, str | None]:
+    """(the process-wide loaded reranker `name` — default: the one serving, `serving_reranker` —, None) or (None,
+    why not). "none" is (None, None): switched off. A load failure is logged and returned, never raised: search
+    then serves recall-only results and says so."""
+    name = name if name is not None else serving_reranker(s)
+    if is_disabled(name):
         return None, None
     try:
-        return get_reranker(s.reranker, options if options is not None else reranker_options(s)), None
+        return get_reranker(name, options if options is not None else reranker_options(s)), None
     except Exception as exc:  # noqa: BLE001 — any load failure means recall-only, said loudly
-        error = (f"reranker {s.reranker!r} could not be loaded ({exc}); serving recall-only results (scores are "
+        error = (f"reranker {name!r} could not be loaded ({exc}); serving recall-only results (scores are "
                  "not reranker scores)")
         log.warning(error)
         return None, error
 
 
 def load_calibration(s: Settings, reranker: Reranker | None) -> tuple[Calibrator | None, str | None]:
-    """(the calibrator `s.calibration` names, None) or (None, why it is not used: sigmoid scores are served)."""
+    """(the calibrator `s.calibration` names, None) or (None, why it is not used: sigmoid scores are served). A
+    calibrator fitted on another reranker's scores is not used: its scale is not this model's."""
     if s.calibration is None or reranker is None:
         return None, None
     try:
-        return load_calibrator(s.calibration), None
+        calibrator = load_calibrator(s.calibration)
     except ValueError as exc:
         error = f"{exc}; serving uncalibrated (sigmoid) scores"
         log.warning(error)
         return None, error
+    fitted_on = calibrator.info.get("reranker")
+    if fitted_on and model_id(str(fitted_on)) != model_id(reranker.name):
+        error = (f"calibration {s.calibration} was fitted on the scores of {fitted_on}, not of {reranker.name} that "
+                 "serves now; serving uncalibrated (sigmoid) scores until `kb tune --write` fits it again")
+        log.warning(error)
+        return None, error
+    return calibrator, None
 
 
 # ---- services --------------------------------------------------------------------------------------------------
@@ -133,13 +170,21 @@ def make_search(s: Settings, embedder: Embedder, index: KnowledgeIndex | None,
     """A `SearchService` over these parts; the reranker (and its calibrator) is loaded here unless given as the
     (reranker, error) pair `load_reranker` returns, and the vocabulary read unless given. With `events` its
     searches are recorded."""
-    model, error = reranker if reranker is not None else load_reranker(s)
+    state, _ = read_rollout(s)
+    name = state.serving_model(s.reranker)
+    model, error = reranker if reranker is not None else load_reranker(s, name=name)
     calibrator, calibration_error = load_calibration(s, model)
+    canary = None
+    if state.canary is not None and model is not None:
+        canary, canary_error = load_reranker(s, name=state.canary.model)
+        if canary_error:  # the canary waits; every search is served by the serving model
+            log.warning("canary not started: %s", canary_error)
     return SearchService(embedder, index, model, calibrator, search_defaults(s),
                          cache=cache if cache is not None else QueryCache(s.cache_size),
-                         index_dir=Path(s.index_dir), reranker_name=s.reranker, reranker_error=error,
-                         calibration_error=calibration_error, events=events,
-                         vocabulary=vocabulary if vocabulary is not None else load_vocab(s))
+                         index_dir=Path(s.index_dir), reranker_name=name if reranker is None else s.reranker,
+                         reranker_error=error, calibration_error=calibration_error, events=events,
+                         vocabulary=vocabulary if vocabulary is not None else load_vocab(s), canary=canary,
+                         canary_share=state.canary.share if canary is not None else 0.0)
 
 
 def build_search(s: Settings, embedder: Embedder | None = None, need_index: bool = True) -> SearchService:
@@ -218,17 +263,22 @@ def make_library(s: Settings, embedder: Embedder, analyzer: Analyzer | None = No
 
 class LiveSearch:
     """The `SearchService` a long-running process (API, app) serves. `reload_index` opens the index's newest
-    version and `reload_vocabulary` rereads the user dictionary and synonyms; either swaps in a new service with
-    the same models and cache, so a search running meanwhile finishes on what it started with and nobody sees a
-    half-changed service. `watch()` rereads the vocabulary files whenever they change (`vocabulary_reload_s`)."""
+    version, `reload_vocabulary` rereads the user dictionary and synonyms, `reload_models` follows the rollout file
+    (promotion, rollback, canary, shadow); each swaps in a new service, so a search running meanwhile finishes on
+    what it started with and nobody sees a half-changed service. `watch()` does the last two whenever their files
+    change (`vocabulary_reload_s`, `models_reload_s`). `stats` holds the per-model figures of this process."""
 
     def __init__(self, settings: Settings, service: SearchService):
         self.settings = settings
-        self._service = service
+        self.stats = service.stats if service.stats is not None else ModelStats()
+        self._service = replace(service, stats=self.stats)
         self._lock = threading.Lock()
+        self._models_lock = threading.Lock()
         self.index_error: str | None = None
+        self.models_error: str | None = None  # why the rollout file's choice is not (all) being served
+        self._models_stamp: tuple[int, ...] | None = None
         self._stop = threading.Event()
-        self._watcher: threading.Thread | None = None
+        self._watchers: list[threading.Thread] = []
 
     @property
     def service(self) -> SearchService:
@@ -299,22 +349,114 @@ class LiveSearch:
             return False
         return True
 
+    # ---- reranker versions ----------------------------------------------------------------------------------
+    def models_changed(self) -> bool:
+        """Whether the rollout file changed (or appeared, or went) since it was last applied."""
+        return rollout_stamp(rollout_store(self.settings).path) != self._models_stamp
+
+    def reload_models(self) -> SearchService:
+        """Serve what the rollout file says: the serving model, the canary and the shadow. A model that is not
+        loaded yet is loaded beside the one serving, then the service is swapped; a model no longer used is
+        released. A model that fails to load changes nothing of its role (the old one keeps serving) and
+        `models_error` says why (as do `/info`, the Status page and the log)."""
+        s = self.settings
+        with self._models_lock:
+            path = rollout_store(s).path
+            self._models_stamp = rollout_stamp(path)
+            state, error = read_rollout(s)
+            errors = [error] if error else []
+            current = self._service
+            changes: dict = {}
+            want = state.serving_model(s.reranker) if error is None else current.reranker_name
+            if want != current.reranker_name:
+                model, load_error = load_reranker(s, name=want)
+                if load_error is None:
+                    calibrator, calibration_error = load_calibration(s, model)
+                    changes.update(reranker=model, reranker_name=want, reranker_error=None, calibrator=calibrator,
+                                   calibration_error=calibration_error)
+                    log.info("reranker %s now serves (was %s)", want, current.reranker_name)
+                else:
+                    errors.append(f"{load_error.split('; serving')[0]}; {current.reranker_name} keeps serving")
+            trial = state.canary
+            canary_name = current.canary.name if current.canary is not None else None
+            if trial is None and canary_name is not None:
+                changes.update(canary=None, canary_share=0.0)
+            elif trial is not None and (trial.model != canary_name or trial.share != current.canary_share):
+                model, load_error = (current.canary, None) if trial.model == canary_name else \
+                    load_reranker(s, name=trial.model)
+                if load_error is None:
+                    changes.update(canary=model, canary_share=trial.share)
+                else:
+                    errors.append(f"canary not started: {load_error.split('; serving')[0]}")
+            shadow_name = current.shadow.name if current.shadow is not None else None
+            want_shadow = state.shadow.model if state.shadow is not None else None
+            if want_shadow != shadow_name:
+                changes["shadow"] = None
+                if want_shadow is not None:
+                    model, load_error = load_reranker(s, name=want_shadow)
+                    if load_error is None:
+                        changes["shadow"] = ShadowRunner(model, self.stats, s.shadow_queue)
+                    else:
+                        errors.append(f"shadow not started: {load_error.split('; serving')[0]}")
+            with self._lock:
+                self._service = replace(self._service, **changes)
+                new = self._service
+            self.models_error = "; ".join(errors) or None
+            if errors:
+                log.warning("rollout file %s: %s", path, self.models_error)
+        self._release(current, new)
+        return new
+
+    def _release(self, old: SearchService, new: SearchService) -> None:
+        """Free what `old` used and `new` does not: a stopped shadow's thread, and the shared model instances."""
+        if old.shadow is not None and old.shadow is not new.shadow:
+            old.shadow.stop()
+        in_use = {m.name for m in (new.reranker, new.canary, new.shadow.reranker if new.shadow else None) if m}
+        options = reranker_options(self.settings)
+        for m in (old.reranker, old.canary, old.shadow.reranker if old.shadow else None):
+            if m is not None and m.name not in in_use:
+                release(m.name, options)
+
+    def check_models(self) -> bool:
+        """Follow the rollout file when it changed; whether it did. Never raises (a failure is logged)."""
+        if not self.models_changed():
+            return False
+        try:
+            self.reload_models()
+        except Exception:  # noqa: BLE001 — a watcher must outlive one bad reload
+            log.exception("could not apply the rollout file; the models serving stay")
+            return False
+        return True
+
     def watch(self) -> None:
-        """Look for changes to the vocabulary files every `vocabulary_reload_s` seconds, in a daemon thread, until
-        `stop()` (no thread when the interval is 0)."""
-        interval = self.settings.vocabulary_reload_s
-        if interval <= 0 or self._watcher is not None:
+        """Apply the rollout file now (a shadow starts only in a long-running process), then look for changes to
+        it every `models_reload_s` seconds and to the vocabulary files every `vocabulary_reload_s`, in daemon
+        threads, until `stop()` (no thread for an interval of 0)."""
+        if self._watchers:
             return
+        self.check_models()
+        for interval, check, name in ((self.settings.vocabulary_reload_s, self.check_vocabulary, "kb-vocabulary"),
+                                      (self.settings.models_reload_s, self.check_models, "kb-models")):
+            if interval <= 0:
+                continue
 
-        def run() -> None:
-            while not self._stop.wait(interval):
-                self.check_vocabulary()
+            def run(interval: float = interval, check=check) -> None:
+                while not self._stop.wait(interval):
+                    check()
 
-        self._watcher = threading.Thread(target=run, name="kb-vocabulary", daemon=True)
-        self._watcher.start()
+            thread = threading.Thread(target=run, name=name, daemon=True)
+            thread.start()
+            self._watchers.append(thread)
+
+    @property
+    def watching(self) -> bool:
+        """Whether a watcher thread is running."""
+        return any(t.is_alive() for t in self._watchers)
 
     def stop(self) -> None:
         self._stop.set()
-        if self._watcher is not None:
-            self._watcher.join(timeout=5)
-            self._watcher = None
+        for thread in self._watchers:
+            thread.join(timeout=5)
+        self._watchers = []
+        if self._service.shadow is not None:
+            self._service.shadow.stop()

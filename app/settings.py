@@ -123,6 +123,17 @@ class Settings(BaseSettings):
     calibration: Path | None = Field(None, description="calibrator JSON from `kb tune --write`: scores become "
                                      "calibrated probabilities, and threshold and bands apply to them")
 
+    # ---- reranker versions (docs/MODELS.md) ---------------------------------------------------------------------
+    rollout_file: Path | None = Field(None, description="which reranker serves, the canary and shadow candidates "
+                                      "and the history, written by `kb models promote` and friends [default: "
+                                      "rerankers.json beside the index folder]")
+    follow_rollout: bool = Field(True, description="serve the promoted reranker (and its canary) rather than the "
+                                 "`reranker` setting; a command's --reranker turns it off for that command")
+    models_reload_s: float = Field(5.0, ge=0, description="how often a running API or app looks for a promotion, "
+                                   "rollback, canary or shadow change (0: only at start)")
+    shadow_queue: int = Field(64, ge=1, description="searches waiting for the shadow model at most; beyond that "
+                              "they are counted as dropped, never waited for")
+
     # ---- the administrators' words (docs/VOCABULARY.md) ----------------------------------------------------
     user_dict: Path | None = Field(None, description="jieba user dictionary (`word [frequency] [tag]` a line) for "
                                    "BM25 [default: userdict.txt beside the index folder, when present]")

@@ -2,8 +2,9 @@
 
 Latency histograms per stage (embed, recall, rerank, total) give P50/P95/P99 through `histogram_quantile`;
 also request counts by route and status, reranker batch sizes (pairs scored per call), the distribution of the
-scores served, query-cache hits, searches with and without an answer (the no-answer rate), judgments recorded,
-and searches the events store dropped or could not write.
+scores served, query-cache hits, searches with and without an answer (the no-answer rate), judgments recorded (also
+per reranker model), and searches the events store dropped or could not write. Per-model rerank latency and scores
+and a shadow model's agreement come from `app.services.model_stats`, registered on the same registry.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ class Metrics:
         self.answers = Counter("kb_search_answers", "searches by whether a result passed the threshold",
                                ["answered"], registry=r)
         self.feedback = Counter("kb_feedback", "judgments recorded", ["useful"], registry=r)
+        self.feedback_by_model = Counter("kb_model_feedback", "judgments recorded, by the reranker that scored the "
+                                         "search judged (a canary against the serving model)", ["model", "useful"],
+                                         registry=r)
         self.events_dropped = Gauge("kb_events_dropped", "searches not recorded: the events queue was full",
                                     registry=r)
         self.events_write_errors = Gauge("kb_events_write_errors", "searches not recorded: the events database "

@@ -18,7 +18,9 @@ router = APIRouter(responses=error_responses(400, 401, 403, 404, 413, 422, 503))
 def feedback(body: FeedbackRequest, st: StateDep, who: CallerDep) -> dict:
     events = st.events
     feedback_id = events.record_feedback(who, body.query_id, body.chunk_id, body.useful, body.comment)
-    st.metrics.feedback.labels("none" if body.chunk_id is None else str(body.useful).lower()).inc()
+    judged = "none" if body.chunk_id is None else str(body.useful).lower()
+    st.metrics.feedback.labels(judged).inc()
+    st.metrics.feedback_by_model.labels(events.scored_by(body.query_id) or "none", judged).inc()
     return {"id": feedback_id, "query_id": body.query_id, "chunk_id": body.chunk_id, "useful": body.useful}
 
 

@@ -47,7 +47,22 @@ def info(st: StateDep, who: CallerDep, svc: ServiceDep) -> dict:
                   "misses": svc.cache.misses},
         "warnings": svc.warnings,
         "vocabulary": _vocabulary(svc.vocabulary, who.admin),
+        "models": _models(st, svc, who.admin),
     }
+
+
+def _models(st, svc, admin: bool) -> dict:
+    """The reranker serving, the canary and shadow candidates, why the rollout file's choice is not (all) served,
+    and this process's figures per model; the promotion history for admins only."""
+    from ..components import read_rollout
+
+    out = {"serving": svc.reranker_name if svc.reranker is not None else None,
+           "canary": {"model": svc.canary.name, "share": svc.canary_share} if svc.canary is not None else None,
+           "shadow": svc.shadow.name if svc.shadow is not None else None,
+           "error": st.live.models_error, "figures": st.live.stats.snapshot()}
+    if admin:
+        out["history"] = list(read_rollout(st.settings)[0].history)
+    return out
 
 
 def _vocabulary(v, admin: bool) -> dict:

@@ -54,7 +54,8 @@ class ApiState:
                 self.live = LiveSearch(s, make_search(s, load_embedder(s), None, events=self._own_events))
             service = self.live.reload_index(create=True, quiet=False)
             self.metrics.index_chunks.set(len(service.index.chunks))
-            self.live.watch()  # the user dictionary and synonyms, reread when they change
+            self.metrics.registry.register(self.live.stats.collector())  # per-model figures on /metrics
+            self.live.watch()  # the vocabulary files and the rollout file, followed when they change
             self.ready = True
         except Exception as exc:  # noqa: BLE001 — reported by /health and in the log, the server keeps answering
             self.error = f"{type(exc).__name__}: {exc}"

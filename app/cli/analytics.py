@@ -59,7 +59,9 @@ def analytics(
     for title, rows, cols in (("top queries", report["top_queries"], ("query", "count")),
                               ("no answer", report["no_answer_queries"], ("query", "count", "last")),
                               ("weak answers", report["low_score_queries"], ("query", "count", "last")),
-                              ("thumbs per document", report["per_document"], ("title", "up", "down", "source"))):
+                              ("thumbs per document", report["per_document"], ("title", "up", "down", "source")),
+                              ("per reranker model", report["by_reranker"],
+                               ("reranker", "searches", "no_answer_share", "mean_ms", "up", "down", "none_answers"))):
         if not rows:
             continue
         table = Table(title=title)

@@ -75,6 +75,8 @@ def settings_for(index: Path | None = None, embedder: str | None = None, reranke
     """The settings with the command line's --index / --embedder / --reranker applied."""
     overrides = {k: v for k, v in (("index_dir", index), ("embedder", embedder), ("reranker", reranker))
                  if v is not None}
+    if reranker is not None:  # the model named on the command line, not the promoted one
+        overrides["follow_rollout"] = False
     s = get_settings()
     return s.model_copy(update=overrides) if overrides else s
 

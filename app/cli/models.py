@@ -1,5 +1,6 @@
 """`kb models list | check PATH | parity`: what is available locally, whether a model folder can serve, and how CPU
-float32 and GPU float16 scores compare. A failed `models check` prints its report and exits with code 1."""
+float32 and GPU float16 scores compare. A failed `models check` prints its report and exits with code 1.
+`promote | rollback | history | canary | shadow` (which reranker serves) are in `rollout.py`."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import typer
 
 from .common import err, fail, guard, out, settings_for
 
-models_app = typer.Typer(help="Local and cached models: list, validate a folder, CPU/GPU parity.",
+models_app = typer.Typer(help="Local and cached models: list, validate a folder, CPU/GPU parity; promote, roll "
+                         "back, canary and shadow the serving reranker.",
                          no_args_is_help=True)
 
 
@@ -110,4 +112,7 @@ def models_parity(reranker: str | None = typer.Option(None, "--reranker", help="
 
 
 def register(app: typer.Typer) -> None:
+    from .rollout import add_commands
+
+    add_commands(models_app)
     app.add_typer(models_app, name="models")

@@ -72,10 +72,12 @@ def write_auth_secrets(auth, host: str, port: int, folder: Path | None = None) -
 
 
 def app_environment(index: Path | None, embedder: str | None, reranker: str | None) -> dict[str, str]:
-    """This process's environment plus KB_INDEX_DIR / KB_EMBEDDER / KB_RERANKER for the options given."""
+    """This process's environment plus KB_INDEX_DIR / KB_EMBEDDER / KB_RERANKER for the options given (a reranker
+    named on the command line serves rather than the promoted one: KB_FOLLOW_ROLLOUT=false)."""
     env = dict(os.environ)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    for name, value in (("KB_INDEX_DIR", index), ("KB_EMBEDDER", embedder), ("KB_RERANKER", reranker)):
+    for name, value in (("KB_INDEX_DIR", index), ("KB_EMBEDDER", embedder), ("KB_RERANKER", reranker),
+                        ("KB_FOLLOW_ROLLOUT", None if reranker is None else "false")):
         if value is not None:
             env[name] = str(value)
     return env

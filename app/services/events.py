@@ -133,6 +133,7 @@ class _Search:
     who: str
     shown: frozenset[str]
     doc_of: dict[str, str]
+    reranker: str | None = None  # the model that scored it
 
 
 class EventLog:
@@ -246,7 +247,8 @@ class EventLog:
                "reranker": result.reranker, "index_version": result.index_version}
         with self._recent_lock:
             self._recent[result.query_id] = _Search(row["who"], frozenset(s["chunk_id"] for s in row["shown"]),
-                                                    {s["chunk_id"]: s["doc_id"] for s in row["shown"]})
+                                                    {s["chunk_id"]: s["doc_id"] for s in row["shown"]},
+                                                    result.reranker)
             while len(self._recent) > RECENT:
                 self._recent.popitem(last=False)
         try:
@@ -292,14 +294,19 @@ class EventLog:
             return found
         try:
             with self._engine.connect() as conn:
-                row = conn.execute(select(searches.c.who, searches.c.shown)
+                row = conn.execute(select(searches.c.who, searches.c.shown, searches.c.reranker)
                                    .where(searches.c.query_id == query_id)).first()
         except SQLAlchemyError as exc:
             raise KbError("not_ready", f"the events database cannot be read ({type(exc).__name__})") from exc
         if row is None:
             return None
         return _Search(row.who, frozenset(s["chunk_id"] for s in row.shown),
-                       {s["chunk_id"]: s["doc_id"] for s in row.shown})
+                       {s["chunk_id"]: s["doc_id"] for s in row.shown}, row.reranker)
+
+    def scored_by(self, query_id: str) -> str | None:
+        """The reranker that scored the search `query_id` (None: recall-only, or no such search)."""
+        found = self._search(query_id)
+        return found.reranker if found is not None else None
 
     # ---- the writer -------------------------------------------------------------------------------------------
     def _write_loop(self) -> None:
@@ -385,7 +392,8 @@ class EventLog:
 
     def analytics(self, days: int = 30, low_score: float = 0.7, top: int = 20) -> dict[str, Any]:
         """Searches per day, latency, the share with no answer, top queries, the content gaps (no-answer and
-        low-score queries by normalised text) and thumbs per document over the last `days`."""
+        low-score queries by normalised text), thumbs per document, and searches, answers and thumbs per reranker
+        model (`by_reranker`: how a canary fares against the serving model) over the last `days`."""
         from ..quality.latency import percentiles
 
         if days < 1:
@@ -393,9 +401,11 @@ class EventLog:
         since = self._clock() - days * DAY
         with self._engine.connect() as conn:
             rows = conn.execute(select(searches.c.at, searches.c.total_ms, searches.c.answered,
-                                       searches.c.top_score, searches.c.normalized, searches.c.query)
+                                       searches.c.top_score, searches.c.normalized, searches.c.query,
+                                       searches.c.reranker)
                                 .where(searches.c.at >= since)).all()
-            fb = conn.execute(select(feedback.c.doc_id, feedback.c.chunk_id, feedback.c.useful)
+            fb = conn.execute(select(feedback.c.doc_id, feedback.c.chunk_id, feedback.c.useful, searches.c.reranker)
+                              .join(searches, feedback.c.query_id == searches.c.query_id)
                               .where(feedback.c.at >= since)).all()
         per_day: dict[str, dict[str, int]] = {}
         groups: dict[str, dict[str, Any]] = {}
@@ -418,12 +428,26 @@ class EventLog:
             return [{"query": g["query"], "count": g[key], "searches": g["count"],
                      "last": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(g["last"]))} for g in picked]
 
+        models: dict[str, dict[str, Any]] = {}
+
+        def model(name: str | None) -> dict[str, Any]:
+            return models.setdefault(name or "none", {"searches": 0, "no_answer": 0, "total_ms": 0.0, "up": 0,
+                                                      "down": 0, "none_answers": 0})
+
+        for r in rows:
+            m = model(r.reranker)
+            m["searches"] += 1
+            m["no_answer"] += not r.answered
+            m["total_ms"] += r.total_ms
         docs: dict[str, dict[str, int]] = {}
         up = down = none = 0
         for f in fb:
+            m = model(f.reranker)
             if f.chunk_id is None:
                 none += 1
+                m["none_answers"] += 1
                 continue
+            m["up" if f.useful else "down"] += 1
             d = docs.setdefault(f.doc_id or "", {"up": 0, "down": 0})
             d["up" if f.useful else "down"] += 1
             up, down = up + f.useful, down + (not f.useful)
@@ -437,6 +461,11 @@ class EventLog:
                 "no_answer_queries": listed("no_answer"), "low_score_queries": listed("low_score"),
                 "per_document": [{"doc_id": k, **v}
                                  for k, v in sorted(docs.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))],
+                "by_reranker": [{"reranker": k, "searches": v["searches"],
+                                 "no_answer_share": round(v["no_answer"] / v["searches"], 4) if v["searches"] else None,
+                                 "mean_ms": round(v["total_ms"] / v["searches"], 1) if v["searches"] else None,
+                                 "up": v["up"], "down": v["down"], "none_answers": v["none_answers"]}
+                                for k, v in sorted(models.items(), key=lambda kv: (-kv[1]["searches"], kv[0]))],
                 "events": {"dropped": self.stats.dropped, "write_errors": self.stats.write_errors}}
 
 

@@ -9,6 +9,7 @@ a retrieval score is never passed off as a reranker score.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 import uuid
@@ -35,17 +36,29 @@ from ..identity import Caller
 if TYPE_CHECKING:
     from ..quality.calibration import Calibrator
     from .events import EventLog
+    from .model_stats import ModelStats
+    from .shadow import ShadowRunner
 
 PRESETS = {"strict": 0.75, "balanced": 0.5, "recall": 0.4}
 
 
-def result_dict(r: Scored) -> dict[str, Any]:
-    """One search result as the API and `kb search --json` give it (DESIGN's CLI contract)."""
+def result_dict(r: Scored, reranker: str | None = None) -> dict[str, Any]:
+    """One search result as the API and `kb search --json` give it (DESIGN's CLI contract); `reranker`: the model
+    that scored it (None: recall-only)."""
     c = r.hit.chunk
     return {"rank": r.rank, "chunk_id": c.chunk_id, "doc_id": c.doc_id, "source": c.meta.get("source", ""),
             "title": c.title, "section": c.section, "page": c.page, "text": c.text,
             "retrieval_score": r.hit.retrieval_score, "leg": r.hit.leg,
-            "raw_score": r.raw_score, "score": r.score, "band": r.band}
+            "raw_score": r.raw_score, "score": r.score, "band": r.band, "reranker": reranker}
+
+
+def in_canary(query: str, share: float) -> bool:
+    """Whether a canary with this `share` (0..1) reranks `query`: decided by a hash of the query text, so the same
+    question always goes to the same model (results stay comparable, cacheable and explainable)."""
+    if share <= 0:
+        return False
+    digest = hashlib.blake2b(query.strip().casefold().encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 < share
 
 
 @dataclass(frozen=True)
@@ -67,18 +80,21 @@ class SearchResult:
     candidates: int = 0  # chunks recalled and (when a reranker is loaded) reranked
     calibrated: bool = False  # scores went through the fitted calibrator (settings.calibration), not the sigmoid
     also_searched: list[str] = field(default_factory=list)  # synonyms searched besides the query's own words
+    reranker_role: str | None = None  # "serving" or "canary": which of the two scored it
 
     def to_dict(self, include_hidden: bool = False) -> dict[str, Any]:
         out = {"query": self.query, "query_id": self.query_id, "embedder": self.embedder, "reranker": self.reranker,
                "device": self.device, "dtype": self.dtype, "timings_ms": self.timings_ms, "params": self.params,
-               "results": [result_dict(r) for r in self.results], "hidden": len(self.below_threshold),
+               "reranker_role": self.reranker_role,
+               "results": [result_dict(r, self.reranker) for r in self.results],
+               "hidden": len(self.below_threshold),
                "more": len(self.not_shown), "also_searched": self.also_searched,
                "index_version": self.index_version, "cached": self.cached, "calibrated": self.calibrated}
         if self.warnings:
             out["warnings"] = self.warnings
         if include_hidden:
-            out["below_threshold"] = [result_dict(r) for r in self.below_threshold]
-            out["not_shown"] = [result_dict(r) for r in self.not_shown]
+            out["below_threshold"] = [result_dict(r, self.reranker) for r in self.below_threshold]
+            out["not_shown"] = [result_dict(r, self.reranker) for r in self.not_shown]
         return out
 
 
@@ -214,10 +230,20 @@ class SearchService:
     calibration_error: str | None = None
     events: EventLog | None = None  # where searches are recorded (None: not recorded)
     vocabulary: Vocabulary = field(default_factory=Vocabulary)  # synonyms (and the user dictionary the index uses)
+    canary: Reranker | None = None  # a candidate that reranks `canary_share` of the searches (by query text)
+    canary_share: float = 0.0
+    shadow: ShadowRunner | None = None  # a candidate that scores every search in the background, for comparison
+    stats: ModelStats | None = None  # latency and scores per model (and the shadow's agreement)
 
     def with_index(self, index: KnowledgeIndex | None) -> SearchService:
         """The same models and cache over another index (or version of it); this service is unchanged."""
         return replace(self, index=index, index_dir=index.root if index is not None else self.index_dir)
+
+    def scorer_for(self, query: str) -> tuple[Reranker | None, str | None]:
+        """(the reranker that scores `query`, its role: "serving" or "canary"); (None, None) when recall-only."""
+        if self.canary is not None and self.reranker is not None and in_canary(query, self.canary_share):
+            return self.canary, "canary"
+        return self.reranker, "serving" if self.reranker is not None else None
 
     @property
     def warnings(self) -> list[str]:
@@ -253,9 +279,10 @@ class SearchService:
             raise KbError("not_ready", f"no index at {self.index_dir}; ingest documents first")
         groups = None if caller.groups is None else list(caller.groups)
         query_id = uuid.uuid4().hex
-        reranker = self.reranker
+        reranker, role = self.scorer_for(query)
+        calibrator = self.calibrator if role == "serving" else None  # fitted on the serving model's scale only
         key = (query, top_k, top_n, threshold, mode, max_per_doc, merge, caller.groups, index.version,
-               reranker.name if reranker else None, id(self.calibrator), filters.key() if filters else (),
+               reranker.name if reranker else None, id(calibrator), filters.key() if filters else (),
                self.vocabulary.key())
         hit = self.cache.get(key)
         if hit is not None:
@@ -275,8 +302,11 @@ class SearchService:
         except FilterError as exc:
             raise KbError("validation", str(exc)) from None
         t1 = time.perf_counter()
-        shown, more, hidden = self._rank(query, rec.hits, top_n, threshold, max_per_doc, merge)
+        shown, more, hidden, scored = self._rank(query, rec.hits, top_n, threshold, max_per_doc, merge, reranker,
+                                                 calibrator)
         t2 = time.perf_counter()
+        if reranker is not None:
+            self._observed(query, rec.hits, reranker, role, t2 - t1, scored)
         timings = {"embed": round(rec.timings_ms["embed"], 2),
                    "recall": round((t1 - t0) * 1000 - rec.timings_ms["embed"], 2),
                    "rerank": round((t2 - t1) * 1000, 2) if reranker else 0.0,
@@ -288,9 +318,21 @@ class SearchService:
             timings_ms=timings, results=shown, below_threshold=hidden, not_shown=more, params=params,
             warnings=self.warnings + ([rec.note] if rec.note else []) + self._reranker_reads(query),
             index_version=index.version, candidates=len(rec.hits),
-            calibrated=self.calibrator is not None and reranker is not None, also_searched=rec.also)
+            calibrated=calibrator is not None and reranker is not None, also_searched=rec.also,
+            reranker_role=role)
         self.cache.put(key, result)
         return self._recorded(result, caller)
+
+    def _observed(self, query: str, hits: list[Hit], reranker: Reranker, role: str, seconds: float,
+                  scored: list[Scored]) -> None:
+        """Per-model figures, and the search handed to the shadow model (never waited for)."""
+        if self.stats is not None:
+            self.stats.observe_rerank(reranker.name, role, seconds, [r.score for r in scored])
+        if self.shadow is not None and role == "serving":
+            raw = [0.0] * len(hits)
+            for r in scored:
+                raw[r.index] = r.raw_score
+            self.shadow.submit(query, hits, reranker.name, raw)
 
     def _reranker_reads(self, query: str) -> list[str]:
         """A warning when the reranker's tokenizer cannot read the query's script: its scores then say little."""
@@ -307,9 +349,12 @@ class SearchService:
         return result
 
     def _rank(self, query: str, hits: list[Hit], top_n: int, threshold: float, max_per_doc: int | None = None,
-              merge: bool = False) -> tuple[list[Scored], list[Scored], list[Scored]]:
-        """(shown, not shown though above the threshold — cut by N or the per-document cap —, below threshold)."""
-        if self.reranker is None:
+              merge: bool = False, reranker: Reranker | None = None, calibrator: Calibrator | None = None,
+              ) -> tuple[list[Scored], list[Scored], list[Scored], list[Scored]]:
+        """(shown, not shown though above the threshold — cut by N or the per-document cap —, below threshold,
+        every candidate as scored), scored by `reranker` (None: recall-only) and mapped by `calibrator` (None: the
+        sigmoid)."""
+        if reranker is None:
             results = [Scored(index=i - 1, text=h.chunk.text, raw_score=None, score=None, band=None, rank=i, hit=h)
                        for i, h in enumerate(hits, start=1)]
             above = results
@@ -317,10 +362,10 @@ class SearchService:
         else:
             from rerank.rank import rerank
 
-            results = rerank(query, hits, self.reranker)
-            if self.calibrator is not None:  # non-decreasing in the raw score: the order stays as reranked
+            results = rerank(query, hits, reranker)
+            if calibrator is not None:  # non-decreasing in the raw score: the order stays as reranked
                 results = [replace(r, score=p, band=band_of(p)) for r in results
-                           for p in [float(self.calibrator.apply(r.raw_score))]]
+                           for p in [float(calibrator.apply(r.raw_score))]]
             above = [r for r in results if r.score >= threshold]
             kept = cap_per_document(above, max_per_doc)
             hidden = [r for r in results if r.score < threshold]
@@ -330,4 +375,4 @@ class SearchService:
         used = {cid for r in shown for cid in r.hit.chunk.meta.get("merged", [r.hit.chunk.chunk_id])}
         more = [replace(r, rank=i) for i, r in enumerate((r for r in above if r.hit.chunk.chunk_id not in used),
                                                          start=len(shown) + 1)]
-        return shown, more, hidden
+        return shown, more, hidden, results

@@ -61,6 +61,13 @@ def get_reranker(name: str, options: RerankerOptions | None = None) -> Reranker:
         return reranker
 
 
+def release(name: str, options: RerankerOptions | None = None) -> None:
+    """Forget the shared instance for this name and options (a model no longer served), so its memory is freed
+    once the last search using it is done."""
+    with _SHARED_LOCK:
+        _SHARED.pop((name, options if options is not None else RerankerOptions()), None)
+
+
 def clear_shared() -> None:
     """Forget shared instances (tests, or after the active model changed)."""
     with _SHARED_LOCK:

@@ -264,7 +264,8 @@ def _smoke(report: CheckReport, folder: Path, options: RerankerOptions) -> None:
     _ok(report, "smoke_score", f"raw {raw:.4f}, score {score:.4f} on {reranker.device}/{reranker.dtype}")
 
 
-def _score_grouped(reranker, pairs: list[GoldenPair]) -> list[float]:
+def score_grouped(reranker, pairs: list[GoldenPair]) -> list[float]:
+    """Raw scores of `pairs` in their order, each query's passages scored in one call."""
     raws = [0.0] * len(pairs)
     by_query: dict[str, list[int]] = {}
     for i, p in enumerate(pairs):
@@ -280,22 +281,33 @@ def compare_on_golden(path: str | Path, golden: str | Path, current: str | None,
     """Score the golden pairs with the model at `path` and with `current` (the serving model), both loaded with
     `options` (default: on the CPU), and compare."""
     from rerank.engines.cross_encoder import CrossEncoderReranker
-    from rerank.types import sigmoid
 
     options = options if options is not None else RerankerOptions(device="cpu")
     pairs = load_golden(golden)
+    new = score_grouped(CrossEncoderReranker(str(path), options).load(), pairs)
+    if current is None or current.strip().lower() == "none":
+        return golden_report(str(golden), pairs, new, None, current, tolerance,
+                             "no current reranker configured; nothing to compare against")
+    try:
+        old = score_grouped(CrossEncoderReranker(current, options).load(), pairs)
+    except (RerankError, ValueError, RuntimeError) as exc:
+        return golden_report(str(golden), pairs, new, None, current, tolerance,
+                             f"current reranker {current!r} could not be loaded: {exc}")
+    return golden_report(str(golden), pairs, new, old, current, tolerance)
+
+
+def golden_report(file: str, pairs: list[GoldenPair], new: list[float], old: list[float] | None,
+                  current: str | None, tolerance: float = 0.02, current_error: str | None = None) -> GoldenReport:
+    """Compare the raw scores `new` (the candidate) and `old` (the serving model; None when it could not score)
+    on the labelled `pairs`: agreement with the labels for each, and a regression verdict when the candidate's
+    agreement is more than `tolerance` below the serving model's."""
+    from rerank.types import sigmoid
+
     groups = [p.query for p in pairs]
     labels = [p.label for p in pairs]
-    new = _score_grouped(CrossEncoderReranker(str(path), options).load(), pairs)
-    report = GoldenReport(str(golden), len(pairs), len(set(groups)), pairwise_agreement(groups, labels, new), current,
-                          tolerance=tolerance)
-    if current is None or current.strip().lower() == "none":
-        report.current_error = "no current reranker configured; nothing to compare against"
-        return report
-    try:
-        old = _score_grouped(CrossEncoderReranker(current, options).load(), pairs)
-    except (RerankError, ValueError, RuntimeError) as exc:
-        report.current_error = f"current reranker {current!r} could not be loaded: {exc}"
+    report = GoldenReport(file, len(pairs), len(set(groups)), pairwise_agreement(groups, labels, new), current,
+                          tolerance=tolerance, current_error=current_error)
+    if old is None:
         return report
     report.current_agreement = pairwise_agreement(groups, labels, old)
     report.kendall_tau = mean_kendall_by_group(groups, new, old)

@@ -96,7 +96,7 @@ def test_the_watcher_picks_up_changes_and_survives_a_bad_file(home, tmp_path, em
         assert live.service.search("VPN", caller=OPERATOR).results
     finally:
         live.stop()
-    assert live._watcher is None
+    assert not live.watching
 
 
 def test_reranker_that_cannot_read_the_query_is_flagged(home, tmp_path, embedder):

@@ -153,7 +153,8 @@ def test_an_employee_never_sees_the_hr_document_nor_the_library(page, app, provi
     body = search(page, QUERY)
     assert SALARY not in body and "薪酬带宽" not in body
     assert "Download" not in body or SALARY not in body
-    for admin_page, marker in (("library", "Add or update documents"), ("vocabulary", "Try a question")):
+    for admin_page, marker in (("library", "Add or update documents"), ("vocabulary", "Try a question"),
+                               ("status", "Reranker versions")):
         page.goto(f"{url}/{admin_page}")  # not in her navigation: Streamlit refuses it and runs Search instead
         page.get_by_role("dialog").get_by_text("Page not found").wait_for()
         page.get_by_label("Question").wait_for()

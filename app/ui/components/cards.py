@@ -28,7 +28,7 @@ CSS = """
 .kb-rank { font-weight: 700; font-size: 1.05rem; min-width: 2.6rem; }
 .kb-score { font-weight: 700; font-size: 1.25rem; font-variant-numeric: tabular-nums; }
 .kb-band { font-weight: 600; padding: 0 0.5rem; border-radius: 0.6rem; font-size: 0.85rem; }
-.kb-raw, .kb-retrieval { color: #6e7781; font-size: 0.78rem; font-variant-numeric: tabular-nums; }
+.kb-raw, .kb-retrieval, .kb-model { color: #6e7781; font-size: 0.78rem; font-variant-numeric: tabular-nums; }
 .kb-pass { color: #1a7f37; }
 .kb-fail { color: #cf222e; }
 .kb-none { color: #6e7781; }
@@ -72,6 +72,11 @@ def source_line(row: Row) -> str:
     return " · ".join(parts)
 
 
+def model_label(name: str) -> str:
+    """A model as a person names it: a folder by its own name (models/reranker_zh_v2 → reranker_zh_v2)."""
+    return Path(name).name if "/" in name and Path(name).is_absolute() else name
+
+
 def card_html(row: Row, query: str) -> str:
     """One card as HTML. Every piece of document or query text is escaped (see `highlight`)."""
     cls = verdict(row.score)
@@ -85,6 +90,9 @@ def card_html(row: Row, query: str) -> str:
     if row.retrieval_score is not None:
         head.append(f'<span class="kb-retrieval">retrieval {row.retrieval_score:.4f} · '
                     f'{html.escape(row.leg or "")}</span>')
+    if row.reranker and row.score is not None:
+        head.append(f'<span class="kb-model" title="{html.escape(row.reranker)}">scored by '
+                    f'{html.escape(model_label(row.reranker))}</span>')
     bar = ""
     if row.score is not None:
         bar = (f'<div class="kb-bar" role="meter" aria-valuemin="0" aria-valuemax="1" '

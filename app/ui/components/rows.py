@@ -35,6 +35,7 @@ class Row:
     source: str = ""
     chunk_id: str = ""
     acl: tuple[str, ...] = ()  # the document's access groups (empty: everyone's)
+    reranker: str | None = None  # the model that scored it (a canary, or the serving model)
 
 
 def _recall_order(results: Sequence[Scored]) -> dict[str, int]:
@@ -57,30 +58,32 @@ def from_search(res: SearchResult) -> list[Row]:
             rows.append(Row(id=order[c.chunk_id], rank=r.rank, text=c.text, score=r.score, raw_score=r.raw_score,
                             band=r.band, shown=shown, retrieval_score=r.hit.retrieval_score, leg=r.hit.leg,
                             title=c.title, section=c.section, page=c.page, source=c.meta.get("source", ""),
-                            chunk_id=c.chunk_id, acl=tuple(c.meta.get("acl", ()))))
+                            chunk_id=c.chunk_id, acl=tuple(c.meta.get("acl", ())), reranker=res.reranker))
     return rows
 
 
-def from_scored(scored: Sequence[Scored], threshold: float, top_n: int) -> list[Row]:
-    """Playground rows: every candidate in rank order; `shown` for the first `top_n` with score >= threshold."""
+def from_scored(scored: Sequence[Scored], threshold: float, top_n: int, reranker: str | None = None) -> list[Row]:
+    """Playground rows: every candidate in rank order; `shown` for the first `top_n` with score >= threshold;
+    `reranker` the model that scored them."""
     rows, kept = [], 0
     for s in sorted(scored, key=lambda s: s.rank):
         shown = s.score >= threshold and kept < top_n
         kept += shown
         rows.append(Row(id=s.index + 1, rank=s.rank, text=s.text, score=s.score, raw_score=s.raw_score,
-                        band=s.band, shown=shown))
+                        band=s.band, shown=shown, reranker=reranker))
     return rows
 
 
 COLUMNS = ["ID", "Text", "Raw Score", "Normalized Score", "Band", "Rank", "Retrieval Score", "Leg", "Source",
-           "Shown"]
+           "Shown", "Reranker"]
 
 
 def table(rows: Sequence[Row]) -> pd.DataFrame:
     """The raw data table, in input order (ID); the app lets a person sort it by any column."""
     data = [{"ID": r.id, "Text": r.text, "Raw Score": r.raw_score, "Normalized Score": r.score, "Band": r.band,
              "Rank": r.rank, "Retrieval Score": r.retrieval_score, "Leg": r.leg,
-             "Source": " › ".join(x for x in (r.title, r.section) if x) or r.source, "Shown": r.shown}
+             "Source": " › ".join(x for x in (r.title, r.section) if x) or r.source, "Shown": r.shown,
+             "Reranker": r.reranker}
             for r in sorted(rows, key=lambda r: r.id)]
     return pd.DataFrame(data, columns=COLUMNS)
 

@@ -68,6 +68,8 @@ table("Content gaps: weak answers", report["low_score_queries"], "low-score-quer
 table("Top queries", report["top_queries"], "top-queries.csv", "What people ask most.")
 table("Thumbs per document", [{"document": _doc(d["doc_id"]), **d} for d in report["per_document"]],
       "thumbs-per-document.csv", "Judgments on results, by the document they came from.")
+table("Per reranker model", report["by_reranker"], "per-reranker.csv",
+      "Searches, answers and judgments by the model that scored them: a canary against the serving model.")
 if report["events"]["dropped"] or report["events"]["write_errors"]:
     st.warning(f"{report['events']['dropped']} searches were dropped (queue full) and "
                f"{report['events']['write_errors']} could not be written since this app started.")

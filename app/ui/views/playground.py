@@ -46,11 +46,12 @@ if submitted:
         st.error("No candidates: write one passage per line.")
     else:
         with st.spinner(f"Scoring {len(candidates)} candidates…"):
-            st.session_state["kb_playground"] = {"query": query, "scored": rerank(query, candidates, svc.reranker)}
+            st.session_state["kb_playground"] = {"query": query, "scored": rerank(query, candidates, svc.reranker),
+                                                 "reranker": svc.reranker.name}
 
 played = st.session_state.get("kb_playground")
 if played is not None:
-    all_rows = rows.from_scored(played["scored"], params.threshold, params.top_n)
+    all_rows = rows.from_scored(played["scored"], params.threshold, params.top_n, played.get("reranker"))
     shown = [r for r in all_rows if r.shown]
     hidden = [r for r in all_rows if not r.shown]
     st.markdown(f"**{len(shown)} of {len(all_rows)} candidates** shown (score ≥ {params.threshold:.2f}, "

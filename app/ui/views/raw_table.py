@@ -25,5 +25,5 @@ if last is not None:
     show_table(rows.from_search(last.result), key="raw-search", file_name="search-results.csv")
 if played is not None:
     st.subheader(f"Playground: {played['query']}")
-    show_table(rows.from_scored(played["scored"], params.threshold, params.top_n), key="raw-playground",
-               file_name="playground-results.csv")
+    show_table(rows.from_scored(played["scored"], params.threshold, params.top_n, played.get("reranker")),
+               key="raw-playground", file_name="playground-results.csv")

@@ -10,6 +10,7 @@ import streamlit as st
 from app.quality.latency import percentiles
 from app.settings import config_path
 from app.ui import history, resources, session
+from app.ui.components import versions
 from app.ui.components.status_info import (
     cannot_read,
     device_rows,
@@ -25,6 +26,7 @@ from retrieval.storage import current_version
 who = session.current()
 session.require_admin(who, "Status")
 live = resources.live()
+live.check_models()  # a promotion made elsewhere since the last look
 svc = live.service
 s = live.settings
 
@@ -61,6 +63,8 @@ else:
     models.append({"Role": "reranker", "Model": "not loaded", "Requested": svc.reranker_name, "Path": None,
                    "Device": None, "Precision": None, "Details": svc.reranker_error or "switched off"})
 st.dataframe(models, hide_index=True, width="stretch")
+
+versions.render(live, who, resources.audit())
 
 st.subheader("Hardware")
 st.dataframe(device_rows(choice), hide_index=True, width="stretch")

@@ -1,0 +1,128 @@
+"""Promote, roll back, start or end a canary or shadow: the one implementation behind `kb models ...` and the
+Status page's buttons. Each takes the rollout file's lock for its whole run (a promotion's gate included), writes
+the new state atomically, and records the change (or the refusal) in the audit log."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rerank.types import RerankerOptions
+from rerank.validation.check import check_model
+from rerank.validation.gate import GateLimits, GateReport, gate
+
+from ..errors import KbError
+from ..identity import Caller
+from .audit import AuditLog
+from .rollout import Release, RolloutState, RolloutStore, Trial, model_id, now, weights_digest
+
+
+@dataclass(frozen=True)
+class Promotion:
+    report: GateReport
+    state: RolloutState | None  # the new state when the candidate passed; None when refused (nothing changed)
+
+
+def _folder(path: str | Path) -> str:
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise KbError("not_found", f"{path}: no such folder; pass the folder holding the model's config.json, "
+                                   "tokenizer and weights (e.g. models/reranker_zh_v2)")
+    return model_id(str(folder))
+
+
+def promote(store: RolloutStore, path: str | Path, default: str, who: Caller, audit: AuditLog | None = None, *,
+            golden: str | Path | None = None, options: RerankerOptions | None = None,
+            limits: GateLimits | None = None) -> Promotion:
+    """Run the gate on the folder `path` against the model serving now (`default`: the `reranker` setting, when no
+    promotion is on record) and, only when it passes, make it the serving reranker."""
+    model = _folder(path)
+    with store.locked():
+        state = store.read()
+        serving = state.serving_model(default)
+        if model == serving:
+            raise KbError("conflict", f"{model} is already the serving reranker")
+        report = gate(model, serving, golden, options, limits)
+        if not report.passed:
+            if audit is not None:
+                audit.record(who, "reranker promote", "refused", model=model, reasons=report.reasons)
+            return Promotion(report, None)
+        new = state.promoted(Release(model, now(), who.who, weights_digest(model), report.summary()), default)
+        store.write(new)
+    if audit is not None:
+        audit.record(who, "reranker promote", model=model, previous=serving, digest=new.current.digest)
+    return Promotion(report, new)
+
+
+def rollback(store: RolloutStore, default: str, who: Caller, audit: AuditLog | None = None) -> RolloutState:
+    """The model promoted before the current one serves again. KbError conflict when nothing was promoted."""
+    with store.locked():
+        state = store.read()
+        new = state.rolled_back(now(), who.who, default)
+        store.write(new)
+    if audit is not None:
+        audit.record(who, "reranker rollback", model=new.serving_model(default), previous=state.current.model)
+    return new
+
+
+def _checked(model: str, options: RerankerOptions | None) -> None:
+    report = check_model(model, options=options)
+    if not report.ok:
+        reasons = "; ".join(f"{i.name}: {i.message} (fix: {i.fix})" for i in report.failures)
+        raise KbError("unprocessable", f"{model} cannot serve: {reasons}")
+
+
+def start_canary(store: RolloutStore, path: str | Path, share: float, default: str, who: Caller,
+                 audit: AuditLog | None = None, options: RerankerOptions | None = None) -> RolloutState:
+    """Let the folder `path` rerank `share` (0 < share < 1) of searches, chosen per query text. The folder must
+    pass `kb models check` first."""
+    if not 0 < share < 1:
+        raise KbError("validation", f"--share must be between 0 and 1 (exclusive); got {share}")
+    model = _folder(path)
+    with store.locked():
+        state = store.read()
+        if model == state.serving_model(default):
+            raise KbError("conflict", f"{model} is the serving reranker already; a canary is another model")
+        _checked(model, options)
+        new = state.with_canary(Trial(model, now(), who.who, share))
+        store.write(new)
+    if audit is not None:
+        audit.record(who, "reranker canary", model=model, share=share)
+    return new
+
+
+def stop_canary(store: RolloutStore, who: Caller, audit: AuditLog | None = None) -> RolloutState:
+    with store.locked():
+        state = store.read()
+        new = state.without_canary(now(), who.who)
+        store.write(new)
+    if audit is not None:
+        audit.record(who, "reranker canary off", model=state.canary.model)
+    return new
+
+
+def start_shadow(store: RolloutStore, path: str | Path, default: str, who: Caller, audit: AuditLog | None = None,
+                 options: RerankerOptions | None = None) -> RolloutState:
+    """Let the folder `path` score every search beside the serving model, off the critical path, for comparison.
+    The folder must pass `kb models check` first."""
+    model = _folder(path)
+    with store.locked():
+        state = store.read()
+        if model == state.serving_model(default):
+            raise KbError("conflict", f"{model} is the serving reranker already; a shadow is another model")
+        _checked(model, options)
+        new = state.with_shadow(Trial(model, now(), who.who))
+        store.write(new)
+    if audit is not None:
+        audit.record(who, "reranker shadow", model=model)
+    return new
+
+
+def stop_shadow(store: RolloutStore, who: Caller, audit: AuditLog | None = None) -> RolloutState:
+    with store.locked():
+        state = store.read()
+        new = state.without_shadow(now(), who.who)
+        store.write(new)
+    if audit is not None:
+        audit.record(who, "reranker shadow off", model=state.shadow.model)
+    return new

@@ -94,7 +94,8 @@ def main() -> None:
         live.reload_models()
 
         t0 = time.perf_counter()
-        promotion.promote(store, v2, settings.reranker, OPERATOR, limits=GateLimits(0.0, 1.0))
+        promotion.promote(store, v2, settings.reranker, OPERATOR,
+                          limits=GateLimits(min_top_overlap=0.0, max_score_shift=1.0))
         gate_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         live.reload_models()

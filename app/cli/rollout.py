@@ -69,7 +69,8 @@ def add_commands(models_app: typer.Typer) -> None:
         with guard():
             result = run(store, path, s.reranker, operator(), audit, golden=golden,
                          options=options.replace(device="cpu", dtype="auto", backend="torch", quantize=False),
-                         limits=GateLimits(top_n, min_overlap, max_shift, tolerance))
+                         limits=GateLimits(top_n=top_n, min_top_overlap=min_overlap,
+                                           max_score_shift=max_shift, tolerance=tolerance))
         if as_json:
             print(json.dumps({**result.report.to_dict(), "promoted": result.state is not None}, ensure_ascii=False))
         else:

@@ -37,7 +37,7 @@ from rerank.validation.check import (
 from rerank.validation.metrics import mean_kendall_by_group
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GateLimits:
     top_n: int = 5  # the comparison looks at each query's top N
     min_top_overlap: float = 0.6  # mean share of the top N both models agree on

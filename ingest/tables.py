@@ -1,0 +1,123 @@
+"""Tables as text, the one representation loaders write and the chunker reads.
+
+A table is a run of consecutive row lines ``| cell | cell |``, its header row first, optionally preceded by one
+caption line ``Table: caption``. A Markdown separator line (``| --- | --- |``) after the header is allowed and belongs
+to the header. Loaders build the lines with `table_lines`; the chunker finds them again with `find_tables` and
+repeats the table's *head* (caption and header row) at the top of every chunk of the table, so a row is always read
+together with its column names ("工龄 | 年假天数" above "10年以上不满20年 | 15天").
+
+Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+CAPTION_PREFIX = "Table: "
+_ROW = re.compile(r"^\|.*\|$")
+_SEPARATOR = re.compile(r"^\|(?:\s*:?-{3,}:?\s*\|)+$")
+_SPACE = re.compile(r"\s+")
+
+
+def cell_text(value: object) -> str:
+    """One cell as it goes into a row line: None → "", whitespace and line breaks collapsed (a row is one line),
+    and ``|`` escaped as ``\\|`` so the cell cannot be read as two."""
+    if value is None:
+        return ""
+    text = value if isinstance(value, str) else _format_value(value)
+    return _SPACE.sub(" ", text).strip().replace("|", "\\|")
+
+
+def _format_value(value: object) -> str:
+    # Spreadsheets hand over 15.0 for an integer cell and datetimes for dates: write what a person typed.
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if hasattr(value, "isoformat"):
+        text = value.isoformat()
+        return text.removesuffix("T00:00:00")
+    return str(value)
+
+
+def row_line(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def table_lines(rows: Iterable[Sequence[object]], caption: str = "") -> list[str]:
+    """A table as row lines, the first row being the header; `caption` (if any) as a ``Table:`` line above.
+
+    Rows whose cells are all empty and columns that are empty in every row are dropped (a spreadsheet's formatting
+    reaches far beyond its data). Returns [] when no cell holds text.
+    """
+    cleaned = [[cell_text(cell) for cell in row] for row in rows]
+    cleaned = [row for row in cleaned if any(row)]
+    if not cleaned:
+        return []
+    width = max(map(len, cleaned))
+    cleaned = [row + [""] * (width - len(row)) for row in cleaned]
+    keep = [i for i in range(width) if any(row[i] for row in cleaned)]
+    lines = [row_line([row[i] for i in keep]) for row in cleaned]
+    caption = _SPACE.sub(" ", caption).strip()
+    return ([CAPTION_PREFIX + caption] if caption else []) + lines
+
+
+@dataclass(frozen=True)
+class TableSpan:
+    """Where a table sits in a document's text (character offsets, end exclusive).
+
+    `start` is where the table begins (its caption line, else its header row); `rows` are the spans of the data
+    rows, in order; `head` is the caption line and the header row, the text repeated above every chunk of the table.
+    """
+
+    start: int
+    end: int
+    head: str
+    rows: tuple[tuple[int, int], ...]
+
+
+def is_row(line: str) -> bool:
+    stripped = line.strip()
+    return len(stripped) >= 2 and bool(_ROW.match(stripped))
+
+
+def find_tables(text: str) -> list[TableSpan]:
+    """Every table in `text` that has a header row and at least one data row, in order.
+
+    A single row line is not a table (nothing to repeat) and is left to the chunker as ordinary text.
+    """
+    tables: list[TableSpan] = []
+    lines: list[tuple[int, str]] = []
+    pos = 0
+    for raw in text.split("\n"):
+        lines.append((pos, raw))
+        pos += len(raw) + 1
+    i = 0
+    while i < len(lines):
+        if not is_row(lines[i][1]):
+            i += 1
+            continue
+        j = i
+        while j < len(lines) and is_row(lines[j][1]):
+            j += 1
+        table = _table_at(lines, i, j)
+        if table is not None:
+            tables.append(table)
+        i = j
+    return tables
+
+
+def _table_at(lines: list[tuple[int, str]], first: int, stop: int) -> TableSpan | None:
+    header = lines[first][1].strip()
+    body = first + 1
+    while body < stop and _SEPARATOR.match(lines[body][1].strip()):
+        body += 1
+    if body >= stop:
+        return None
+    start = lines[first][0]
+    head = header
+    if first > 0 and lines[first - 1][1].strip().startswith(CAPTION_PREFIX):
+        start = lines[first - 1][0]
+        head = lines[first - 1][1].strip() + "\n" + header
+    rows = tuple((pos, pos + len(raw)) for pos, raw in lines[body:stop])
+    return TableSpan(start=start, end=rows[-1][1], head=head, rows=rows)

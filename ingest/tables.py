@@ -16,6 +16,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 CAPTION_PREFIX = "Table: "
+# Non-empty cells one spreadsheet file (XLSX, CSV) may hold: 40,000 rows of 5 columns. Reading that many takes
+# openpyxl about 3 s on one core and gives some 2,000 chunks to embed; bigger sheets are data exports rather
+# than documents people ask questions of, and one of them would dominate an ingest of a thousand policies.
+MAX_CELLS = 200_000
 _ROW = re.compile(r"^\|.*\|$")
 _SEPARATOR = re.compile(r"^\|(?:\s*:?-{3,}:?\s*\|)+$")
 _SPACE = re.compile(r"\s+")

@@ -1,0 +1,111 @@
+"""Tables keep their header: row lines from the loaders, and chunks (MiniLM's real tokenizer) that repeat the
+caption and header row above every piece of a table and never cut a row that fits."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+
+import docx
+import pytest
+
+from ingest import Document, chunk, load
+from ingest.tables import cell_text, find_tables, table_lines
+
+HEAD = "Table: 年假标准\n| 工龄 | 年假天数 | 说明 |"
+
+
+def make_doc(text: str, title: str = "员工休假制度") -> Document:
+    return Document(doc_id="t" * 16, source="/kb/leave.md", title=title, text=text, meta={"acl": []})
+
+
+def leave_rows(n: int) -> list[str]:
+    return [f"| 工龄{i}年至{i + 1}年 | {5 + i}天 | 第{i}档 employees with {i} full years of service |" for i in range(n)]
+
+
+def long_table_doc(n_rows: int = 80) -> tuple[Document, list[str]]:
+    rows = leave_rows(n_rows)
+    text = "# 第三章 年休假\n\n年休假按工龄计算，见下表。\n\n" + HEAD + "\n| --- | --- | --- |\n" + "\n".join(rows) + \
+        "\n\n表外说明：国家法定休假日不计入年休假。"
+    return make_doc(text), rows
+
+
+def test_table_lines_skip_empty_rows_and_columns_and_keep_one_line_per_row():
+    rows = [[None, "工龄", None, "年假天数"], [None, None, None, None], [None, "10年以上\n不满20年", "", 15.0],
+            [None, "a|b", None, dt.datetime(2026, 1, 1)]]
+    assert table_lines(rows, caption="年假 标准") == [
+        "Table: 年假 标准", "| 工龄 | 年假天数 |", "| 10年以上 不满20年 | 15 |", "| a\\|b | 2026-01-01 |"]
+    assert table_lines([[None, ""], []]) == []
+    assert cell_text(2.5) == "2.5" and cell_text(None) == ""
+
+
+def test_find_tables_needs_a_header_and_a_data_row():
+    text = "intro\n" + HEAD + "\n| --- | --- | --- |\n| 1年 | 5天 | x |\n\n| lone | row |\nend"
+    [table] = find_tables(text)
+    assert table.head == HEAD  # the separator belongs to the header and is not repeated
+    assert text[table.start:].startswith("Table: 年假标准")
+    assert [text[a:b] for a, b in table.rows] == ["| 1年 | 5天 | x |"]
+
+
+@pytest.mark.parametrize("max_tokens", [128, 256])
+def test_every_chunk_of_a_long_table_starts_with_caption_and_header_and_no_row_is_split(count_tokens, max_tokens):
+    doc, rows = long_table_doc()
+    chunks = chunk(doc, count_tokens, max_tokens=max_tokens, overlap=16)
+    table_chunks = [c for c in chunks if "| 工龄" in c.text and c.text != HEAD]
+    assert len(table_chunks) >= 3  # the table really needed several chunks
+    seen = []
+    for c in chunks:
+        assert c.n_tokens == count_tokens(c.context_text()) <= max_tokens
+        assert c.section == "第三章 年休假"
+    for c in table_chunks:
+        assert c.text.startswith(HEAD + "\n"), c.text[:80]
+        body = c.text.split("\n")[2:]
+        assert all(line in rows for line in body), body  # whole rows only, no prose mixed in
+        seen += body
+    assert seen == rows  # every row once, in order
+    prose = [c.text for c in chunks if c not in table_chunks]
+    assert any("见下表" in t for t in prose) and any("表外说明" in t for t in prose)
+
+
+def test_a_row_too_long_for_one_chunk_is_cut_under_the_header(count_tokens):
+    long_note = "；".join(f"第{i}项特殊情形按当年实际工作月份折算年休假天数" for i in range(40))
+    text = HEAD + "\n| 1年 | 5天 | 短 |\n| 特殊情形 | 另计 | " + long_note + " |\n| 20年 | 15天 | 短 |"
+    chunks = chunk(make_doc(text), count_tokens, max_tokens=128, overlap=16)
+    assert len(chunks) >= 4
+    for c in chunks:
+        assert c.text.startswith(HEAD + "\n") and count_tokens(c.context_text()) <= 128
+    assert chunks[0].text.endswith("| 1年 | 5天 | 短 |") and chunks[-1].text.endswith("| 20年 | 15天 | 短 |")
+
+
+def test_a_header_wider_than_half_the_budget_is_not_repeated(count_tokens):
+    header = "| " + " | ".join(f"column number {i} of the export" for i in range(30)) + " |"
+    rows = ["| " + " | ".join(str(i * j) for j in range(30)) + " |" for i in range(20)]
+    doc = make_doc(header + "\n" + "\n".join(rows), title="Export")
+    chunks = chunk(doc, count_tokens, max_tokens=128, overlap=16)
+    assert all(count_tokens(c.context_text()) <= 128 for c in chunks)
+    assert sum(c.text.count("column number 0 ") for c in chunks) == 1  # packed as plain text, nothing lost
+    assert all(any(r in c.text for c in chunks) for r in rows)
+
+
+def test_html_caption_and_docx_caption_travel_with_every_chunk(tmp_path, count_tokens):
+    rows_html = "".join(f"<tr><td>工龄{i}年</td><td>{5 + i}天</td></tr>" for i in range(60))
+    page = ("<html><body><h1>休假制度</h1><h2>年休假</h2><table><caption>表1 年假天数</caption>"
+            f"<thead><tr><th>工龄</th><th>年假天数</th></tr></thead><tbody>{rows_html}</tbody></table></body></html>")
+    (tmp_path / "leave.html").write_text(page, encoding="utf-8")
+    document = docx.Document()
+    document.add_heading("休假制度", level=1)
+    document.add_paragraph("表1 年假天数", style="Caption")
+    table = document.add_table(rows=61, cols=2)
+    table.cell(0, 0).text, table.cell(0, 1).text = "工龄", "年假天数"
+    for i in range(60):
+        table.cell(i + 1, 0).text, table.cell(i + 1, 1).text = f"工龄{i}年", f"{5 + i}天"
+    buffer = io.BytesIO()
+    document.save(buffer)
+    (tmp_path / "leave.docx").write_bytes(buffer.getvalue())
+    for name in ("leave.html", "leave.docx"):
+        chunks = chunk(load(tmp_path / name), count_tokens, max_tokens=128, overlap=16)
+        assert len(chunks) >= 3, name
+        for c in chunks:
+            assert c.text.startswith("Table: 表1 年假天数\n| 工龄 | 年假天数 |\n"), (name, c.text[:60])
+        assert "| 工龄59年 | 64天 |" in chunks[-1].text
+

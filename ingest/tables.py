@@ -125,3 +125,95 @@ def _table_at(lines: list[tuple[int, str]], first: int, stop: int) -> TableSpan 
         head = lines[first - 1][1].strip() + "\n" + header
     rows = tuple((pos, pos + len(raw)) for pos, raw in lines[body:stop])
     return TableSpan(start=start, end=rows[-1][1], head=head, rows=rows)
+
+
+# --- PDF: tables recovered from pypdf's layout text -----------------------------------------------------------------
+# A PDF has no tables, only text placed on a page. pypdf's plain extraction loses the columns (often one cell per
+# line); its layout extraction (`extraction_mode="layout"`) keeps them as runs of spaces. A table is read from the
+# layout text and written back over the same characters of the plain text, which keeps everything else as it was.
+
+_FIELD = re.compile(r"\S+(?: \S+)*")  # text separated by two spaces or more
+_PDF_CAPTION = re.compile(r"^(?:表|Table)\s*[0-9一二三四五六七八九十]+(?:[-.][0-9]+)?(?:[\s.:：、]|$)")
+MIN_PDF_ROWS = 3  # a header and two data rows: fewer is too little evidence of a table in running text
+MAX_HEADER_CELL = 30  # column names are short; longer "cells" are two columns of prose
+MAX_COLUMN_SHIFT = 3  # characters a cell may start away from its column in layout text
+
+
+def _fields(line: str) -> list[tuple[int, str]]:
+    return [(m.start(), m.group()) for m in _FIELD.finditer(line)]
+
+
+def _aligned(fields: list[tuple[int, str]], columns: list[int]) -> list[str] | None:
+    """The row's cells by column, or None when a field starts at no column (the table has ended)."""
+    cells = [""] * len(columns)
+    for start, text in fields:
+        nearest = min(range(len(columns)), key=lambda i: abs(columns[i] - start))
+        if abs(columns[nearest] - start) > MAX_COLUMN_SHIFT or cells[nearest]:
+            return None
+        cells[nearest] = text
+    return cells
+
+
+def layout_tables(layout: str) -> list[list[list[str]]]:
+    """Tables in one page of layout text: runs of at least MIN_PDF_ROWS lines whose cells start where the first
+    line's cells start (the header, two or more short cells). Each table is its rows of cells, header first."""
+    lines = [line for line in layout.split("\n") if line.strip()]
+    tables: list[list[list[str]]] = []
+    i = 0
+    while i < len(lines):
+        header = _fields(lines[i])
+        if len(header) < 2 or any(len(text) > MAX_HEADER_CELL for _, text in header):
+            i += 1
+            continue
+        columns = [start for start, _ in header]
+        rows = [[text for _, text in header]]
+        j = i + 1
+        while j < len(lines):
+            fields = _fields(lines[j])
+            cells = _aligned(fields, columns) if len(fields) >= 2 or (fields and fields[0][0] > columns[0]) else None
+            if cells is None:
+                break
+            rows.append(cells)
+            j += 1
+        if len(rows) >= MIN_PDF_ROWS:
+            tables.append(rows)
+            i = j
+        else:
+            i += 1
+    return tables
+
+
+def splice_tables(plain: str, tables: list[list[list[str]]]) -> str:
+    """`plain` with each table's lines replaced by its row lines (`table_lines`).
+
+    A table replaces the run of plain lines that holds exactly its cells' characters (whitespace aside); a line
+    just above it that reads like a caption ("表1 …", "Table 2 …") becomes its ``Table:`` line. A table whose
+    characters are not found as whole lines is left alone: the plain text is never lost.
+    """
+    lines = plain.split("\n")
+    for table in tables:
+        target = "".join("".join(cell.split()) for row in table for cell in row)
+        span = _find_run(lines, target)
+        if span is None:
+            continue
+        first, stop = span
+        caption = ""
+        if first > 0 and _PDF_CAPTION.match(lines[first - 1].strip()):
+            first -= 1
+            caption = lines[first].strip()
+        lines[first:stop] = ["", *table_lines(table, caption), ""]
+    return "\n".join(lines)
+
+
+def _find_run(lines: list[str], target: str) -> tuple[int, int] | None:
+    squashed = ["".join(line.split()) for line in lines]
+    for first, head in enumerate(squashed):
+        if not head or not target.startswith(head):
+            continue
+        got, stop = head, first + 1
+        while len(got) < len(target) and stop < len(lines) and target.startswith(got + squashed[stop]):
+            got += squashed[stop]
+            stop += 1
+        if got == target:
+            return first, stop
+    return None

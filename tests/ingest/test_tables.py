@@ -10,7 +10,7 @@ import docx
 import pytest
 
 from ingest import Document, chunk, load
-from ingest.tables import cell_text, find_tables, table_lines
+from ingest.tables import cell_text, find_tables, layout_tables, splice_tables, table_lines
 
 HEAD = "Table: 年假标准\n| 工龄 | 年假天数 | 说明 |"
 
@@ -109,3 +109,53 @@ def test_html_caption_and_docx_caption_travel_with_every_chunk(tmp_path, count_t
             assert c.text.startswith("Table: 表1 年假天数\n| 工龄 | 年假天数 |\n"), (name, c.text[:60])
         assert "| 工龄59年 | 64天 |" in chunks[-1].text
 
+
+
+def table_pdf(path, n_rows: int) -> None:
+    """A policy page whose table is only text placed in columns (no ruling lines), as Word exports often are."""
+    from reportlab.lib.pagesizes import A4
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.cidfonts import UnicodeCIDFont
+    from reportlab.pdfgen import canvas
+
+    pdfmetrics.registerFont(UnicodeCIDFont("STSong-Light"))
+    c = canvas.Canvas(str(path), pagesize=A4)
+    c.setFont("STSong-Light", 10)
+    y = 800
+    for line in ("第五条 年休假天数按下表执行：", "表1 年休假天数"):
+        c.drawString(72, y, line)
+        y -= 16
+    rows = [("工龄", "年假天数", "备注")] + [(f"工龄{i}年", f"{5 + i}天", "含本数" if i % 2 else "") for i in range(n_rows)]
+    for row in rows:
+        for x, value in zip((72, 200, 330), row):
+            c.drawString(x, y, value)
+        y -= 14
+    c.drawString(72, y - 10, "第六条 年休假可在当年度内分段使用。")
+    c.save()
+
+
+def test_a_pdf_table_drawn_as_text_comes_back_as_rows_under_its_header(tmp_path, count_tokens):
+    path = tmp_path / "leave.pdf"
+    table_pdf(path, n_rows=40)
+    doc = load(path)
+    assert "第五条 年休假天数按下表执行：\n\nTable: 表1 年休假天数\n| 工龄 | 年假天数 | 备注 |\n| 工龄0年 | 5天 | |\n" \
+           "| 工龄1年 | 6天 | 含本数 |" in doc.text
+    assert "| 工龄39年 | 44天 | 含本数 |\n\n第六条 年休假可在当年度内分段使用。" in doc.text
+    chunks = chunk(doc, count_tokens, max_tokens=128, overlap=16)
+    table_chunks = [c for c in chunks if "| 工龄" in c.text]
+    assert len(table_chunks) >= 3 and all(c.page == 1 for c in chunks)
+    for c in table_chunks:
+        assert c.text.startswith("Table: 表1 年休假天数\n| 工龄 | 年假天数 | 备注 |\n")
+    assert sum(c.text.count("| 工龄17年 | 22天 | 含本数 |") for c in chunks) == 1
+
+
+def test_layout_columns_that_are_not_a_table_leave_the_text_alone():
+    prose = ("The annual leave year runs from  January to December and unused days\n"
+             "may be carried  over once, up to five days, with the  approval of a manager\n"
+             "who records it in the  HR system before the end of March of the next year")
+    assert layout_tables(prose) == []
+    table = [["工龄", "年假天数"], ["1-10年", "5天"], ["10-20年", "15天"]]
+    assert layout_tables("工龄      年假天数\n1-10年    5天\n10-20年   15天") == [table]
+    plain = "第五条 见下表\n工龄 年假天数\n1-10年 5天\n10-20年\n15天\n第六条"
+    assert splice_tables(plain, [table]) == "第五条 见下表\n\n| 工龄 | 年假天数 |\n| 1-10年 | 5天 |\n| 10-20年 | 15天 |\n\n第六条"
+    assert splice_tables("第五条 工龄规定另见附件", [table]) == "第五条 工龄规定另见附件"  # not found: nothing lost

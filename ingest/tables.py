@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 CAPTION_PREFIX = "Table: "
 # Non-empty cells one spreadsheet file (XLSX, CSV) may hold: 40,000 rows of 5 columns. Reading that many takes
-# openpyxl about 3 s on one core and gives some 2,000 chunks to embed; bigger sheets are data exports rather
-# than documents people ask questions of, and one of them would dominate an ingest of a thousand policies.
+# openpyxl about 5 s and gives some 1,500-3,200 chunks to embed (docs/INGEST.md); bigger sheets are data exports
+# rather than documents people ask questions of, and one of them would dominate an ingest of a thousand policies.
 MAX_CELLS = 200_000
 _ROW = re.compile(r"^\|.*\|$")
 _SEPARATOR = re.compile(r"^\|(?:\s*:?-{3,}:?\s*\|)+$")

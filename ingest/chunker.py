@@ -233,7 +233,8 @@ class _Packer:
 def chunk(doc: Document, count_tokens: CountTokens, max_tokens: int = 512, overlap: int = 32) -> list[Chunk]:
     """Split a document into chunks whose `context_text()` never exceeds `max_tokens` (see module docstring).
 
-    `overlap` (tokens) applies where a unit had to be split into sentences. Raises ValueError for a budget too
+    `overlap` (tokens) applies where a unit had to be split into sentences. A chunk of a table has
+    ``meta["table_head"]``: the caption and header lines its text starts with. Raises ValueError for a budget too
     small to hold any text.
     """
     if max_tokens < 16:
@@ -255,6 +256,7 @@ def chunk(doc: Document, count_tokens: CountTokens, max_tokens: int = 512, overl
             section=section,
             page=page,
             n_tokens=count_tokens(context_text(packer.title, section, body)),
-            meta={"source": doc.source, "position": position, "start": start, "acl": list(doc.meta.get("acl", []))},
+            meta={"source": doc.source, "position": position, "start": start, "acl": list(doc.meta.get("acl", [])),
+                  **({"table_head": head} if head else {})},
         ))
     return chunks

@@ -139,3 +139,23 @@ def test_bad_office_files_are_skipped_with_reasons_and_the_good_ones_indexed(off
     assert "Traceback" not in result.output
     assert "skipped" in result.output and "salaries.xlsx" in result.output
     assert os.path.basename(search("工龄12年年假几天")[0]["source"]) == "休假标准.xlsx"
+
+
+def test_merged_neighbouring_table_chunks_show_the_header_once(office_kb, isolated_settings):
+    ingest(office_kb)
+
+    def top(*flags: str) -> dict:
+        result = runner.invoke(app, ["search", "Name Department Extension", "--mode", "lexical", "--json",
+                                     "--top-n", "20", *flags])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout.strip().splitlines()[-1])["results"][0]
+
+    def rows(text: str) -> list[str]:
+        return [line for line in text.split("\n") if line.startswith("| Person")]
+
+    single, merged = top("--no-merge"), top("--merge")
+    assert os.path.basename(merged["source"]) == "directory.xlsx"
+    assert len(rows(merged["text"])) > len(rows(single["text"]))  # neighbouring chunks of the sheet were joined
+    top = merged
+    assert top["text"].startswith("| Name | Department | Extension |\n")
+    assert top["text"].count("| Name | Department | Extension |") == 1

@@ -193,3 +193,17 @@ def test_a_wide_sparse_sheet_is_read(tmp_path):
     ws["XFD70"] = "stray"  # column 16,384: a whole row of empty cells in between is not data
     doc = load(write(tmp_path, "sparse.xlsx", xlsx_bytes(wb)))
     assert "| Item | Owner | |\n| Laptop | IT | |\n| | | stray |" in doc.text
+
+
+def test_an_xlsx_zip_bomb_is_refused_before_parsing(tmp_path):
+    good = io.BytesIO(xlsx_bytes(leave_workbook()))
+    out = io.BytesIO()
+    bomb = b"<row/>" * 5_000_000  # 30 MB of XML that deflates to a few tens of KB
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                data = data.replace(b"<sheetData>", b"<sheetData>" + bomb, 1)
+            dst.writestr(item, data)
+    why = reason(write(tmp_path, "bomb.xlsx", out.getvalue()))
+    assert "zip bomb" in why and "xl/worksheets/sheet1.xml" in why

@@ -9,7 +9,7 @@ import io
 import docx
 import pytest
 
-from ingest import Document, chunk, load
+from ingest import Document, chunk, context_text, load
 from ingest.tables import cell_text, find_tables, layout_tables, splice_tables, table_lines
 
 HEAD = "Table: 年假标准\n| 工龄 | 年假天数 | 说明 |"
@@ -159,3 +159,28 @@ def test_layout_columns_that_are_not_a_table_leave_the_text_alone():
     plain = "第五条 见下表\n工龄 年假天数\n1-10年 5天\n10-20年\n15天\n第六条"
     assert splice_tables(plain, [table]) == "第五条 见下表\n\n| 工龄 | 年假天数 |\n| 1-10年 | 5天 |\n| 10-20年 | 15天 |\n\n第六条"
     assert splice_tables("第五条 工龄规定另见附件", [table]) == "第五条 工龄规定另见附件"  # not found: nothing lost
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_tables_keep_the_limit_and_whole_rows(count_tokens, seed):
+    """Tables of random widths and row lengths, some rows longer than a chunk, among paragraphs."""
+    import random
+
+    rng = random.Random(seed)
+    words = ["年假", "工龄", "days", "leave", "manager", "审批", "本数", "carry-over", "15天", "10-20年", "说明。"]
+    n_cols, budget = rng.randint(2, 6), rng.choice([64, 128, 256])
+    header = "| " + " | ".join(f"列{i} column" for i in range(n_cols)) + " |"
+    rows = ["| " + " | ".join(" ".join(rng.choices(words, k=rng.choice([1, 2, 3, 40]))) for _ in range(n_cols)) + " |"
+            for _ in range(rng.randint(2, 40))]
+    text = "# 附表\n\n前言段落。\n\n" + header + "\n" + "\n".join(rows) + "\n\n结尾段落。"
+    chunks = chunk(make_doc(text), count_tokens, max_tokens=budget, overlap=8)
+    head_fits = count_tokens(context_text(make_doc("").title, "附表", header)) <= budget // 2
+    for c in chunks:
+        assert count_tokens(c.context_text()) <= budget
+        if head_fits and c.text not in ("前言段落。", "结尾段落。"):
+            assert c.text.startswith(header + "\n")
+    for row in rows:
+        whole = sum(row in c.text.split("\n") for c in chunks)
+        fits_alone = count_tokens(context_text(chunks[0].title, "附表", header + "\n" + row)) <= budget
+        if head_fits and fits_alone:
+            assert whole == 1, row  # a row that fits is in exactly one chunk, never cut

@@ -52,12 +52,18 @@ def table_lines(rows: Iterable[Sequence[object]], caption: str = "") -> list[str
     """A table as row lines, the first row being the header; `caption` (if any) as a ``Table:`` line above.
 
     Rows whose cells are all empty and columns that are empty in every row are dropped (a spreadsheet's formatting
-    reaches far beyond its data). Returns [] when no cell holds text.
+    reaches far beyond its data). A first row holding one text only (a title typed above the header, or a title
+    cell merged across the columns) above two rows or more of a wider table is the table's title: it becomes the
+    caption (after `caption`, if one was given) and the next row is the header. Returns [] when no cell holds text.
     """
     cleaned = [[cell_text(cell) for cell in row] for row in rows]
     cleaned = [row for row in cleaned if any(row)]
     if not cleaned:
         return []
+    titles = {cell for cell in cleaned[0] if cell}
+    if len(cleaned) >= 3 and len(titles) == 1 and max(sum(map(bool, row)) for row in cleaned[1:]) >= 2:
+        caption = " ".join(part for part in (caption, titles.pop()) if part)
+        cleaned = cleaned[1:]
     width = max(map(len, cleaned))
     cleaned = [row + [""] * (width - len(row)) for row in cleaned]
     keep = [i for i in range(width) if any(row[i] for row in cleaned)]

@@ -184,3 +184,13 @@ def test_random_tables_keep_the_limit_and_whole_rows(count_tokens, seed):
         fits_alone = count_tokens(context_text(chunks[0].title, "附表", header + "\n" + row)) <= budget
         if head_fits and fits_alone:
             assert whole == 1, row  # a row that fits is in exactly one chunk, never cut
+
+
+def test_a_title_row_above_the_header_becomes_the_caption():
+    sheet = [["2026年年假标准", None, None], ["工龄", "年假天数", "备注"], ["1-10年", 5, None], ["10-20年", 15, "含本数"]]
+    assert table_lines(sheet) == ["Table: 2026年年假标准", "| 工龄 | 年假天数 | 备注 |", "| 1-10年 | 5 |  |",
+                                  "| 10-20年 | 15 | 含本数 |"]
+    merged = [["年假标准", "年假标准"], ["工龄", "年假天数"], ["1-10年", "5天"]]  # python-docx repeats a merged cell
+    assert table_lines(merged, caption="表1")[:2] == ["Table: 表1 年假标准", "| 工龄 | 年假天数 |"]
+    one_column = [["Steps"], ["Open the portal"], ["Choose Reset"]]
+    assert table_lines(one_column)[0] == "| Steps |"  # a one-column list keeps its header

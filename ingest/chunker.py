@@ -10,6 +10,12 @@ Contract: every chunk's `context_text()` (title › section, then body) counts a
    sentences repeated at the start of the next piece;
 4. a sentence over the budget is cut at the longest prefix that fits (binary search on characters).
 
+Tables (`ingest.tables`: ``| a | b |`` row lines, header first, an optional ``Table:`` caption line) are units of
+their own, one per data row: rows are packed whole, and every chunk of a table starts with the table's head (caption
+and header row), so each row is read with its column names. A row that does not fit beside the head alone is cut like
+any over-long unit (sentences, then tokens), every piece still under the head. A head that takes more than half the
+budget (a sheet with hundreds of columns) is not repeated: that table is then packed like ordinary paragraphs.
+
 A chunk also holds at most `max_tokens * MAX_CHARS_PER_TOKEN` characters, so text that a tokenizer folds into a
 few unknown tokens (a 10 MB line of hex, a pasted blob) neither becomes a megabyte chunk nor costs a tokenizer pass
 over megabytes for every cut: chunking stays linear in the document's length.
@@ -24,6 +30,7 @@ from dataclasses import dataclass
 
 from .clean import CN_NUMERALS
 from .identity import chunk_id_for
+from .tables import find_tables
 from .types import Chunk, Document, context_text
 
 CountTokens = Callable[[str], int]
@@ -44,6 +51,8 @@ class _Unit:
     start: int
     end: int
     section: tuple[str, ...]
+    head: str = ""  # a table row's caption and header, repeated above every chunk of its table
+    is_head: bool = False  # the caption and header lines themselves: text only when the head is not repeated
 
 
 def _lines(text: str) -> Iterator[tuple[int, str]]:
@@ -54,8 +63,11 @@ def _lines(text: str) -> Iterator[tuple[int, str]]:
 
 
 def _units(text: str) -> list[_Unit]:
-    """Cut the text into structural units (articles, paragraphs, list items), each tagged with its heading path."""
+    """Cut the text into structural units (articles, paragraphs, list items, table rows), each tagged with its
+    heading path."""
     has_articles = any(_ARTICLE.match(line) for _, line in _lines(text))
+    tables = find_tables(text)
+    next_table = 0
     headings: list[str] = []
     units: list[_Unit] = []
     start: int | None = None
@@ -68,6 +80,16 @@ def _units(text: str) -> list[_Unit]:
         start = None
 
     for pos, raw in _lines(text):
+        while next_table < len(tables) and tables[next_table].end < pos:
+            next_table += 1
+        if next_table < len(tables) and pos >= tables[next_table].start:  # a line of a table: its units are made
+            table = tables[next_table]
+            if pos == table.start:
+                close()
+                path = tuple(headings)
+                units.append(_Unit(table.start, table.rows[0][0] - 1, path, table.head, is_head=True))
+                units.extend(_Unit(a, b, path, table.head) for a, b in table.rows)
+            continue
         line = raw.strip()
         md = _HEADING.match(line)
         cn = None if md else _CN_HEADING.match(line)
@@ -112,50 +134,69 @@ def _sentences(text: str, base: int) -> list[tuple[int, int]]:
 
 
 class _Packer:
-    """Collects (start, end) spans of the document into chunks under the token budget."""
+    """Collects (start, end) spans of the document into chunks under the token budget; a table's pieces also carry
+    the head printed above them."""
 
     def __init__(self, doc: Document, count_tokens: CountTokens, max_tokens: int, overlap: int):
         self.doc, self.count, self.max, self.overlap = doc, count_tokens, max_tokens, overlap
         self.title = doc.title[:_MAX_HEAD_CHARS]
-        self.pieces: list[tuple[int, int, str]] = []  # (start, end, section)
+        self.pieces: list[tuple[int, int, str, str]] = []  # (start, end, section, head)
         self.max_chars = max_tokens * MAX_CHARS_PER_TOKEN
+        self._repeatable: dict[tuple[str, str], bool] = {}
 
-    def fits(self, start: int, end: int, section: str) -> bool:
-        if end - start > self.max_chars:  # decided without tokenizing what may be megabytes
+    def body(self, start: int, end: int, head: str) -> str:
+        text = self.doc.text[start:end].strip()
+        return f"{head}\n{text}" if head else text
+
+    def fits(self, start: int, end: int, section: str, head: str = "") -> bool:
+        if end - start + len(head) > self.max_chars:  # decided without tokenizing what may be megabytes
             return False
-        return self.count(context_text(self.title, section, self.doc.text[start:end].strip())) <= self.max
+        return self.count(context_text(self.title, section, self.body(start, end, head))) <= self.max
+
+    def repeatable(self, head: str, section: str) -> bool:
+        """Whether a table head leaves at least half the budget to its rows."""
+        if not head:
+            return False
+        key = (head, section)
+        if key not in self._repeatable:
+            self._repeatable[key] = (len(head) <= self.max_chars // 2 and
+                                     self.count(context_text(self.title, section, head)) <= self.max // 2)
+        return self._repeatable[key]
 
     def pack_units(self, units: list[_Unit]) -> None:
         current: tuple[int, int] | None = None
-        section = ""
+        section = head = ""
         for unit in units:
             label = _section_label(unit.section, self.doc.title)
-            if current and label == section and self.fits(current[0], unit.end, label):
+            unit_head = unit.head if self.repeatable(unit.head, label) else ""
+            if unit.is_head and unit_head:
+                continue  # printed above each of the table's chunks instead
+            if current and label == section and unit_head == head and self.fits(current[0], unit.end, label, head):
                 current = (current[0], unit.end)
                 continue
             if current:
-                self.pieces.append((*current, section))
-            section, current = label, None
-            if self.fits(unit.start, unit.end, label):
+                self.pieces.append((*current, section, head))
+            section, head, current = label, unit_head, None
+            if self.fits(unit.start, unit.end, label, head):
                 current = (unit.start, unit.end)
             else:
-                self.split_long(unit.start, unit.end, label)
+                self.split_long(unit.start, unit.end, label, head)
         if current:
-            self.pieces.append((*current, section))
+            self.pieces.append((*current, section, head))
 
-    def split_long(self, start: int, end: int, section: str) -> None:
+    def split_long(self, start: int, end: int, section: str, head: str) -> None:
         """Sentences packed greedily with a trailing-sentence overlap; an over-long sentence is cut by tokens."""
         spans = _sentences(self.doc.text[start:end], start)
         i = 0
         while i < len(spans):
-            if not self.fits(spans[i][0], spans[i][1], section):
-                self.cut_tokens(spans[i][0], spans[i][1], section)
+            if not self.fits(spans[i][0], spans[i][1], section, head):
+                self.cut_tokens(spans[i][0], spans[i][1], section, head)
                 i += 1
                 continue
             j = i
-            while j + 1 < len(spans) and self.fits(spans[i][0], spans[j + 1][1], section):
+            while j + 1 < len(spans) and self.fits(spans[i][0], spans[j + 1][1], section, head):
                 j += 1
-            self.pieces.append((spans[i][0], spans[j][1], section))
+            self.pieces.append((spans[i][0], spans[j][1], section, head))
             nxt = j + 1
             if nxt >= len(spans):
                 break
@@ -164,35 +205,36 @@ class _Packer:
             k = nxt
             while k - 1 > i and self.count(self.doc.text[spans[k - 1][0]:spans[j][1]]) <= self.overlap:
                 k -= 1
-            while k < nxt and not self.fits(spans[k][0], spans[nxt][1], section):
+            while k < nxt and not self.fits(spans[k][0], spans[nxt][1], section, head):
                 k += 1
             i = k
 
-    def cut_tokens(self, start: int, end: int, section: str) -> None:
+    def cut_tokens(self, start: int, end: int, section: str, head: str) -> None:
         while start < end:
-            window = min(end, start + self.max_chars)
-            if self.fits(start, window, section):  # the whole window: one tokenizer call (blobs, the tail)
-                self.pieces.append((start, window, section))
+            window = min(end, start + self.max_chars - len(head))
+            if self.fits(start, window, section, head):  # the whole window: one tokenizer call (blobs, the tail)
+                self.pieces.append((start, window, section, head))
                 start = window
                 continue
             lo, hi = start + 1, window - 1
             while lo < hi:  # largest `stop` with fits(start, stop)
                 mid = (lo + hi + 1) // 2
-                if self.fits(start, mid, section):
+                if self.fits(start, mid, section, head):
                     lo = mid
                 else:
                     hi = mid - 1
-            if not self.fits(start, lo, section):
+            if not self.fits(start, lo, section, head):
                 raise ValueError(f"max_tokens={self.max} leaves no room for text after the title and section "
                                  f"of {self.doc.source}; raise max_tokens")
-            self.pieces.append((start, lo, section))
+            self.pieces.append((start, lo, section, head))
             start = lo
 
 
 def chunk(doc: Document, count_tokens: CountTokens, max_tokens: int = 512, overlap: int = 32) -> list[Chunk]:
     """Split a document into chunks whose `context_text()` never exceeds `max_tokens` (see module docstring).
 
-    `overlap` (tokens) applies where a unit had to be split into sentences. Raises ValueError for a budget too
+    `overlap` (tokens) applies where a unit had to be split into sentences. A chunk of a table has
+    ``meta["table_head"]``: the caption and header lines its text starts with. Raises ValueError for a budget too
     small to hold any text.
     """
     if max_tokens < 16:
@@ -203,8 +245,8 @@ def chunk(doc: Document, count_tokens: CountTokens, max_tokens: int = 512, overl
     packer.pack_units(_units(doc.text))
     offsets = doc.meta.get("page_offsets") or []
     chunks = []
-    for position, (start, end, section) in enumerate(packer.pieces):
-        body = doc.text[start:end].strip()
+    for position, (start, end, section, head) in enumerate(packer.pieces):
+        body = packer.body(start, end, head)
         page = bisect.bisect_right(offsets, start) if offsets else None
         chunks.append(Chunk(
             chunk_id=chunk_id_for(doc.doc_id, position, body),
@@ -214,6 +256,7 @@ def chunk(doc: Document, count_tokens: CountTokens, max_tokens: int = 512, overl
             section=section,
             page=page,
             n_tokens=count_tokens(context_text(packer.title, section, body)),
-            meta={"source": doc.source, "position": position, "start": start, "acl": list(doc.meta.get("acl", []))},
+            meta={"source": doc.source, "position": position, "start": start, "acl": list(doc.meta.get("acl", [])),
+                  **({"table_head": head} if head else {})},
         ))
     return chunks

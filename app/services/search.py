@@ -142,11 +142,25 @@ def cap_per_document(results: Sequence[Scored], max_per_doc: int | None) -> list
     return kept
 
 
+def _joined_text(chunks: Sequence[Chunk]) -> str:
+    """Neighbouring chunks' texts in order; a table's caption and header (`meta["table_head"]`, which every chunk of
+    the table starts with) is shown once, above the first of them."""
+    parts = []
+    for before, c in zip([None, *chunks], chunks):
+        head = c.meta.get("table_head")
+        if before is not None and head and before.meta.get("table_head") == head and c.text.startswith(head + "\n"):
+            parts.append(c.text[len(head) + 1:])
+        else:
+            parts.append(c.text)
+    return "\n".join(parts)
+
+
 def merge_adjacent(results: Sequence[Scored]) -> list[Scored]:
     """Merge results that are neighbouring chunks of one document into one passage, read in document order.
 
     The merged result keeps the best member's place, scores and band (the passage is shown because of it) and its
-    text is the members' texts joined in position order, so a procedure split across two chunks reads whole.
+    text is the members' texts joined in position order, so a procedure split across two chunks reads whole (a
+    table's header once, not once per chunk).
     """
     def pos(r: Scored) -> int:
         return int(r.hit.chunk.meta.get("position", 0))
@@ -167,7 +181,7 @@ def merge_adjacent(results: Sequence[Scored]) -> list[Scored]:
             continue
         members = sorted(g, key=pos)
         c = best.hit.chunk
-        chunk = Chunk(chunk_id=c.chunk_id, doc_id=c.doc_id, text="\n".join(m.hit.chunk.text for m in members),
+        chunk = Chunk(chunk_id=c.chunk_id, doc_id=c.doc_id, text=_joined_text([m.hit.chunk for m in members]),
                       title=c.title, section=c.section, page=members[0].hit.chunk.page,
                       n_tokens=sum(m.hit.chunk.n_tokens for m in members),
                       meta={**c.meta, "merged": [m.hit.chunk.chunk_id for m in members]})

@@ -9,11 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .base import Loaded
+from .csv import load_csv
 from .docx import load_docx
 from .html import load_html
 from .markdown import load_markdown
 from .pdf import load_pdf
+from .pptx import load_pptx
 from .text import load_text
+from .xlsx import load_xlsx
 
 LoaderFn = Callable[[str, bytes], Loaded]
 
@@ -25,6 +28,10 @@ LOADERS: dict[str, LoaderFn] = {
     ".md": load_markdown,
     ".markdown": load_markdown,
     ".txt": load_text,
+    ".xlsx": load_xlsx,
+    ".pptx": load_pptx,
+    ".csv": load_csv,
+    ".tsv": load_csv,
     ".text": load_text,
 }
 

@@ -1,5 +1,6 @@
 """HTML with BeautifulSoup: boilerplate (scripts, styles, navigation, footers, comments) removed; headings become
-`#` lines, list items `- ` lines and table rows `| a | b |` lines, so the chunker sees the page's structure."""
+`#` lines, list items `- ` lines, table rows `| a | b |` lines and a `<caption>` a `Table:` line above them
+(`ingest.tables`), so the chunker sees the page's structure."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import PurePath
 
 from bs4 import BeautifulSoup, Comment, NavigableString, Tag
 
+from ..tables import CAPTION_PREFIX, cell_text, row_line
 from .base import Loaded
 
 # libxml2's own nesting limit for XML (without XML_PARSE_HUGE); real pages stay far below it. Deeper trees are
@@ -48,9 +50,11 @@ def html_to_text(markup: bytes | str) -> tuple[str, str]:
     for level in range(1, 7):
         for tag in soup.find_all(f"h{level}"):
             tag.replace_with(NavigableString(f"\n\n{'#' * level} {tag.get_text(' ', strip=True)}\n\n"))
+    for caption in soup.find_all("caption"):
+        caption.replace_with(NavigableString(f"\n{CAPTION_PREFIX}{caption.get_text(' ', strip=True)}\n"))
     for row in soup.find_all("tr"):
-        cells = [cell.get_text(" ", strip=True) for cell in row.find_all(["td", "th"])]
-        row.replace_with(NavigableString("\n| " + " | ".join(cells) + " |\n"))
+        cells = [cell_text(cell.get_text(" ", strip=True)) for cell in row.find_all(["td", "th"])]
+        row.replace_with(NavigableString("\n" + row_line(cells) + "\n"))
     for item in soup.find_all("li"):
         item.insert_before(NavigableString("\n- "))
         item.insert_after(NavigableString("\n"))
@@ -61,7 +65,7 @@ def html_to_text(markup: bytes | str) -> tuple[str, str]:
     lines = [line.strip() for line in root.get_text().split("\n")]
     kept: list[str] = []
     for line in lines:
-        if not line and kept and kept[-1].startswith(("| ", "- ")):
+        if not line and kept and kept[-1].startswith(("| ", "- ", CAPTION_PREFIX)):
             continue
         if line.startswith(("| ", "- ")) and len(kept) >= 2 and kept[-1] == "" and kept[-2].startswith(line[:2]):
             kept.pop()

@@ -1,17 +1,30 @@
-"""PDF with pypdf: text per page, page numbers kept as character offsets, running headers and footers removed."""
+"""PDF with pypdf: text per page, page numbers kept as character offsets, running headers and footers removed,
+tables recovered from the page layout as row lines (`ingest.tables.layout_tables`)."""
 
 from __future__ import annotations
 
 import io
 from pathlib import PurePath
 
-from pypdf import PdfReader
+from pypdf import PageObject, PdfReader
 from pypdf.errors import PdfReadError, PyPdfError
 
 from ..clean import clean_text, drop_repeated_lines, join_wrapped_cjk_lines
+from ..tables import layout_tables, splice_tables
 from .base import Loaded
 
 MAX_PAGES = 5000
+
+
+def _page_text(page: PageObject) -> str:
+    """The page's text, tables written as row lines when its layout shows columns (`ingest.tables`)."""
+    plain = page.extract_text() or ""
+    try:
+        layout = page.extract_text(extraction_mode="layout") or ""
+    except Exception:  # layout is a bonus: a page pypdf cannot lay out keeps its plain text
+        return plain
+    tables = layout_tables(layout)
+    return splice_tables(plain, tables) if tables else plain
 
 
 def load_pdf(name: str, data: bytes) -> Loaded:
@@ -27,7 +40,7 @@ def load_pdf(name: str, data: bytes) -> Loaded:
         if n_pages > MAX_PAGES:
             raise ValueError(f"PDF has {n_pages} pages, over the {MAX_PAGES}-page limit; split it")
         # pypdf reads a bullet glyph of the standard fonts as DEL (0x7f); keep it as a bullet, not a control byte.
-        pages = [clean_text((page.extract_text() or "").replace("\x7f", "•")) for page in reader.pages]
+        pages = [clean_text(_page_text(page).replace("\x7f", "•")) for page in reader.pages]
         info_title = (reader.metadata.title if reader.metadata else None) or ""
     except ValueError:
         raise

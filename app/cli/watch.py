@@ -1,0 +1,70 @@
+"""`kb watch PATH...`: keep the index in sync while files change, one line per change, until Ctrl+C."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import EmbedderOpt, IndexOpt, err, guard, load_embedder, operator, out, quiet_libraries, settings_for
+
+EXIT_INTERRUPTED = 130  # Ctrl+C, as every `kb` command (app.cli.main)
+
+
+def watch(
+    paths: Annotated[list[Path], typer.Argument(help="files or folders to keep in the index")],
+    index: IndexOpt = None,
+    embedder: EmbedderOpt = None,
+    debounce_ms: Annotated[int, typer.Option("--debounce-ms", min=0,
+                                             help="wait this long after the last change of a burst")] = 1000,
+    poll: Annotated[bool, typer.Option("--poll", help="poll instead of OS notifications (network drives)")] = False,
+) -> None:
+    """Sync the index with the given files and folders now, then again whenever a file in them is created,
+    changed, renamed or deleted (Ctrl+C stops)."""
+    from ..components import audit_log, make_library
+    from ..services.watch import SyncRound
+    from ..services.watch import watch as watch_paths
+
+    quiet_libraries()
+    s = settings_for(index, embedder)
+    library = make_library(s, load_embedder(s))
+    audit = audit_log(s)
+
+    def show(round_: SyncRound) -> None:
+        for kind, path in round_.changes:
+            err.print(f"[dim]{kind}[/] {path}", highlight=False, soft_wrap=True)
+        if round_.error is not None:
+            err.print(f"[bold red]sync failed:[/] {round_.error}; retrying on the next change", highlight=False,
+                      soft_wrap=True)
+            return
+        report = round_.report
+        if report is None:  # a round has a report or an error
+            return
+        for verb, colour, sources in (("added", "green", report.added), ("updated", "cyan", report.updated),
+                                      ("deleted", "magenta", report.deleted)):
+            for source in sources:
+                out.print(f"[{colour}]{verb}[/] {source}", highlight=False, soft_wrap=True)
+        first = not round_.changes
+        for file, reason in report.skipped:  # a broken file is named once when it changes, not every round
+            if first or file in round_.changed_paths:
+                err.print(f"[yellow]skipped[/] {file}: {reason}", highlight=False, soft_wrap=True)
+        if report.changed:
+            audit.record(operator(), "watch", paths=[str(p) for p in paths], added=len(report.added),
+                         updated=len(report.updated), deleted=len(report.deleted), rebuild=False)
+        elif not first:
+            out.print("[dim]no change to the index[/]", highlight=False)
+        out.print(f"[dim]index {s.index_dir}: {report.total_documents} documents, {report.total_chunks} chunks "
+                  f"({report.seconds:.1f} s)[/]", highlight=False)
+
+    err.print(f"watching {', '.join(map(str, paths))} (Ctrl+C stops)", highlight=False, soft_wrap=True)
+    try:
+        with guard():
+            watch_paths(paths, library, show, debounce_ms=debounce_ms, force_polling=True if poll else None)
+    except KeyboardInterrupt:
+        err.print("stopped watching; the index keeps its last complete version", highlight=False)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(watch)

@@ -10,6 +10,8 @@ import typer
 from .common import EmbedderOpt, IndexOpt, err, guard, load_embedder, operator, out, quiet_libraries, settings_for
 
 EXIT_INTERRUPTED = 130  # Ctrl+C, as every `kb` command (app.cli.main)
+SEEN = {"added": "created", "modified": "changed", "deleted": "deleted"}  # watchfiles' names, as a person says them
+RETRY_S = 10.0  # a failed sync (index locked by `kb ingest`) is tried again this long after, without a change
 
 
 def watch(
@@ -33,25 +35,27 @@ def watch(
 
     def show(round_: SyncRound) -> None:
         for kind, path in round_.changes:
-            err.print(f"[dim]{kind}[/] {path}", highlight=False, soft_wrap=True)
+            err.print(f"[dim]file {SEEN.get(kind, kind)}[/] {path}", highlight=False, soft_wrap=True)
         if round_.error is not None:
-            err.print(f"[bold red]sync failed:[/] {round_.error}; retrying on the next change", highlight=False,
-                      soft_wrap=True)
+            err.print(f"[bold red]sync failed:[/] {round_.error}; retrying on the next change or in {RETRY_S:.0f} s",
+                      highlight=False, soft_wrap=True)
             return
         report = round_.report
         if report is None:  # a round has a report or an error
             return
-        for verb, colour, sources in (("added", "green", report.added), ("updated", "cyan", report.updated),
-                                      ("deleted", "magenta", report.deleted)):
+        for verb, colour, sources in (("indexed", "green", report.added), ("re-indexed", "cyan", report.updated),
+                                      ("removed", "magenta", report.deleted)):
             for source in sources:
                 out.print(f"[{colour}]{verb}[/] {source}", highlight=False, soft_wrap=True)
-        first = not round_.changes
+        first = round_.why == "start"
         for file, reason in report.skipped:  # a broken file is named once when it changes, not every round
             if first or file in round_.changed_paths:
                 err.print(f"[yellow]skipped[/] {file}: {reason}", highlight=False, soft_wrap=True)
         if report.changed:
             audit.record(operator(), "watch", paths=[str(p) for p in paths], added=len(report.added),
                          updated=len(report.updated), deleted=len(report.deleted), rebuild=False)
+        elif round_.why == "catch-up":  # nothing changed during the first sync: nothing to say
+            return
         elif not first:
             out.print("[dim]no change to the index[/]", highlight=False)
         out.print(f"[dim]index {s.index_dir}: {report.total_documents} documents, {report.total_chunks} chunks "
@@ -60,7 +64,8 @@ def watch(
     err.print(f"watching {', '.join(map(str, paths))} (Ctrl+C stops)", highlight=False, soft_wrap=True)
     try:
         with guard():
-            watch_paths(paths, library, show, debounce_ms=debounce_ms, force_polling=True if poll else None)
+            watch_paths(paths, library, show, debounce_ms=debounce_ms, retry_s=RETRY_S,
+                        force_polling=True if poll else None)
     except KeyboardInterrupt:
         err.print("stopped watching; the index keeps its last complete version", highlight=False)
         raise typer.Exit(EXIT_INTERRUPTED) from None

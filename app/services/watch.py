@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import watchfiles
 
@@ -29,11 +30,16 @@ _TEMPORARY = ("#", "~$", ".~lock")
 _TEMPORARY_SUFFIXES = (".tmp", ".part", ".crdownload", ".download")
 
 
+Why = Literal["start", "change", "retry", "catch-up"]
+
+
 @dataclass(frozen=True)
 class SyncRound:
-    """One sync of the watched paths: the file changes that started it (empty for the first sync and for a
-    retry), then its report, or the error that stopped it (the index is then left as it was)."""
+    """One sync of the watched paths: why it ran (the first sync, a burst of changes, a retry of a failed round,
+    the check for changes made during the first sync), the file changes that started it, then its report, or
+    the error that stopped it (the index is then left as it was)."""
 
+    why: Why
     changes: tuple[tuple[str, str], ...] = ()  # (added | modified | deleted, path), sorted
     report: IngestReport | None = None
     error: str | None = None
@@ -67,19 +73,20 @@ class ChangeFilter(watchfiles.DefaultFilter):
         return suffix in SUPPORTED_SUFFIXES or name.endswith(SIDECAR_SUFFIX) or suffix == "" or p.is_dir()
 
 
-def sync_round(library: Library, paths: Sequence[Path], changes: set[tuple[watchfiles.Change, str]]) -> SyncRound:
+def sync_round(library: Library, paths: Sequence[Path], changes: set[tuple[watchfiles.Change, str]],
+               why: Why) -> SyncRound:
     """Sync `paths` into `library`'s index once; a user-fixable failure comes back as `error`, not raised."""
     named = tuple(sorted((change.name, path) for change, path in changes))
+    paths_changed = frozenset(p for _, p in named)
     try:
         report = library.sync(list(paths))
     except OSError as exc:
-        return SyncRound(named, error=f"{exc}; fix it and the next change retries",
-                         changed_paths=frozenset(p for _, p in named))
+        return SyncRound(why, named, error=str(exc), changed_paths=paths_changed)
     except Exception as exc:
         if outcome_of(exc) is None:
             raise
-        return SyncRound(named, error=str(exc), changed_paths=frozenset(p for _, p in named))
-    return SyncRound(named, report=report, changed_paths=frozenset(p for _, p in named))
+        return SyncRound(why, named, error=str(exc), changed_paths=paths_changed)
+    return SyncRound(why, named, report=report, changed_paths=paths_changed)
 
 
 def watch(paths: Sequence[str | Path], library: Library, on_round: Callable[[SyncRound], None],
@@ -99,13 +106,22 @@ def watch(paths: Sequence[str | Path], library: Library, on_round: Callable[[Syn
     stop = stop if stop is not None else threading.Event()
     index_dir = Path(os.path.abspath(library.index_dir))
     ignore = [index_dir, index_dir.resolve()]
-    last = sync_round(library, roots, set())
+    last = sync_round(library, roots, set(), "start")
     on_round(last)
     changes_seen = watchfiles.watch(*roots, watch_filter=ChangeFilter(roots, ignore), debounce=debounce_ms,
                                     stop_event=stop, rust_timeout=int(retry_s * 1000), yield_on_timeout=True,
                                     force_polling=force_polling)
+    # Notifications start only once the first sync is done: a file changed while it ran is caught by one more
+    # sync at the first quiet moment (`retry_s`), which costs a hash per file when nothing changed.
+    caught_up = False
     for changes in changes_seen:
-        if not changes and last.ok:
+        if changes:
+            last = sync_round(library, roots, changes, "change")
+        elif not last.ok:
+            last = sync_round(library, roots, changes, "retry")
+        elif not caught_up:
+            last = sync_round(library, roots, changes, "catch-up")
+        else:
             continue
-        last = sync_round(library, roots, changes)
+        caught_up = caught_up or last.ok
         on_round(last)

@@ -153,7 +153,7 @@ def read_robots(client: httpx.Client, origin: str) -> RobotFileParser:
     allowed (the site may be unwell; better to index nothing than what it forbids)."""
     robots = RobotFileParser(origin + "/robots.txt")
     try:
-        response = client.get(origin + "/robots.txt")
+        response = client.get(origin + "/robots.txt", follow_redirects=True)
     except httpx.HTTPError:
         robots.disallow_all = True
         return robots
@@ -178,7 +178,7 @@ def listed_pages(client: httpx.Client, origin: str, robots: RobotFileParser) -> 
             continue
         read += 1
         try:
-            response = client.get(url)
+            response = client.get(url, follow_redirects=True)
         except httpx.HTTPError:
             continue
         if response.status_code != 200:
@@ -196,19 +196,16 @@ def _on_site(url: str, origin: str) -> bool:
         return False
 
 
-def _document(url: str, response: httpx.Response, acl: list[str], max_bytes: int) -> Document:
-    """The page as a Document whose source is its URL; IngestError (naming the URL) when it cannot be read."""
-    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+def _document(url: str, kind: str, body: bytes, acl: list[str], max_bytes: int) -> Document:
+    """The page (or linked file) as a Document whose source is its URL; IngestError naming the URL when it
+    cannot be read."""
     name = PurePosixPath(urlsplit(url).path).name or urlsplit(url).netloc
     # The access groups are part of the hash: a re-crawl with other --acl groups updates the page.
-    extra = {"acl": acl, "content_hash": content_hash(response.content + json.dumps(sorted(acl)).encode()),
+    extra = {"acl": acl, "content_hash": content_hash(body + json.dumps(sorted(acl)).encode()),
              "fields": {"site": origin_of(url)}}
     if kind in HTML_TYPES:
-        return load_bytes(name, response.content, url, {**extra, "format": "html"}, max_bytes, load_web_page)
-    if PurePosixPath(name).suffix.lower() in SUPPORTED_SUFFIXES:
-        return load_bytes(name, response.content, url, extra, max_bytes)
-    raise IngestError(url, f"content type {kind or 'unknown'!r} is not a page or a supported file; "
-                           "disallow it in robots.txt or leave it unlinked")
+        return load_bytes(name, body, url, {**extra, "format": "html"}, max_bytes, load_web_page)
+    return load_bytes(name, body, url, extra, max_bytes)
 
 
 def crawl(start_url: str, client: httpx.Client, indexed: Collection[str], state: CrawlState, max_pages: int,
@@ -256,7 +253,11 @@ def crawl(start_url: str, client: httpx.Client, indexed: Collection[str], state:
 
 def _visit(url: str, client: httpx.Client, known: set[str], state: CrawlState, acl: list[str], max_bytes: int,
            result: CrawlResult) -> tuple[str, ...]:
-    """Fetch one page into `result` (and its validators into `result.state`); returns the links to follow."""
+    """Fetch one page into `result` (and its validators into `result.state`); returns the links to follow.
+
+    Redirects are not followed by the client: the target is returned as a link, so it is checked against the
+    host and robots.txt like any other, and an off-site target is never asked. A body is read only when its
+    type can be indexed and it is within `max_bytes`."""
     before = state.pages.get(url) if url in known else None
     headers = {}
     if before is not None and before.etag:
@@ -265,30 +266,60 @@ def _visit(url: str, client: httpx.Client, known: set[str], state: CrawlState, a
         headers["If-Modified-Since"] = before.last_modified
     if before is not None:  # kept until the page is read again: a failed fetch leaves the indexed version
         result.state.pages[url] = before
+    kept_links = before.links if before is not None else ()
     try:
-        response = client.get(url, headers=headers)
+        with client.stream("GET", url, headers=headers) as response:
+            status, kind = response.status_code, _content_type(response)
+            if status == 304 and before is not None:
+                result.not_modified.append(url)
+                return kept_links
+            if status in (404, 410):
+                result.gone.append(url)
+                result.state.pages.pop(url, None)
+                return ()
+            if response.is_redirect and "location" in response.headers:
+                # followed like a link: an off-site target is left alone as an off-site link is
+                return (normalise(str(response.url.join(response.headers["location"]))),)
+            if status != 200:
+                result.failed.append((url, f"HTTP {status}"))
+                return kept_links
+            name = PurePosixPath(urlsplit(url).path).name
+            if kind not in HTML_TYPES and PurePosixPath(name).suffix.lower() not in SUPPORTED_SUFFIXES:
+                result.failed.append((url, f"content type {kind or 'unknown'!r} is not a page or a supported "
+                                           "file; disallow it in robots.txt or leave it unlinked"))
+                return ()
+            body = _read_capped(response, max_bytes)
     except httpx.HTTPError as exc:
         result.failed.append((url, f"could not fetch: {exc}"))
-        return before.links if before is not None else ()
-    if response.status_code == 304 and before is not None:
-        result.not_modified.append(url)
-        return before.links
-    if response.status_code in (404, 410):
-        result.gone.append(url)
-        result.state.pages.pop(url, None)
-        return ()
-    if response.status_code != 200:
-        result.failed.append((url, f"HTTP {response.status_code}"))
-        return before.links if before is not None else ()
-    if origin_of(str(response.url)) != result.state.origin:
-        result.failed.append((url, f"redirects off the site to {response.url}"))
-        return ()
-    is_html = response.headers.get("content-type", "").split(";")[0].strip().lower() in HTML_TYPES
-    links = tuple(page_links(response.content, str(response.url))) if is_html else ()
+        return kept_links
+    if body is None:
+        result.failed.append((url, f"over the {max_bytes / 2**20:.0f} MB limit; not downloaded (raise "
+                                   "KB_MAX_FILE_MB to index it)"))
+        return kept_links
+    links = tuple(page_links(body, url)) if kind in HTML_TYPES else ()
     try:
-        result.documents.append(_document(url, response, acl, max_bytes))
+        result.documents.append(_document(url, kind, body, acl, max_bytes))
     except IngestError as exc:
         result.failed.append((url, exc.reason))
         return links
     result.state.pages[url] = PageState(response.headers.get("etag"), response.headers.get("last-modified"), links)
     return links
+
+
+def _content_type(response: httpx.Response) -> str:
+    return response.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def _read_capped(response: httpx.Response, max_bytes: int) -> bytes | None:
+    """The body, or None as soon as it is known to be over `max_bytes` (from Content-Length or while reading)."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        return None
+    parts: list[bytes] = []
+    size = 0
+    for part in response.iter_bytes():
+        size += len(part)
+        if size > max_bytes:
+            return None
+        parts.append(part)
+    return b"".join(parts)

@@ -70,7 +70,7 @@ def crawl_site(url: str, library: Library, max_pages: int = 200, acl: Sequence[s
 
     Raises ValueError for a URL that is not http(s) or a budget below 1, IndexLocked when another process is
     writing the index, IndexMismatch when it was built with another embedder. `client`: the HTTP client to use
-    (None: one with a `kb-crawl` user agent and `timeout_s`)."""
+    (None: one with a `kb-crawl` user agent and `timeout_s`; a client given must not follow redirects)."""
     start = normalise(url)
     origin = origin_of(start)
     if max_pages < 1:
@@ -79,8 +79,8 @@ def crawl_site(url: str, library: Library, max_pages: int = 200, acl: Sequence[s
     state = CrawlState.load(where, origin)
     indexed = site_sources(library.index_dir, origin)
     own = client is None
-    http = client if client is not None else httpx.Client(
-        headers={"User-Agent": USER_AGENT}, timeout=timeout_s, follow_redirects=True)
+    # Redirects are not followed by the client: `crawl` checks each target against the host and robots.txt.
+    http = client if client is not None else httpx.Client(headers={"User-Agent": USER_AGENT}, timeout=timeout_s)
     try:
         result: CrawlResult = crawl(start, http, indexed, state, max_pages, list(acl), on_page,
                                     library.options.max_bytes)

@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from app.cli import app
+from app.settings import get_settings
 from retrieval.index import KnowledgeIndex
 
 runner = CliRunner()
@@ -41,6 +42,12 @@ class Site:
                     self.send_error(404)
                     return
                 kind, body = site.pages[path]
+                if kind == "redirect":
+                    self.send_response(301)
+                    self.send_header("Location", body.decode())
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
                 if self.headers.get("If-None-Match") or self.headers.get("If-Modified-Since"):
                     site.conditional[path] += 1
@@ -94,7 +101,11 @@ def sites():
         <li><a href="/hr/leave-policy-intl-en.html">Leave</a></li>
         <li><a href="/private/salaries.html">Salaries</a></li>
         <li><a href="{elsewhere.url}/outside.html">Partner site</a></li>
+        <li><a href="/partner">Partner site, through a redirect</a></li>
+        <li><a href="/old/vpn.html">VPN (old address)</a></li>
         <li><a href="mailto:it@example.com">Mail IT</a></li></ul></body></html>""")
+    intranet.pages["/partner"] = ("redirect", f"{elsewhere.url}/outside.html".encode())
+    intranet.pages["/old/vpn.html"] = ("redirect", b"/it/vpn-token-reset-en.html")
     intranet.pages["/robots.txt"] = ("text/plain", f"User-agent: *\nDisallow: /private/\n"
                                                    f"Sitemap: {intranet.url}/sitemap.xml\n".encode())
     set_sitemap(intranet, ["/", "/hr/hr-faq-zh.html"])
@@ -134,7 +145,8 @@ def test_crawl_indexes_the_site_obeys_robots_and_recrawls_only_what_changed(site
                                         "/hr/leave-policy-intl-en.html", "/hr/hr-faq-zh.html")}
     assert indexed(isolated_settings) == pages  # the sitemap-only page too; no fragment duplicate
     assert site.requests["/private/salaries.html"] == 0 and f"{site.url}/private/salaries.html" in first["disallowed"]
-    assert sum(elsewhere.requests.values()) == 0  # another host is never asked
+    assert sum(elsewhere.requests.values()) == 0  # another host is never asked, not even through a redirect
+    assert site.requests["/old/vpn.html"] == 1 and site.requests["/it/vpn-token-reset-en.html"] == 1
     assert first["complete"] and first["not_modified"] == 0 and len(first["added"]) == 5
 
     top = search("how do I reset my VPN token")[0]
@@ -183,3 +195,35 @@ def test_access_groups_and_bad_urls(sites, isolated_settings):
     assert search("reset VPN token", "--groups", "it")[0]["source"].endswith("vpn-token-reset-en.html")
     bad = runner.invoke(app, ["crawl", "ftp://intranet/x"])
     assert bad.exit_code == 2 and "http(s) URL" in bad.output and "Traceback" not in bad.output
+
+
+def _pdf(text: str) -> bytes:
+    import io
+
+    from reportlab.lib.pagesizes import A4
+    from reportlab.pdfgen import canvas
+
+    buf = io.BytesIO()
+    page = canvas.Canvas(buf, pagesize=A4)
+    page.drawString(72, 760, text)
+    page.save()
+    return buf.getvalue()
+
+
+def test_linked_files_are_indexed_and_what_cannot_be_is_named(sites, isolated_settings, monkeypatch):
+    site, _ = sites
+    site.pages["/files/handbook.pdf"] = ("application/pdf", _pdf("Probation lasts six months for every new hire."))
+    site.pages["/files/logo.png"] = ("image/png", b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    site.pages["/files/huge.pdf"] = ("application/pdf", _pdf("Too big.") + b"\0" * 2_000_000)
+    site.html("/files/", '<html><body><h1>Files</h1><p>Downloads for staff.</p><a href="handbook.pdf">Handbook</a>'
+                         '<a href="logo.png">Logo</a><a href="huge.pdf">Archive</a></body></html>')
+    monkeypatch.setenv("KB_MAX_FILE_MB", "1")
+    get_settings.cache_clear()
+    result = runner.invoke(app, ["crawl", site.url + "/files/", "--json"])
+    assert result.exit_code == 3, result.output  # as `kb ingest` with skipped files
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    reasons = {f["url"].rsplit("/", 1)[-1]: f["reason"] for f in report["failed"]}
+    assert set(reasons) == {"logo.png", "huge.pdf"}
+    assert "image/png" in reasons["logo.png"] and "1 MB limit" in reasons["huge.pdf"]
+    hit = search("how long does probation last")[0]
+    assert hit["source"] == f"{site.url}/files/handbook.pdf" and "six months" in hit["text"]

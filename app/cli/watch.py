@@ -19,7 +19,8 @@ def watch(
     index: IndexOpt = None,
     embedder: EmbedderOpt = None,
     debounce_ms: Annotated[int, typer.Option("--debounce-ms", min=0,
-                                             help="wait this long after the last change of a burst")] = 1000,
+                                             help="gather a burst of changes for at most this long into one sync "
+                                                  "(a burst ends sooner after 50 ms without a change)")] = 1000,
     poll: Annotated[bool, typer.Option("--poll", help="poll instead of OS notifications (network drives)")] = False,
 ) -> None:
     """Sync the index with the given files and folders now, then again whenever a file in them is created,

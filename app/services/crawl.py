@@ -73,8 +73,6 @@ def crawl_site(url: str, library: Library, max_pages: int = 200, acl: Sequence[s
     (None: one with a `kb-crawl` user agent and `timeout_s`; a client given must not follow redirects)."""
     start = normalise(url)
     origin = origin_of(start)
-    if max_pages < 1:
-        raise ValueError(f"--max-pages must be at least 1, got {max_pages}")
     where = state_path(library.index_dir, origin)
     state = CrawlState.load(where, origin)
     indexed = site_sources(library.index_dir, origin)

@@ -168,3 +168,27 @@ def test_cli_watch_logs_each_change_and_stops_on_ctrl_c(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_change_made_while_the_first_sync_runs_is_not_lost(tmp_path, library):
+    """Notifications start after the first sync; a file written in between is caught by the catch-up round."""
+    folder = tmp_path / "kb"
+    folder.mkdir()
+    (folder / "a.md").write_text("# A\n\nThe first document.\n")
+    rounds: list[SyncRound] = []
+
+    def record(round_: SyncRound) -> None:
+        if not rounds:  # the first sync has just finished; the watcher is not listening yet
+            (folder / "late.md").write_text("# Late\n\nWritten before the watcher listened.\n")
+        rounds.append(round_)
+
+    stop = threading.Event()
+    thread = threading.Thread(target=watch, args=([folder], library, record, stop),
+                              kwargs={"debounce_ms": 200, "retry_s": 0.5}, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: "late.md" in sources(library.index_dir), "the late file is indexed without a new change")
+        assert rounds[0].why == "start" and any(r.why == "catch-up" for r in rounds)
+    finally:
+        stop.set()
+        thread.join(timeout=DEADLINE_S)

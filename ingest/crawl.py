@@ -51,7 +51,8 @@ class PageState:
 
 @dataclass(frozen=True)
 class CrawlState:
-    """Per-URL validators and links of one site, loaded from and saved to a JSON file (written atomically)."""
+    """Per-URL validators and links of the pages crawls from one start page indexed, loaded from and saved to a
+    JSON file (written atomically)."""
 
     origin: str
     pages: dict[str, PageState] = field(default_factory=dict)
@@ -97,14 +98,17 @@ class CrawlResult:
     sitemap_urls: int = 0  # page URLs listed by the sitemaps
     state: CrawlState | None = None  # the validators and links to keep for the next crawl
 
-    def removed(self, indexed: Collection[str]) -> set[str]:
-        """Which of the site's `indexed` page URLs should leave the index: gone, now disallowed, and, when the
-        crawl was complete, those no page links to and no sitemap lists any more. A page that failed (a server
-        error, a timeout, a file that cannot be read) keeps the version the index has."""
+    def removed(self, indexed: Collection[str], owned: Collection[str]) -> set[str]:
+        """Which indexed page URLs should leave the index: of the site's `indexed` pages, those now gone or
+        disallowed; of the pages earlier crawls from this start page indexed (`owned`), when this crawl was
+        complete, those no page links to and no sitemap lists any more (a crawl of /hr/ never deletes what a
+        crawl of /it/ indexed just because it did not reach it). A page that failed (a server error, a timeout,
+        a file that cannot be read) keeps the version the index has."""
         reached = {d.source for d in self.documents} | set(self.not_modified) | {u for u, _ in self.failed}
-        out = {u for u in indexed if u in set(self.gone) | set(self.disallowed)}
+        dropped = set(self.gone) | set(self.disallowed)
+        out = {u for u in indexed if u in dropped}
         if self.complete:
-            out |= {u for u in indexed if u not in reached}
+            out |= {u for u in owned if u in set(indexed) and u not in reached}
         return out
 
 

@@ -3,13 +3,15 @@
 The pages come from `ingest.crawl` (same host, robots.txt, sitemap, breadth-first, conditional GETs) and go into
 the index through `Library.put`, the same lock, chunking, embedding and atomic publish as a file sync. Pages gone
 from the site (404/410, or, after a crawl that reached every page, linked and listed nowhere) are deleted. The
-validators and links of each page are kept in `<index>/crawl/<host>.json`, written after the index is published:
+validators and links of each page are kept in `<index>/crawl/<start URL>-<hash>.json`, one file per start page
+(what a crawl of /hr/ may delete is what crawls of /hr/ indexed), written after the index is published:
 a crash in between costs one full download of the site, never a page the index lacks but the state calls
 unchanged.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,9 +54,11 @@ class CrawlReport:
                 "sitemap_urls": self.sitemap_urls, "exit_code": self.exit_code}
 
 
-def state_path(index_dir: Path, origin: str) -> Path:
-    """`<index>/crawl/<scheme>_<host>[_<port>].json`: one state file per site, beside the index's versions."""
-    return Path(index_dir) / STATE_FOLDER / (re.sub(r"[^A-Za-z0-9.-]+", "_", origin) + ".json")
+def state_path(index_dir: Path, start: str) -> Path:
+    """`<index>/crawl/<start URL, readable>-<hash>.json`: one state file per start page, beside the index's
+    versions."""
+    readable = re.sub(r"[^A-Za-z0-9.-]+", "_", start).strip("_")[:80]
+    return Path(index_dir) / STATE_FOLDER / f"{readable}-{hashlib.sha256(start.encode()).hexdigest()[:8]}.json"
 
 
 def site_sources(index_dir: Path, origin: str) -> set[str]:
@@ -73,7 +77,7 @@ def crawl_site(url: str, library: Library, max_pages: int = 200, acl: Sequence[s
     (None: one with a `kb-crawl` user agent and `timeout_s`; a client given must not follow redirects)."""
     start = normalise(url)
     origin = origin_of(start)
-    where = state_path(library.index_dir, origin)
+    where = state_path(library.index_dir, start)
     state = CrawlState.load(where, origin)
     indexed = site_sources(library.index_dir, origin)
     own = client is None
@@ -85,11 +89,14 @@ def crawl_site(url: str, library: Library, max_pages: int = 200, acl: Sequence[s
     finally:
         if own:
             http.close()
-    report = library.put(result.documents, delete=result.removed(indexed), progress=progress)
+    report = library.put(result.documents, delete=result.removed(indexed, owned=set(state.pages)),
+                         progress=progress)
     if result.state is not None:
-        # Only pages the index now holds keep validators: a 304 for a page it lacks would lose that page.
+        # Pages this crawl did not reach (cut short by --max-pages) keep what earlier crawls knew of them. Only
+        # pages the index now holds keep validators: a 304 for a page it lacks would lose that page for good.
         held = site_sources(library.index_dir, origin)
-        CrawlState(origin, {u: p for u, p in result.state.pages.items() if u in held}).save(where)
+        pages = {**state.pages, **result.state.pages}
+        CrawlState(origin, {u: p for u, p in pages.items() if u in held}).save(where)
     return CrawlReport(site=origin, index=report, fetched=result.fetched, not_modified=len(result.not_modified),
                        gone=result.gone, disallowed=result.disallowed, failed=result.failed,
                        complete=result.complete, sitemap_urls=result.sitemap_urls)

@@ -227,3 +227,17 @@ def test_linked_files_are_indexed_and_what_cannot_be_is_named(sites, isolated_se
     assert "image/png" in reasons["logo.png"] and "1 MB limit" in reasons["huge.pdf"]
     hit = search("how long does probation last")[0]
     assert hit["source"] == f"{site.url}/files/handbook.pdf" and "six months" in hit["text"]
+
+
+def test_a_crawl_deletes_only_what_crawls_from_its_start_page_indexed(sites, isolated_settings):
+    site, _ = sites
+    crawl(site.url + "/")
+    whole_site = indexed(isolated_settings)
+    site.html("/lonely.html", "<html><body><h1>Lonely</h1><p>The parking garage closes at midnight.</p></body></html>")
+    set_sitemap(site, [])
+    lonely = crawl(site.url + "/lonely.html")  # complete, yet it reached one page: the others are not its own
+    assert lonely["complete"] and lonely["deleted"] == [] and indexed(isolated_settings) == whole_site | {
+        f"{site.url}/lonely.html"}
+    again = crawl(site.url + "/")  # nothing links to /lonely.html, but this start page never indexed it
+    assert f"{site.url}/lonely.html" not in again["deleted"] and f"{site.url}/lonely.html" in indexed(isolated_settings)
+    assert again["deleted"] == [f"{site.url}/hr/hr-faq-zh.html"]  # listed by the sitemap no more, linked nowhere

@@ -34,13 +34,21 @@ def watch(
     library = make_library(s, load_embedder(s))
     audit = audit_log(s)
 
+    failing: list[str] = []  # the error of the last round, when it failed
+
     def show(round_: SyncRound) -> None:
         for kind, path in round_.changes:
             err.print(f"[dim]file {SEEN.get(kind, kind)}[/] {path}", highlight=False, soft_wrap=True)
         if round_.error is not None:
-            err.print(f"[bold red]sync failed:[/] {round_.error}; retrying on the next change or in {RETRY_S:.0f} s",
-                      highlight=False, soft_wrap=True)
+            # a long `kb ingest` holding the lock fails a retry every RETRY_S: said once, not every time
+            if round_.why != "retry" or failing != [round_.error]:
+                err.print(f"[bold red]sync failed:[/] {round_.error}; retrying on the next change or in "
+                          f"{RETRY_S:.0f} s", highlight=False, soft_wrap=True)
+            failing[:] = [round_.error]
             return
+        if failing:
+            err.print("[green]sync succeeded again[/]", highlight=False)
+            failing.clear()
         report = round_.report
         if report is None:  # a round has a report or an error
             return

@@ -140,7 +140,8 @@ def test_cli_watch_rejects_a_missing_folder(tmp_path, isolated_settings):
 
 
 def test_cli_watch_logs_each_change_and_stops_on_ctrl_c(tmp_path):
-    """The real `kb watch` in its own process: one line per change, and Ctrl+C (SIGINT) ends it with 130."""
+    """The real `kb watch` in its own process: one line per change, a locked index reported once and retried,
+    and Ctrl+C (SIGINT) ends it with 130."""
     import signal
     import subprocess
     import sys
@@ -161,6 +162,11 @@ def test_cli_watch_logs_each_change_and_stops_on_ctrl_c(tmp_path):
         (folder / "leave.md").write_text("# Leave\n\nEmployees get 20 days of annual leave.\n")
         wait_until(lambda: f"indexed {folder / 'leave.md'}" in text(), "the new file is logged as indexed")
         assert f"file created {folder / 'leave.md'}" in text()
+        with writer_lock(tmp_path / "index"):  # a `kb ingest` in another process holds the index
+            (folder / "travel.md").write_text("# Travel\n\nBook flights through the travel desk.\n")
+            wait_until(lambda: "sync failed: index" in text(), "the failed round is logged")
+        wait_until(lambda: f"indexed {folder / 'travel.md'}" in text(), "the retry indexes the file")
+        assert text().count("sync failed") == 1 and "sync succeeded again" in text()
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=DEADLINE_S) == 130
         assert "stopped watching" in text() and "Traceback" not in text()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -24,8 +24,9 @@ from .common import (
 def crawl(
     url: Annotated[str, typer.Argument(help="the site's start page, e.g. http://intranet/hr/")],
     max_pages: Annotated[int, typer.Option("--max-pages", min=1, help="most pages to request (304s count)")] = 200,
-    acl: Annotated[list[str], typer.Option("--acl", help="access group of every page (repeatable) [default: "
-                                                          "everyone, as files without a sidecar]")] = [],  # noqa: B006
+    acl: Annotated[Optional[list[str]], typer.Option(
+        "--acl", help="access group of every page (repeatable); without it everyone may read them, as files "
+                      "without a sidecar")] = None,
     index: IndexOpt = None,
     embedder: EmbedderOpt = None,
     as_json: JsonOpt = False,
@@ -54,7 +55,7 @@ def crawl(
             bar.update(tasks[stage], completed=done, total=total)
 
         with guard():
-            report = crawl_site(url, library, max_pages, acl, on_page=on_page, progress=progress)
+            report = crawl_site(url, library, max_pages, acl or [], on_page=on_page, progress=progress)
     ix = report.index
     if ix.changed:
         audit_log(s).record(operator(), "crawl", paths=[url], added=len(ix.added), updated=len(ix.updated),

@@ -22,6 +22,7 @@ import httpx
 from ingest.crawl import USER_AGENT, CrawlResult, CrawlState, crawl, normalise, origin_of
 from ingest.crawl import Progress as CrawlProgress
 from retrieval.index import KnowledgeIndex
+from retrieval.storage import writer_lock
 
 from .library import IngestReport, Library, Progress
 
@@ -77,6 +78,8 @@ def crawl_site(url: str, library: Library, max_pages: int = 200, acl: Sequence[s
     (None: one with a `kb-crawl` user agent and `timeout_s`; a client given must not follow redirects)."""
     start = normalise(url)
     origin = origin_of(start)
+    with writer_lock(Path(library.index_dir)):  # fail before the crawl, not after it, while an ingest runs
+        pass
     where = state_path(library.index_dir, start)
     state = CrawlState.load(where, origin)
     indexed = site_sources(library.index_dir, origin)

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from app.cli import app
 from app.settings import get_settings
 from retrieval.index import KnowledgeIndex
+from retrieval.storage import writer_lock
 
 runner = CliRunner()
 SAMPLES = Path(__file__).resolve().parents[2] / "data" / "samples" / "docs"
@@ -193,6 +194,11 @@ def test_access_groups_and_bad_urls(sites, isolated_settings):
     crawl(site.url + "/", "--acl", "it", "--acl", "staff")
     assert search("reset VPN token", "--groups", "hr") == []
     assert search("reset VPN token", "--groups", "it")[0]["source"].endswith("vpn-token-reset-en.html")
+    with writer_lock(isolated_settings.index_dir):  # an ingest is running: refused before any request
+        before = site.page_requests()
+        locked = runner.invoke(app, ["crawl", site.url + "/"])
+    assert locked.exit_code == 2 and "being written by another process" in locked.output
+    assert site.page_requests() == before
     bad = runner.invoke(app, ["crawl", "ftp://intranet/x"])
     assert bad.exit_code == 2 and "http(s) URL" in bad.output and "Traceback" not in bad.output
 

@@ -9,7 +9,7 @@ from typing import Any
 from .clean import clean_text
 from .errors import IngestError
 from .identity import content_hash, doc_id_for, source_of
-from .loaders import LOADERS
+from .loaders import LOADERS, LoaderFn
 from .types import Document
 
 SUPPORTED_SUFFIXES = frozenset(LOADERS)
@@ -102,10 +102,11 @@ def _check_size(source: str, size: int, max_bytes: int) -> None:
 
 
 def load_bytes(name: str, data: bytes, source: str, extra_meta: dict[str, Any] | None = None,
-               max_bytes: int = DEFAULT_MAX_BYTES) -> Document:
-    """Build a Document from a file's name (for the suffix and a fallback title) and bytes."""
+               max_bytes: int = DEFAULT_MAX_BYTES, loader: LoaderFn | None = None) -> Document:
+    """Build a Document from a file's name (for the suffix and a fallback title) and bytes, read by `loader`
+    (None: the loader of the name's suffix)."""
     suffix = Path(name).suffix.lower()
-    loader = LOADERS.get(suffix)
+    loader = loader if loader is not None else LOADERS.get(suffix)
     if loader is None:
         raise IngestError(source, f"unsupported file type '{suffix or name}'; supported: "
                                   f"{', '.join(sorted(SUPPORTED_SUFFIXES))}")

@@ -101,6 +101,16 @@ class KnowledgeIndex:
             return None
         return json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
 
+    @staticmethod
+    def read_documents(root: Path) -> list[DocRecord]:
+        """The documents of the live version at `root` (none for a new index), without loading chunks or
+        vectors: what a crawl needs to know which pages it may ask for conditionally."""
+        folder = current_version(Path(root))
+        if folder is None:
+            return []
+        with open(folder / "documents.jsonl", encoding="utf-8") as fh:
+            return [DocRecord(**json.loads(line)) for line in fh if line.strip()]
+
     @classmethod
     def open(cls, root: Path, embedder: dict[str, Any], chunker: dict[str, Any], stores: StoreFactory | None = None,
              create: bool = True, analyzer: Analyzer = DEFAULT) -> KnowledgeIndex:

@@ -19,13 +19,13 @@ import json
 import os
 import time
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ingest import IngestError, chunk, discover, fingerprint, load
+from ingest import Chunk, Document, IngestError, chunk, discover, fingerprint, load
 from ingest.identity import source_of
 from ingest.load import SIDECAR_SUFFIX
 from ingest.loaders import LOADERS
@@ -135,13 +135,10 @@ def sync(paths: Sequence[str | Path], index_dir: Path, embedder: Embedder, optio
                 continue
             pending.append((doc, chunks, known is None))
 
-        texts = [c.context_text() for _, chunks, _ in pending for c in chunks]
-        if pending:
-            vectors = embedder.embed_passages(texts, show_progress=progress is not None and len(texts) > 64)
-            index.replace_documents([(doc, chunks) for doc, chunks, _ in pending], vectors)
+        report.chunks_written = _embed_into(index, [(doc, chunks) for doc, chunks, _ in pending], embedder,
+                                            progress is not None)
         for doc, _, is_new in pending:
             (report.added if is_new else report.updated).append(doc.source)
-        report.chunks_written = len(texts)
 
         if delete:
             present = {source_of(p) for p in found.files}
@@ -152,6 +149,59 @@ def sync(paths: Sequence[str | Path], index_dir: Path, embedder: Embedder, optio
             report.deleted = [rec.source for rec in gone]
 
         if report.changed or rebuild or index.version == "" or report.reanalyzed:
+            tick("save", 0, 1)
+            index.save()
+        report.total_documents, report.total_chunks = len(index.documents), len(index.chunks)
+        report.index_version = index.version
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+def _embed_into(index: KnowledgeIndex, docs: Sequence[tuple[Document, Sequence[Chunk]]], embedder: Embedder,
+                show_progress: bool) -> int:
+    """Embed the chunks of `docs` in one batch and put the documents into `index` (replacing earlier versions);
+    returns the number of chunks embedded."""
+    texts = [c.context_text() for _, chunks in docs for c in chunks]
+    if docs:
+        vectors = embedder.embed_passages(texts, show_progress=show_progress and len(texts) > 64)
+        index.replace_documents(docs, vectors)
+    return len(texts)
+
+
+def put_documents(docs: Sequence[Document], index_dir: Path, embedder: Embedder, delete: Collection[str] = (),
+                  options: IngestOptions | None = None, stores: StoreFactory | None = None,
+                  progress: Progress | None = None, analyzer: Analyzer = DEFAULT) -> IngestReport:
+    """Add or update documents that do not come from files (crawled pages) and delete the documents whose
+    source is in `delete`, with the same lock, chunking, embedding and atomic publish as `sync`.
+
+    A document whose `content_hash` equals the indexed one is left as it is (counted unchanged). Nothing is
+    published unless something changed. Raises IndexLocked / IndexMismatch for the caller.
+    """
+    options = options if options is not None else IngestOptions()
+    started = time.perf_counter()
+    tick = progress or (lambda stage, done, total: None)
+    report = IngestReport(files_seen=len(docs))
+    chunker = chunker_settings(embedder, options.max_tokens, options.overlap)
+    with writer_lock(Path(index_dir)):
+        index = KnowledgeIndex.open(Path(index_dir), embedder.info(), chunker, stores, analyzer=analyzer)
+        report.reanalyzed = index.reanalyzed
+        rechunk_all = index.chunker != chunker
+        index.chunker = chunker
+        pending: list[tuple[Document, Sequence[Chunk]]] = []
+        for done, doc in enumerate(docs, start=1):
+            tick("chunk", done, len(docs))
+            known = index.documents.get(doc.doc_id)
+            if known and not rechunk_all and known.content_hash == doc.meta.get("content_hash"):
+                report.unchanged += 1
+                continue
+            pending.append((doc, chunk(doc, embedder.count_tokens, chunker["max_tokens"], options.overlap)))
+            (report.updated if known else report.added).append(doc.source)
+        report.chunks_written = _embed_into(index, pending, embedder, progress is not None)
+        drop = set(delete)
+        gone = sorted((rec for rec in index.documents.values() if rec.source in drop), key=lambda r: r.source)
+        index.delete_documents([rec.doc_id for rec in gone])
+        report.deleted = [rec.source for rec in gone]
+        if report.changed or index.version == "" or report.reanalyzed:
             tick("save", 0, 1)
             index.save()
         report.total_documents, report.total_chunks = len(index.documents), len(index.chunks)
@@ -246,6 +296,11 @@ class Library:
              progress: Progress | None = None) -> IngestReport:
         return sync(paths, self.index_dir, self.embedder, self.options, self.stores, delete, rebuild, progress,
                     self.analyzer)
+
+    def put(self, docs: Sequence[Document], delete: Collection[str] = (),
+            progress: Progress | None = None) -> IngestReport:
+        return put_documents(docs, self.index_dir, self.embedder, delete, self.options, self.stores, progress,
+                             self.analyzer)
 
     def ingest_uploads(self, files: Sequence[tuple[str, bytes]], groups: Sequence[str],
                        known_sources: set[str] | frozenset[str] = frozenset(),

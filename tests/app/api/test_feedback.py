@@ -79,6 +79,10 @@ def test_analytics_is_for_admins_and_counts_what_happened(api):
     metrics = c.get("/metrics", headers={"X-API-Key": "admin"}).text
     assert 'kb_feedback_total{useful="true"}' in metrics and 'kb_search_answers_total{answered="no"}' in metrics
     assert "kb_events_dropped 0.0" in metrics and "kb_events_up 1.0" in metrics
+    model = served.service.reranker.name  # thumbs per model: how a canary fares against the serving model
+    assert f'kb_model_feedback_total{{model="{model}",useful="true"}}' in metrics
+    [row] = [m for m in report["by_reranker"] if m["reranker"] == model]
+    assert row["searches"] >= 5 and row["up"] >= 3
 
 
 def test_the_cli_reads_exports_and_learns_from_the_judgments(api, tmp_path, monkeypatch):

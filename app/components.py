@@ -87,7 +87,7 @@ def read_rollout(s: Settings) -> tuple[RolloutState, str | None]:
     try:
         return rollout_store(s).read(), None
     except KbError as exc:
-        log.warning("%s; serving the reranker setting %r", exc.message, s.reranker)
+        log.warning("%s", exc.message)
         return RolloutState(), exc.message
 
 
@@ -166,16 +166,20 @@ def load_calibration(s: Settings, reranker: Reranker | None) -> tuple[Calibrator
 def make_search(s: Settings, embedder: Embedder, index: KnowledgeIndex | None,
                 reranker: tuple[Reranker | None, str | None] | None = None,
                 cache: QueryCache | None = None, events: EventLog | None = None,
-                vocabulary: Vocabulary | None = None) -> SearchService:
+                vocabulary: Vocabulary | None = None, trials: bool = False) -> SearchService:
     """A `SearchService` over these parts; the reranker (and its calibrator) is loaded here unless given as the
     (reranker, error) pair `load_reranker` returns, and the vocabulary read unless given. With `events` its
-    searches are recorded."""
-    state, _ = read_rollout(s)
+    searches are recorded. The serving reranker is the promoted one (`read_rollout`); with `trials` a canary
+    reranks its share of searches too (what people are served: `kb search`, and the API and app through
+    `LiveSearch`) — never for tuning, evaluation or benchmarks, whose figures belong to the serving model."""
+    state, rollout_error = read_rollout(s)
+    if rollout_error:
+        log.warning("serving the reranker setting %r", s.reranker)
     name = state.serving_model(s.reranker)
     model, error = reranker if reranker is not None else load_reranker(s, name=name)
     calibrator, calibration_error = load_calibration(s, model)
     canary = None
-    if state.canary is not None and model is not None:
+    if trials and state.canary is not None and model is not None:
         canary, canary_error = load_reranker(s, name=state.canary.model)
         if canary_error:  # the canary waits; every search is served by the serving model
             log.warning("canary not started: %s", canary_error)
@@ -187,9 +191,11 @@ def make_search(s: Settings, embedder: Embedder, index: KnowledgeIndex | None,
                          canary_share=state.canary.share if canary is not None else 0.0)
 
 
-def build_search(s: Settings, embedder: Embedder | None = None, need_index: bool = True) -> SearchService:
+def build_search(s: Settings, embedder: Embedder | None = None, need_index: bool = True,
+                 trials: bool = False) -> SearchService:
     """Everything a search needs, loaded from the settings: the embedder (unless given), the vocabulary, the live
-    index (IndexNotFound when there is none and `need_index`), the reranker and its calibrator."""
+    index (IndexNotFound when there is none and `need_index`), the reranker and its calibrator (and, with
+    `trials`, a canary: see `make_search`)."""
     embedder = embedder if embedder is not None else load_embedder(s)
     vocab = load_vocab(s)
     try:
@@ -198,7 +204,7 @@ def build_search(s: Settings, embedder: Embedder | None = None, need_index: bool
         if need_index:
             raise
         index = None
-    return make_search(s, embedder, index, vocabulary=vocab)
+    return make_search(s, embedder, index, vocabulary=vocab, trials=trials)
 
 
 def eval_root(s: Settings) -> Path:
@@ -356,18 +362,24 @@ class LiveSearch:
 
     def reload_models(self) -> SearchService:
         """Serve what the rollout file says: the serving model, the canary and the shadow. A model that is not
-        loaded yet is loaded beside the one serving, then the service is swapped; a model no longer used is
-        released. A model that fails to load changes nothing of its role (the old one keeps serving) and
-        `models_error` says why (as do `/info`, the Status page and the log)."""
+        loaded yet is loaded beside the one serving, then the service is swapped (with an emptied query cache:
+        its results name the models that scored them); a model no longer used is released. A model that fails to
+        load changes nothing of its role (the old one keeps serving, a shadow keeps running) and `models_error`
+        says why (as do `/info`, the Status page and the log); it is tried again at the next check. A rollout file
+        that cannot be read changes nothing at all."""
         s = self.settings
         with self._models_lock:
             path = rollout_store(s).path
             self._models_stamp = rollout_stamp(path)
             state, error = read_rollout(s)
-            errors = [error] if error else []
+            if error is not None:
+                self.models_error = f"{error}; the models serving now stay"
+                log.warning("%s", self.models_error)
+                return self._service
+            errors: list[str] = []
             current = self._service
             changes: dict = {}
-            want = state.serving_model(s.reranker) if error is None else current.reranker_name
+            want = state.serving_model(s.reranker)
             if want != current.reranker_name:
                 model, load_error = load_reranker(s, name=want)
                 if load_error is None:
@@ -387,28 +399,31 @@ class LiveSearch:
                 if load_error is None:
                     changes.update(canary=model, canary_share=trial.share)
                 else:
-                    errors.append(f"canary not started: {load_error.split('; serving')[0]}")
+                    errors.append(f"canary {trial.model} not started: {load_error.split('; serving')[0]}")
             shadow_name = current.shadow.name if current.shadow is not None else None
             want_shadow = state.shadow.model if state.shadow is not None else None
-            if want_shadow != shadow_name:
+            if want_shadow is None and shadow_name is not None:
                 changes["shadow"] = None
-                if want_shadow is not None:
-                    model, load_error = load_reranker(s, name=want_shadow)
-                    if load_error is None:
-                        changes["shadow"] = ShadowRunner(model, self.stats, s.shadow_queue)
-                    else:
-                        errors.append(f"shadow not started: {load_error.split('; serving')[0]}")
-            with self._lock:
-                self._service = replace(self._service, **changes)
-                new = self._service
+            elif want_shadow is not None and want_shadow != shadow_name:
+                model, load_error = load_reranker(s, name=want_shadow)
+                if load_error is None:
+                    changes["shadow"] = ShadowRunner(model, self.stats, s.shadow_queue)
+                else:
+                    errors.append(f"shadow {want_shadow} not started: {load_error.split('; serving')[0]}")
+            if changes:
+                with self._lock:
+                    self._service = replace(self._service, **changes)
+                self._service.cache.clear()  # cached results name the models that scored them
+                self._release(current, self._service)
             self.models_error = "; ".join(errors) or None
             if errors:
+                self._models_stamp = None  # try again at the next check (a load may fail for want of memory)
                 log.warning("rollout file %s: %s", path, self.models_error)
-        self._release(current, new)
-        return new
+            return self._service
 
     def _release(self, old: SearchService, new: SearchService) -> None:
-        """Free what `old` used and `new` does not: a stopped shadow's thread, and the shared model instances."""
+        """Free what `old` used and `new` does not: a stopped shadow's thread, and the shared model instances
+        (called under the models lock, so a concurrent reload cannot be handed a model being released)."""
         if old.shadow is not None and old.shadow is not new.shadow:
             old.shadow.stop()
         in_use = {m.name for m in (new.reranker, new.canary, new.shadow.reranker if new.shadow else None) if m}

@@ -52,16 +52,18 @@ def info(st: StateDep, who: CallerDep, svc: ServiceDep) -> dict:
 
 
 def _models(st, svc, admin: bool) -> dict:
-    """The reranker serving, the canary and shadow candidates, why the rollout file's choice is not (all) served,
-    and this process's figures per model; the promotion history for admins only."""
+    """The reranker serving and the canary and shadow candidates; for admins also why the rollout file's choice is
+    not (all) served, this process's figures per model and the promotion history (for others: whether there is
+    such an error)."""
     from ..components import read_rollout
 
     out = {"serving": svc.reranker_name if svc.reranker is not None else None,
            "canary": {"model": svc.canary.name, "share": svc.canary_share} if svc.canary is not None else None,
            "shadow": svc.shadow.name if svc.shadow is not None else None,
-           "error": st.live.models_error, "figures": st.live.stats.snapshot()}
-    if admin:
-        out["history"] = list(read_rollout(st.settings)[0].history)
+           "error": st.live.models_error is not None}
+    if admin:  # file paths, exception texts, who promoted what
+        out.update(error=st.live.models_error, figures=st.live.stats.snapshot(),
+                   history=list(read_rollout(st.settings)[0].history))
     return out
 
 

@@ -77,7 +77,7 @@ def search(
     s = settings_for(index, embedder, reranker)
     emb = load_embedder(s)
     with guard():
-        service = build_search(s, emb)
+        service = build_search(s, emb, trials=True)  # what people are served, a canary included
     for q in items:
         with guard():
             res = service.search(q, caller=caller, top_k=top_k, top_n=top_n, threshold=threshold, mode=mode,

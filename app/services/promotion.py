@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from rerank.errors import RerankerParameterError
 from rerank.types import RerankerOptions
 from rerank.validation.check import check_model
 from rerank.validation.gate import GateLimits, GateReport, gate
@@ -42,7 +43,10 @@ def promote(store: RolloutStore, path: str | Path, default: str, who: Caller, au
         serving = state.serving_model(default)
         if model == serving:
             raise KbError("conflict", f"{model} is already the serving reranker")
-        report = gate(model, serving, golden, options, limits)
+        try:
+            report = gate(model, serving, golden, options, limits)
+        except RerankerParameterError as exc:  # the golden file: the caller's to fix
+            raise KbError("validation", str(exc)) from None
         if not report.passed:
             if audit is not None:
                 audit.record(who, "reranker promote", "refused", model=model, reasons=report.reasons)

@@ -63,8 +63,10 @@ def test_the_api_switches_on_promotion_and_rollback_without_a_restart(api):
     assert {r["reranker"] for r in body["results"]} == {str(v2)}
     models = info(url, "admin-key")["models"]
     assert models["serving"] == str(v2) and models["error"] is None
-    assert [h["action"] for h in models["history"]] == ["promote"]
-    assert "history" not in info(url, "reader-key")["models"]  # who promoted what is for admins
+    assert models["history"][-1]["action"] == "promote" and models["history"][-1]["model"] == str(v2)
+    reader = info(url, "reader-key")["models"]  # who promoted what, paths and errors are for admins
+    assert reader["serving"] == str(v2) and reader["error"] is False
+    assert "history" not in reader and "figures" not in reader
 
     promotion.rollback(store, settings.reranker, ROOT)
     until(lambda: ask(url)["reranker"] == str(v1), "switch back on rollback")

@@ -42,6 +42,10 @@ def test_promote_refusal_promotion_and_rollback_from_the_status_page(app_test, k
     assert not (tmp / "rerankers.json").exists()
 
     at.text_input(key="kb-promote-path").input(str(v2))
+    at.text_input(key="kb-promote-golden").input(str(tmp / "no-such-golden.jsonl"))
+    at = submit(at, "Check and promote")
+    assert not at.exception and any("golden" in e.value and "no-such-golden" in e.value for e in at.error)
+    at.text_input(key="kb-promote-golden").input("")
     at.number_input(key="kb-promote-overlap").set_value(0.0)
     at.number_input(key="kb-promote-shift").set_value(1.0)
     at = submit(at, "Check and promote")

@@ -192,3 +192,20 @@ def test_multi_page_tiff_pages_are_numbered(tmp_path, pages):
     doc = load(path)
     assert doc.meta["pages"] == 2 and len(doc.meta["page_offsets"]) == 2
     assert "六百元" in doc.text[doc.meta["page_offsets"][1]:]
+
+
+def test_kb_bench_ingest_reports_ocr_pages_per_second(tmp_path, pages, isolated_settings):
+    engine_or_skip("rapidocr")
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    (folder / "travel-scan.pdf").write_bytes(image_only_pdf([pages["travel1"], pages["travel2"]]))
+    (folder / "vpn.md").write_text("# VPN\n\nReset your VPN token in the self-service portal.\n")
+    result, report = kb("bench", "ingest", str(folder))
+    assert result.exit_code == 0, result.output
+    figures = report["corpora"][str(folder)]
+    assert figures["documents"] == 2 and figures["ocr_pages"] == 2 and figures["ocr_pages_per_s"] > 0
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "vpn.md").write_text("# VPN\n\nReset your VPN token in the self-service portal.\n")
+    _, report = kb("bench", "ingest", str(plain))
+    assert report["corpora"][str(plain)]["ocr_pages"] == 0 and report["corpora"][str(plain)]["ocr_pages_per_s"] is None

@@ -209,3 +209,25 @@ def test_kb_bench_ingest_reports_ocr_pages_per_second(tmp_path, pages, isolated_
     (plain / "vpn.md").write_text("# VPN\n\nReset your VPN token in the self-service portal.\n")
     _, report = kb("bench", "ingest", str(plain))
     assert report["corpora"][str(plain)]["ocr_pages"] == 0 and report["corpora"][str(plain)]["ocr_pages_per_s"] is None
+
+
+def test_a_pdf_mixing_text_pages_and_a_scanned_page_reads_only_the_scan_by_ocr(tmp_path, pages):
+    engine_or_skip("rapidocr")
+    from reportlab.lib.pagesizes import A4
+    from reportlab.lib.utils import ImageReader
+    from reportlab.pdfgen import canvas
+
+    path = tmp_path / "handbook.pdf"
+    pdf = canvas.Canvas(str(path), pagesize=A4)
+    pdf.drawString(72, 750, "Employee handbook: the text layer of this page is read directly.")
+    pdf.showPage()
+    pdf.drawImage(ImageReader(pages["travel2"]), 0, 0, width=A4[0], height=A4[1])  # a page scanned in later
+    pdf.showPage()
+    pdf.drawString(72, 750, "Page three.")  # a short text page without images: nothing to OCR, kept as it is
+    pdf.showPage()
+    pdf.save()
+    doc = load(path)
+    offsets = doc.meta["page_offsets"]
+    assert doc.text[: offsets[1]].startswith("Employee handbook: the text layer")
+    assert "每晚不超过六百元" in doc.text[offsets[1]: offsets[2]] and doc.text[offsets[2]:] == "Page three."
+    assert [p["page"] for p in doc.meta["ocr"]["pages"]] == [2] and doc.meta["ocr"]["unreadable"] == []

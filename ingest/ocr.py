@@ -190,10 +190,15 @@ def read_page(page: int, image: Image.Image, options: OcrOptions) -> PageResult:
     instead of text: nothing found, mean confidence under `options.min_confidence`, or over `options.timeout_s`.
     Raises OcrUnavailable when the engine is missing (every page would fail alike)."""
     engine = engine_for(options.engine, options.languages)
+    if image.mode not in ("1", "L", "RGB"):  # CMYK, palette, alpha: what both engines read without surprises
+        image = image.convert("RGB")
     try:
         got = engine.read(image, options.timeout_s)
     except OcrTimeout as exc:
         return PageResult(page, reason=f"{exc}; raise KB_OCR_TIMEOUT_S or split the page")
+    except Exception as exc:  # OpenCV, ONNX Runtime and Tesseract fail in their own ways on odd pages; one such
+        # page must not stop the file, let alone the ingest.
+        return PageResult(page, reason=f"OCR failed ({exc.__class__.__name__}: {exc}); rescan or re-export the page")
     if not got.text.strip():
         return PageResult(page, reason="OCR found no text (a blank or picture-only page)")
     if got.confidence < options.min_confidence:

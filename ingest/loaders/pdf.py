@@ -1,7 +1,7 @@
 """PDF with pypdf: text per page, page numbers kept as character offsets, running headers and footers removed.
 
 Pages without a usable text layer (scans) are rendered with pypdfium2, one at a time, and read by OCR
-(`ingest.ocr`); `meta["ocr"]` says which pages were read so, with their confidence, and which could not be read.
+(`ingest.ocr`); `meta["ocr"]` says which pages OCR read, with their confidence, and which it could not read.
 """
 
 from __future__ import annotations

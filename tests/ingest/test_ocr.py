@@ -188,7 +188,9 @@ def test_ocr_off_refuses_images_and_scans_with_the_setting_to_change(tmp_path, p
 def test_multi_page_tiff_pages_are_numbered(tmp_path, pages):
     engine_or_skip("rapidocr")
     path = tmp_path / "travel.tiff"
-    pages["travel1"].save(path, save_all=True, append_images=[pages["travel2"]], compression="tiff_lzw")
+    # copies: Pillow keeps a PNG save's encoder settings on an image and would hand them to the TIFF encoder
+    first, second = pages["travel1"].copy(), pages["travel2"].copy()
+    first.save(path, save_all=True, append_images=[second], compression="tiff_lzw")
     doc = load(path)
     assert doc.meta["pages"] == 2 and len(doc.meta["page_offsets"]) == 2
     assert "六百元" in doc.text[doc.meta["page_offsets"][1]:]

@@ -13,6 +13,7 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
+from ingest import OcrOptions
 from rerank.engines.factory import get_reranker, is_disabled, release
 from rerank.protocol import Reranker
 from rerank.types import RerankerOptions
@@ -53,8 +54,14 @@ def search_defaults(s: Settings) -> SearchDefaults:
                           lexical_weight=s.lexical_weight, rrf_k=s.rrf_k)
 
 
+def ocr_options(s: Settings) -> OcrOptions:
+    return OcrOptions(enabled=s.ocr_enabled, engine=s.ocr_engine, languages=tuple(s.ocr_languages.split("+")),
+                      timeout_s=s.ocr_timeout_s, min_confidence=s.ocr_min_confidence, dpi=s.ocr_dpi)
+
+
 def ingest_options(s: Settings) -> IngestOptions:
-    return IngestOptions(max_tokens=s.chunk_max_tokens, overlap=s.chunk_overlap, max_bytes=int(s.max_file_mb * 2**20))
+    return IngestOptions(max_tokens=s.chunk_max_tokens, overlap=s.chunk_overlap, max_bytes=int(s.max_file_mb * 2**20),
+                         ocr=ocr_options(s))
 
 
 def store_factory(s: Settings) -> StoreFactory:

@@ -88,6 +88,18 @@ class Settings(BaseSettings):
     chunk_max_tokens: int = Field(512, ge=16, le=8192)
     chunk_overlap: int = Field(32, ge=0)
     max_file_mb: float = Field(20.0, gt=0)
+    # ---- OCR of scans and images (docs/INGEST.md) --------------------------------------------------------------
+    ocr_enabled: bool = Field(True, description="read images and PDF pages without a text layer by OCR")
+    ocr_engine: Literal["rapidocr", "tesseract"] = Field(
+        "rapidocr", description="rapidocr (PP-OCRv4 models in the wheel, Chinese + English) or tesseract (Debian "
+                                "tesseract-ocr with its language packs)")
+    ocr_languages: str = Field("chi_sim+eng", pattern=r"^[a-z_]+(\+[a-z_]+)*$",
+                               description="Tesseract language packs joined by '+' (RapidOCR reads both always)")
+    ocr_timeout_s: float = Field(60.0, gt=0, le=3600, description="time limit of one page's OCR; a slower page "
+                                 "is reported as not read")
+    ocr_min_confidence: float = Field(0.6, ge=0.0, le=1.0, description="pages read with a lower mean confidence "
+                                      "are reported as unreadable instead of indexed")
+    ocr_dpi: int = Field(200, ge=50, le=600, description="resolution PDF scans are rendered at for OCR")
     ann_threshold: int = Field(50_000, ge=0, description="above this many chunks the dense index is HNSW")
     vector_store: Literal["faiss", "milvus"] = Field("faiss", description="where dense vectors live: faiss "
                                                      "(embedded, in the index folder) or milvus (see milvus_uri)")

@@ -28,6 +28,7 @@ from .errors import IngestError
 from .identity import content_hash
 from .load import DEFAULT_MAX_BYTES, SUPPORTED_SUFFIXES, load_bytes
 from .loaders.webpage import load_web_page
+from .ocr import OcrOptions
 from .types import Document
 
 AGENT = "kb-crawl"  # the name robots.txt rules address
@@ -200,26 +201,28 @@ def _on_site(url: str, origin: str) -> bool:
         return False
 
 
-def _document(url: str, kind: str, body: bytes, acl: list[str], max_bytes: int) -> Document:
-    """The page (or linked file) as a Document whose source is its URL; IngestError naming the URL when it
-    cannot be read."""
+def _document(url: str, kind: str, body: bytes, acl: list[str], max_bytes: int,
+              ocr: OcrOptions | None = None) -> Document:
+    """The page (or linked file) as a Document whose source is its URL, a linked scan or image read with `ocr`;
+    IngestError naming the URL when it cannot be read."""
     name = PurePosixPath(urlsplit(url).path).name or urlsplit(url).netloc
     # The access groups are part of the hash: a re-crawl with other --acl groups updates the page.
     extra = {"acl": acl, "content_hash": content_hash(body + json.dumps(sorted(acl)).encode()),
              "fields": {"site": origin_of(url)}}
     if kind in HTML_TYPES:
         return load_bytes(name, body, url, {**extra, "format": "html"}, max_bytes, load_web_page)
-    return load_bytes(name, body, url, extra, max_bytes)
+    return load_bytes(name, body, url, extra, max_bytes, ocr=ocr)
 
 
 def crawl(start_url: str, client: httpx.Client, indexed: Collection[str], state: CrawlState, max_pages: int,
           acl: list[str] | None = None, progress: Progress | None = None,
-          max_bytes: int = DEFAULT_MAX_BYTES) -> CrawlResult:
+          max_bytes: int = DEFAULT_MAX_BYTES, ocr: OcrOptions | None = None) -> CrawlResult:
     """Fetch up to `max_pages` pages of `start_url`'s site, breadth-first from it and from the sitemap's pages.
 
     `indexed`: the site's page URLs the index holds; only those are asked for conditionally (a page the index
     lost is downloaded again even if the server still has it unchanged). `acl`: the access groups every page
-    gets (None or []: everyone). ValueError for a start URL that is not http(s) or a budget below 1.
+    gets (None or []: everyone). `ocr`: how linked scans and images are read (None: the defaults). ValueError
+    for a start URL that is not http(s) or a budget below 1.
     """
     if max_pages < 1:
         raise ValueError(f"--max-pages must be at least 1, got {max_pages}")
@@ -247,7 +250,7 @@ def crawl(start_url: str, client: httpx.Client, indexed: Collection[str], state:
             time.sleep(float(delay))
         result.fetched += 1
         tick(url, result.fetched, max_pages)
-        links = _visit(url, client, known, state, acl, max_bytes, result)
+        links = _visit(url, client, known, state, acl, max_bytes, result, ocr)
         for link in links:
             if link not in queued and _on_site(link, origin):
                 queued.add(link)
@@ -256,7 +259,7 @@ def crawl(start_url: str, client: httpx.Client, indexed: Collection[str], state:
 
 
 def _visit(url: str, client: httpx.Client, known: set[str], state: CrawlState, acl: list[str], max_bytes: int,
-           result: CrawlResult) -> tuple[str, ...]:
+           result: CrawlResult, ocr: OcrOptions | None = None) -> tuple[str, ...]:
     """Fetch one page into `result` (and its validators into `result.state`); returns the links to follow.
 
     Redirects are not followed by the client: the target is returned as a link, so it is checked against the
@@ -302,7 +305,7 @@ def _visit(url: str, client: httpx.Client, known: set[str], state: CrawlState, a
         return kept_links
     links = tuple(page_links(body, url)) if kind in HTML_TYPES else ()
     try:
-        result.documents.append(_document(url, kind, body, acl, max_bytes))
+        result.documents.append(_document(url, kind, body, acl, max_bytes, ocr))
     except IngestError as exc:
         result.failed.append((url, exc.reason))
         return links

@@ -9,7 +9,8 @@ from typing import Any
 from .clean import clean_text
 from .errors import IngestError
 from .identity import content_hash, doc_id_for, source_of
-from .loaders import LOADERS, LoaderFn
+from .loaders import LOADERS, OCR_LOADERS, LoaderFn
+from .ocr import OcrOptions
 from .types import Document
 
 SUPPORTED_SUFFIXES = frozenset(LOADERS)
@@ -102,10 +103,13 @@ def _check_size(source: str, size: int, max_bytes: int) -> None:
 
 
 def load_bytes(name: str, data: bytes, source: str, extra_meta: dict[str, Any] | None = None,
-               max_bytes: int = DEFAULT_MAX_BYTES, loader: LoaderFn | None = None) -> Document:
+               max_bytes: int = DEFAULT_MAX_BYTES, loader: LoaderFn | None = None,
+               ocr: OcrOptions | None = None) -> Document:
     """Build a Document from a file's name (for the suffix and a fallback title) and bytes, read by `loader`
-    (None: the loader of the name's suffix)."""
+    (None: the loader of the name's suffix); scans and images are read with `ocr` (None: the defaults,
+    `OcrOptions()`)."""
     suffix = Path(name).suffix.lower()
+    reader = OCR_LOADERS.get(suffix) if loader is None else None  # a loader given reads the bytes itself
     loader = loader if loader is not None else LOADERS.get(suffix)
     if loader is None:
         raise IngestError(source, f"unsupported file type '{suffix or name}'; supported: "
@@ -114,7 +118,7 @@ def load_bytes(name: str, data: bytes, source: str, extra_meta: dict[str, Any] |
         raise IngestError(source, "empty file (0 bytes)")
     _check_size(source, len(data), max_bytes)
     try:
-        loaded = loader(name, data)
+        loaded = reader(name, data, ocr if ocr is not None else OcrOptions()) if reader else loader(name, data)
     except ValueError as exc:
         raise IngestError(source, str(exc)) from exc
     text = clean_text(loaded.text)
@@ -137,7 +141,7 @@ def load_bytes(name: str, data: bytes, source: str, extra_meta: dict[str, Any] |
     return Document(doc_id=doc_id_for(source), source=source, title=title, text=text, meta=meta)
 
 
-def load(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Document:
+def load(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES, ocr: OcrOptions | None = None) -> Document:
     """Load one local file. Raises IngestError naming the file for anything unsupported, empty, too big or broken."""
     path = Path(path)
     source = source_of(path)
@@ -156,4 +160,4 @@ def load(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Document:
     side = sidecar_path(path)
     if side.is_file():
         extra["content_hash"] = content_hash(data + side.read_bytes())  # as fingerprint(path) computes it
-    return load_bytes(path.name, data, source, extra, max_bytes)
+    return load_bytes(path.name, data, source, extra, max_bytes, ocr)

@@ -60,6 +60,7 @@ def ingest(st: StateDep, who: AdminDep, service: ServiceDep,
                     skipped=len(report.skipped))
     out = report.to_dict()
     out["skipped"] = [{"file": Path(f).name, "reason": r} for f, r in report.skipped]
+    out["pages_not_read"] = [{"file": Path(f).name, "page": p, "reason": r} for f, p, r in report.pages_not_read]
     out["added"] = [Path(x).name for x in report.added]
     out["updated"] = [Path(x).name for x in report.updated]
     if not report.added and not report.updated and not report.unchanged:

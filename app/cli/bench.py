@@ -145,7 +145,9 @@ def ingest_command(
     embedder: EmbedderOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Ingest each corpus into a fresh temporary index: documents/s, chunks/s, and the parse + chunk share."""
+    """Ingest each corpus into a fresh temporary index: documents/s, chunks/s, the parse + chunk share, and OCR
+    pages/s for scans and images."""
+    from ..components import ocr_options
     from ..quality.bench import bench_ingest
 
     quiet_libraries()
@@ -156,14 +158,17 @@ def ingest_command(
         fail(f"{missing[0]}: no such file or folder")
     emb = load_embedder(s)
     with guard():
-        report = bench_ingest(corpora, emb, s.chunk_max_tokens, s.chunk_overlap, progress=_progress(as_json))
+        report = bench_ingest(corpora, emb, s.chunk_max_tokens, s.chunk_overlap, progress=_progress(as_json),
+                              ocr=ocr_options(s))
     if as_json:
         typer.echo(json.dumps(report, ensure_ascii=False))
         return
     rows = [[c, str(r["documents"]), str(r["chunks"]), f"{r['seconds']:.1f}", f"{r['documents_per_s']:.2f}",
-             f"{r['chunks_per_s']:.1f}", f"{r['parse_chunk_share']:.0%}"] for c, r in report["corpora"].items()]
+             f"{r['chunks_per_s']:.1f}", f"{r['parse_chunk_share']:.0%}", str(r["ocr_pages"]),
+             "-" if r["ocr_pages_per_s"] is None else f"{r['ocr_pages_per_s']:.2f}"]
+            for c, r in report["corpora"].items()]
     _table(f"ingest with {report['embedder']}", ["corpus", "docs", "chunks", "s", "docs/s", "chunks/s",
-                                                 "parse+chunk"], rows)
+                                                 "parse+chunk", "OCR pages", "OCR pages/s"], rows)
 
 
 def register(app: typer.Typer) -> None:

@@ -57,6 +57,8 @@ def ingest(
     else:
         for file, reason in report.skipped:
             err.print(f"[yellow]skipped[/] {file}: {reason}", highlight=False, soft_wrap=True)
+        for file, page, reason in report.pages_not_read:
+            err.print(f"[yellow]page not read[/] {file} page {page}: {reason}", highlight=False, soft_wrap=True)
         out.print(f"{report.files_seen} files read: {len(report.added)} added, {len(report.updated)} updated, "
                   f"{report.unchanged} unchanged, {len(report.deleted)} deleted, {len(report.skipped)} skipped; "
                   f"{report.chunks_written} chunks embedded; index {s.index_dir} now holds {report.total_documents} "

@@ -27,6 +27,8 @@ from retrieval.stores.base import StoreFactory
 from .latency import percentiles
 
 if TYPE_CHECKING:
+    from ingest import OcrOptions
+
     from ..services.search import SearchService
 
 # "+exact": the reduced-precision pass, then float32 on the near-ties of the top 10 (rerank.exact)
@@ -268,10 +270,11 @@ def bench_search(make_service: Callable[[Any], SearchService], embedder, stores:
 
 # ---- ingest -------------------------------------------------------------------------------------------------------
 def bench_ingest(corpora: Sequence[Path], embedder, max_tokens: int = 512, overlap: int = 32,
-                 progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                 progress: Callable[[str], None] | None = None, ocr: OcrOptions | None = None) -> dict[str, Any]:
     """`kb ingest` into a fresh temporary index for each corpus: documents/s and chunks/s end to end, and the
-    share of parsing + chunking alone (measured in a separate pass without embedding)."""
-    from ingest import IngestError, chunk, load
+    share of parsing + chunking alone (measured in a separate pass without embedding). Files read by OCR (scans,
+    images) also give `ocr_pages` and `ocr_pages_per_s`: their pages over the time their loading took."""
+    from ingest import IngestError, OcrOptions, chunk, load
 
     from ..services.library import IngestOptions, chunker_settings, sync
 
@@ -282,22 +285,29 @@ def bench_ingest(corpora: Sequence[Path], embedder, max_tokens: int = 512, overl
         budget = chunker_settings(embedder, max_tokens, overlap)["max_tokens"]
         say(f"{corpus}: parse + chunk")
         t0 = time.perf_counter()
-        n_chunks = 0
+        n_chunks, ocr_pages, ocr_s = 0, 0, 0.0
         for f in files:
+            t_file = time.perf_counter()
             try:
-                n_chunks += len(chunk(load(f), embedder.count_tokens, budget, overlap))
+                doc = load(f, ocr=ocr)
             except IngestError:
                 continue
+            if "ocr" in doc.meta:
+                ocr_pages += len(doc.meta["ocr"]["pages"]) + len(doc.meta["ocr"]["unreadable"])
+                ocr_s += time.perf_counter() - t_file
+            n_chunks += len(chunk(doc, embedder.count_tokens, budget, overlap))
         parse_s = time.perf_counter() - t0
         say(f"{corpus}: kb ingest")
         with tempfile.TemporaryDirectory() as tmp:
-            report = sync([corpus], Path(tmp) / "index", embedder, IngestOptions(max_tokens, overlap))
+            report = sync([corpus], Path(tmp) / "index", embedder,
+                          IngestOptions(max_tokens, overlap, ocr=ocr if ocr is not None else OcrOptions()))
         seconds = max(report.seconds, 1e-9)
         out["corpora"][str(corpus)] = {
             "documents": len(report.added), "chunks": report.chunks_written, "skipped": len(report.skipped),
             "seconds": round(report.seconds, 3), "documents_per_s": round(len(report.added) / seconds, 2),
             "chunks_per_s": round(report.chunks_written / seconds, 2),
             "parse_chunk_s": round(parse_s, 2), "parse_chunk_share": round(min(1.0, parse_s / seconds), 3),
-            "chunks_counted_without_embedding": n_chunks}
+            "chunks_counted_without_embedding": n_chunks, "ocr_pages": ocr_pages,
+            "ocr_pages_per_s": round(ocr_pages / ocr_s, 3) if ocr_s else None}
     out["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     return out

@@ -88,7 +88,7 @@ def crawl_site(url: str, library: Library, max_pages: int = 200, acl: Sequence[s
     http = client if client is not None else httpx.Client(headers={"User-Agent": USER_AGENT}, timeout=timeout_s)
     try:
         result: CrawlResult = crawl(start, http, indexed, state, max_pages, list(acl), on_page,
-                                    library.options.max_bytes)
+                                    library.options.max_bytes, library.options.ocr)
     finally:
         if own:
             http.close()

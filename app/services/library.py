@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ingest import Chunk, Document, IngestError, chunk, discover, fingerprint, load
+from ingest import Chunk, Document, IngestError, OcrOptions, chunk, discover, fingerprint, load
 from ingest.identity import source_of
 from ingest.load import SIDECAR_SUFFIX
 from ingest.loaders import LOADERS
@@ -45,12 +45,13 @@ Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 @dataclass(frozen=True)
 class IngestOptions:
-    """How files become chunks: the token budget per chunk (capped by the embedder's window), the overlap, and
-    the largest file read."""
+    """How files become chunks: the token budget per chunk (capped by the embedder's window), the overlap, the
+    largest file read, and how scans and images are read (OCR)."""
 
     max_tokens: int = 512
     overlap: int = 32
     max_bytes: int = 20 * 2**20
+    ocr: OcrOptions = field(default_factory=OcrOptions)
 
 
 @dataclass
@@ -61,6 +62,8 @@ class IngestReport:
     unchanged: int = 0
     deleted: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    # (file, page, reason): scanned pages OCR could not read; the rest of the file is indexed
+    pages_not_read: list[tuple[str, int, str]] = field(default_factory=list)
     chunks_written: int = 0
     total_documents: int = 0
     total_chunks: int = 0
@@ -78,6 +81,7 @@ class IngestReport:
 
     def to_dict(self) -> dict:
         return {**self.__dict__, "skipped": [{"file": f, "reason": r} for f, r in self.skipped],
+                "pages_not_read": [{"file": f, "page": p, "reason": r} for f, p, r in self.pages_not_read],
                 "exit_code": self.exit_code}
 
 
@@ -125,7 +129,7 @@ def sync(paths: Sequence[str | Path], index_dir: Path, embedder: Embedder, optio
                 if known and not rechunk_all and known.content_hash == fingerprint(path):
                     report.unchanged += 1
                     continue
-                doc = load(path, options.max_bytes)
+                doc = load(path, options.max_bytes, options.ocr)
                 chunks = chunk(doc, embedder.count_tokens, chunker["max_tokens"], options.overlap)
             except IngestError as exc:
                 report.skipped.append((exc.path, exc.reason))
@@ -133,6 +137,8 @@ def sync(paths: Sequence[str | Path], index_dir: Path, embedder: Embedder, optio
             except (OSError, ValueError) as exc:
                 report.skipped.append((source, str(exc)))
                 continue
+            report.pages_not_read += [(doc.source, int(p["page"]), str(p["reason"]))
+                                      for p in doc.meta.get("ocr", {}).get("unreadable", [])]
             pending.append((doc, chunks, known is None))
 
         report.chunks_written = _embed_into(index, [(doc, chunks) for doc, chunks, _ in pending], embedder,
@@ -239,7 +245,7 @@ def supported(name: str) -> bool:
 
 
 def unsupported_reason(name: str) -> str:
-    return f"unsupported file type '{Path(name).suffix or name}': send .html, .pdf, .docx, .md or .txt"
+    return f"unsupported file type '{Path(name).suffix or name}': send one of {', '.join(sorted(LOADERS))}"
 
 
 def save_upload(folder: Path, name: str, data: bytes, groups: Sequence[str]) -> Path:

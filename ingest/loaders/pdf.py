@@ -1,5 +1,9 @@
 """PDF with pypdf: text per page, page numbers kept as character offsets, running headers and footers removed,
-tables recovered from the page layout as row lines (`ingest.tables.layout_tables`)."""
+tables recovered from the page layout as row lines (`ingest.tables.layout_tables`).
+
+Pages without a usable text layer (scans) are rendered with pypdfium2, one at a time, and read by OCR
+(`ingest.ocr`); `meta["ocr"]` says which pages OCR read, with their confidence, and which it could not read.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,15 @@ from pypdf import PageObject, PdfReader
 from pypdf.errors import PdfReadError, PyPdfError
 
 from ..clean import clean_text, drop_repeated_lines, join_wrapped_cjk_lines
+from ..ocr import OcrOptions, PageResult, ocr_meta, read_page
 from ..tables import layout_tables, splice_tables
-from .base import Loaded
+from .base import Loaded, join_pages
+from .image import MAX_PIXELS, unreadable_reason
 
 MAX_PAGES = 5000
+# A page with fewer characters than this in its text layer is treated as a scan: scanners often stamp a page
+# number or an invisible one-word layer on an image, and that alone would hide the page's text from search.
+MIN_TEXT_CHARS = 16
 
 
 def _page_text(page: PageObject) -> str:
@@ -27,7 +36,40 @@ def _page_text(page: PageObject) -> str:
     return splice_tables(plain, tables) if tables else plain
 
 
-def load_pdf(name: str, data: bytes) -> Loaded:
+def _ocr_pages(data: bytes, numbers: list[int], ocr: OcrOptions) -> list[PageResult]:
+    """Render the given 1-based pages one at a time (memory stays at one page) and read each by OCR. Pages with
+    no image on them (blank pages, a chapter title) are left alone: there is nothing to read there."""
+    import pypdfium2 as pdfium
+    import pypdfium2.raw as pdfium_c
+
+    results = []
+    try:
+        pdf = pdfium.PdfDocument(data)
+    except pdfium.PdfiumError as exc:
+        raise ValueError(f"PDF pages cannot be rendered for OCR ({exc}); re-export it") from exc
+    try:
+        for number in numbers:
+            page = pdf[number - 1]
+            if next(page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE], max_depth=2), None) is None:
+                page.close()
+                continue
+            width, height = page.get_size()  # points
+            # A huge page (a poster, or a hostile MediaBox) is rendered smaller, within the pixel limit of images.
+            scale = min(ocr.dpi / 72, (MAX_PIXELS / max(width * height, 1.0)) ** 0.5)
+            image = page.render(scale=scale, grayscale=True).to_pil()
+            page.close()
+            results.append(read_page(number, image, ocr))
+            del image
+    except pdfium.PdfiumError as exc:
+        raise ValueError(f"PDF pages cannot be rendered for OCR ({exc}); re-export it") from exc
+    finally:
+        pdf.close()
+    return results
+
+
+def load_pdf(name: str, data: bytes, ocr: OcrOptions | None = None) -> Loaded:
+    """Text per page; pages with no usable text layer read by OCR unless `ocr.enabled` is False."""
+    ocr = ocr if ocr is not None else OcrOptions()
     if not data.lstrip()[:5].startswith(b"%PDF"):
         raise ValueError("not a PDF (no %PDF header); check the file or give it its real suffix")
     try:
@@ -48,15 +90,20 @@ def load_pdf(name: str, data: bytes) -> Loaded:
         raise ValueError(f"broken or truncated PDF ({exc.__class__.__name__}: {exc}); re-export it") from exc
     except Exception as exc:  # pypdf raises many internal types on hostile files; never let one stop an ingest.
         raise ValueError(f"unreadable PDF ({exc.__class__.__name__}: {exc}); re-export it") from exc
+    scanned = [n for n, page in enumerate(pages, start=1) if len("".join(page.split())) < MIN_TEXT_CHARS]
+    results = _ocr_pages(data, scanned, ocr) if scanned and ocr.enabled else []
+    for r in results:
+        if r.readable:  # an unreadable page keeps its few characters of text layer: reported, not indexed as noise
+            pages[r.page - 1] = clean_text(r.text)
     pages = [join_wrapped_cjk_lines(page) for page in drop_repeated_lines(pages)]
     if not any(page.strip() for page in pages):
-        raise ValueError("PDF has no extractable text (a scanned image?); run OCR on it first")
-    offsets, parts, pos = [], [], 0
-    for page in pages:
-        offsets.append(pos)
-        parts.append(page)
-        pos += len(page) + 2  # the "\n\n" that joins pages
-    text = "\n\n".join(parts)
+        if results:
+            raise ValueError(unreadable_reason([r for r in results if not r.readable]))
+        raise ValueError("PDF has no extractable text (a scanned image?) and OCR is off; set KB_OCR_ENABLED=true")
+    text, offsets = join_pages(pages)
     first = next((line.strip() for line in text.splitlines() if line.strip()), "")
     title = str(info_title).strip() or (first if len(first) <= 80 else PurePath(name).stem)
-    return Loaded(title=title, text=text, meta={"pages": n_pages, "page_offsets": offsets})
+    meta = {"pages": n_pages, "page_offsets": offsets}
+    if results:
+        meta["ocr"] = ocr_meta(ocr.engine, results)
+    return Loaded(title=title, text=text, meta=meta)

@@ -44,7 +44,7 @@ def test_bad_files_are_skipped_with_reasons_and_the_rest_ingested(corpus, isolat
     reasons = {os.path.basename(s["file"]): s["reason"] for s in report["skipped"]}
     assert set(reasons) == {"empty.txt", "random.pdf", "notzip.docx", "binary.txt", "image.png"}
     assert "empty" in reasons["empty.txt"] and "zip" in reasons["notzip.docx"]
-    assert "binary" in reasons["binary.txt"] and "unsupported" in reasons["image.png"]
+    assert "binary" in reasons["binary.txt"] and "not a readable image" in reasons["image.png"]
     assert "Traceback" not in result.output
 
 

@@ -141,6 +141,8 @@ def test_binary_named_txt_and_empty_files(tmp_path):
     with pytest.raises(IngestError, match="empty"):
         load(write(tmp_path, "empty.md", b""))
     with pytest.raises(IngestError, match="unsupported"):
+        load(write(tmp_path, "clip.gif", b"GIF89a...."))
+    with pytest.raises(IngestError, match="not a readable image"):
         load(write(tmp_path, "photo.png", b"\x89PNG...."))
 
 

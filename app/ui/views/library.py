@@ -70,6 +70,10 @@ if report is not None:
         st.markdown("**Skipped files**")
         st.dataframe([{"File": Path(f).name, "Reason": why} for f, why in report.skipped], hide_index=True,
                      width="stretch")
+    if report.pages_not_read:  # scanned pages OCR could not read; the rest of each file is indexed
+        st.markdown("**Pages not read**")
+        st.dataframe([{"File": Path(f).name, "Page": page, "Reason": why} for f, page, why in report.pages_not_read],
+                     hide_index=True, width="stretch")
 
 # ---- documents ---------------------------------------------------------------------------------------------
 svc = live.service

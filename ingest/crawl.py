@@ -210,7 +210,7 @@ def _document(url: str, kind: str, body: bytes, acl: list[str], max_bytes: int,
     extra = {"acl": acl, "content_hash": content_hash(body + json.dumps(sorted(acl)).encode()),
              "fields": {"site": origin_of(url)}}
     if kind in HTML_TYPES:
-        return load_bytes(name, body, url, {**extra, "format": "html"}, max_bytes, load_web_page)
+        return load_bytes(name, body, url, {**extra, "format": "html"}, max_bytes, loader=load_web_page)
     return load_bytes(name, body, url, extra, max_bytes, ocr=ocr)
 
 

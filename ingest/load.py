@@ -103,7 +103,7 @@ def _check_size(source: str, size: int, max_bytes: int) -> None:
 
 
 def load_bytes(name: str, data: bytes, source: str, extra_meta: dict[str, Any] | None = None,
-               max_bytes: int = DEFAULT_MAX_BYTES, loader: LoaderFn | None = None,
+               max_bytes: int = DEFAULT_MAX_BYTES, *, loader: LoaderFn | None = None,
                ocr: OcrOptions | None = None) -> Document:
     """Build a Document from a file's name (for the suffix and a fallback title) and bytes, read by `loader`
     (None: the loader of the name's suffix); scans and images are read with `ocr` (None: the defaults,
@@ -160,4 +160,4 @@ def load(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES, ocr: OcrOptions |
     side = sidecar_path(path)
     if side.is_file():
         extra["content_hash"] = content_hash(data + side.read_bytes())  # as fingerprint(path) computes it
-    return load_bytes(path.name, data, source, extra, max_bytes, ocr)
+    return load_bytes(path.name, data, source, extra, max_bytes, ocr=ocr)

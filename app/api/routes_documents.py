@@ -35,7 +35,8 @@ def _groups_field(groups: str | None) -> list[str]:
         raise KbError("validation", f"groups: {exc.reason}") from exc
 
 
-@router.post("/ingest", summary="Upload files (HTML, PDF, DOCX, Markdown, TXT) into the index")
+@router.post("/ingest", summary="Upload files (HTML, PDF, DOCX, XLSX, PPTX, CSV, Markdown, TXT, images) into the "
+             "index")
 def ingest(st: StateDep, who: AdminDep, service: ServiceDep,
            files: Annotated[list[UploadFile], File(description="one or more documents")],
            groups: Annotated[str | None, Form(description="comma-separated access groups; empty: public")] = None,

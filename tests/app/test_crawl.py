@@ -219,18 +219,18 @@ def _pdf(text: str) -> bytes:
 def test_linked_files_are_indexed_and_what_cannot_be_is_named(sites, isolated_settings, monkeypatch):
     site, _ = sites
     site.pages["/files/handbook.pdf"] = ("application/pdf", _pdf("Probation lasts six months for every new hire."))
-    site.pages["/files/logo.png"] = ("image/png", b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    site.pages["/files/logo.gif"] = ("image/gif", b"GIF89a" + b"\0" * 64)
     site.pages["/files/huge.pdf"] = ("application/pdf", _pdf("Too big.") + b"\0" * 2_000_000)
     site.html("/files/", '<html><body><h1>Files</h1><p>Downloads for staff.</p><a href="handbook.pdf">Handbook</a>'
-                         '<a href="logo.png">Logo</a><a href="huge.pdf">Archive</a></body></html>')
+                         '<a href="logo.gif">Logo</a><a href="huge.pdf">Archive</a></body></html>')
     monkeypatch.setenv("KB_MAX_FILE_MB", "1")
     get_settings.cache_clear()
     result = runner.invoke(app, ["crawl", site.url + "/files/", "--json"])
     assert result.exit_code == 3, result.output  # as `kb ingest` with skipped files
     report = json.loads(result.stdout.strip().splitlines()[-1])
     reasons = {f["url"].rsplit("/", 1)[-1]: f["reason"] for f in report["failed"]}
-    assert set(reasons) == {"logo.png", "huge.pdf"}
-    assert "image/png" in reasons["logo.png"] and "1 MB limit" in reasons["huge.pdf"]
+    assert set(reasons) == {"logo.gif", "huge.pdf"}
+    assert "image/gif" in reasons["logo.gif"] and "1 MB limit" in reasons["huge.pdf"]
     hit = search("how long does probation last")[0]
     assert hit["source"] == f"{site.url}/files/handbook.pdf" and "six months" in hit["text"]
 

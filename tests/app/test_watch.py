@@ -130,7 +130,7 @@ def test_the_index_folder_and_temporary_files_are_ignored(tmp_path):
     assert keep(Change.modified, str(root / "policy.pdf")) and keep(Change.deleted, str(root / "old-folder"))
     assert keep(Change.added, str(root / "policy.pdf.meta.json"))
     for litter in ("index/CURRENT", "index/v-1/chunks.jsonl", ".hidden/a.md", "~$policy.docx", ".~lock.a.docx#",
-                   "#notes.md#", "a.md.swp", "a.md~", "download.pdf.part", "photo.png"):
+                   "#notes.md#", "a.md.swp", "a.md~", "download.pdf.part", "photo.gif"):
         assert not keep(Change.modified, str(root / litter)), litter
 
 

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -316,8 +317,9 @@ class SearchService:
         except FilterError as exc:
             raise KbError("validation", str(exc)) from None
         t1 = time.perf_counter()
-        shown, more, hidden, scored = self._rank(query, rec.hits, top_n, threshold, max_per_doc, merge, reranker,
-                                                 calibrator)
+        with self.shadow.serving() if self.shadow is not None else nullcontext():  # the shadow waits meanwhile
+            shown, more, hidden, scored = self._rank(query, rec.hits, top_n, threshold, max_per_doc, merge, reranker,
+                                                     calibrator)
         t2 = time.perf_counter()
         if reranker is not None:
             self._observed(query, rec.hits, reranker, role, t2 - t1, scored)

@@ -1,6 +1,8 @@
 """A shadow reranker: a candidate model scores every search the serving model scored, in a background thread,
 and only its agreement with the serving model is kept (`ModelStats.observe_shadow`). The response never waits
-for it; when the shadow falls behind, searches beyond its bounded queue are counted as dropped, not queued."""
+for it, and it starts scoring only while no search is being reranked (`serving()`), so on a machine whose cores the
+serving model uses it takes the gaps between searches rather than slowing them; when it falls behind, searches
+beyond its bounded queue are counted as dropped, not queued."""
 
 from __future__ import annotations
 
@@ -8,7 +10,8 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from rerank.protocol import Reranker
 from rerank.rank import rerank
@@ -24,12 +27,26 @@ class ShadowRunner:
         self.reranker = reranker
         self.stats = stats
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._in_flight = 0  # searches being reranked by the serving model now
+        self._idle = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="kb-shadow", daemon=True)
         self._thread.start()
 
     @property
     def name(self) -> str:
         return self.reranker.name
+
+    @contextmanager
+    def serving(self) -> Iterator[None]:
+        """Around the serving model's reranking: the shadow waits while any is running."""
+        with self._idle:
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
 
     def submit(self, query: str, hits: Sequence[Hit], serving: str, serving_raw: Sequence[float]) -> bool:
         """Queue one search: its candidates and the serving model's raw scores of them (same order). False when
@@ -47,6 +64,8 @@ class ShadowRunner:
             if item is None:
                 return
             query, hits, serving, serving_raw = item
+            with self._idle:
+                self._idle.wait_for(lambda: self._in_flight == 0)
             try:
                 t0 = time.perf_counter()
                 scored = rerank(query, hits, self.reranker)

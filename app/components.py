@@ -274,6 +274,19 @@ def make_library(s: Settings, embedder: Embedder, analyzer: Analyzer | None = No
     return Library(Path(s.index_dir), embedder, ingest_options(s), store_factory(s), Path(s.upload_dir), analyzer)
 
 
+
+def _when_changed(changed, reload, what: str) -> bool:
+    """`reload()` when `changed()`; whether it did. A watcher must outlive one bad reload: a failure is logged
+    ("could not <what>") and reported as False."""
+    if not changed():
+        return False
+    try:
+        reload()
+    except Exception:  # noqa: BLE001
+        log.exception("could not %s", what)
+        return False
+    return True
+
 class LiveSearch:
     """The `SearchService` a long-running process (API, app) serves. `reload_index` opens the index's newest
     version, `reload_vocabulary` rereads the user dictionary and synonyms, `reload_models` follows the rollout file
@@ -353,14 +366,8 @@ class LiveSearch:
     def check_vocabulary(self) -> bool:
         """Reload the vocabulary when its files changed; whether it did. Never raises: a failure is logged and the
         current vocabulary stays."""
-        if not self.vocabulary_changed():
-            return False
-        try:
-            self.reload_vocabulary()
-        except Exception:  # noqa: BLE001 — a watcher must outlive one bad reload
-            log.exception("could not reload the user dictionary and synonyms; the previous ones stay in use")
-            return False
-        return True
+        return _when_changed(self.vocabulary_changed, self.reload_vocabulary,
+                             "reload the user dictionary and synonyms; the previous ones stay in use")
 
     # ---- reranker versions ----------------------------------------------------------------------------------
     def models_changed(self) -> bool:
@@ -441,14 +448,8 @@ class LiveSearch:
 
     def check_models(self) -> bool:
         """Follow the rollout file when it changed; whether it did. Never raises (a failure is logged)."""
-        if not self.models_changed():
-            return False
-        try:
-            self.reload_models()
-        except Exception:  # noqa: BLE001 — a watcher must outlive one bad reload
-            log.exception("could not apply the rollout file; the models serving stay")
-            return False
-        return True
+        return _when_changed(self.models_changed, self.reload_models,
+                             "apply the rollout file; the models serving stay")
 
     def watch(self) -> None:
         """Apply the rollout file now (a shadow starts only in a long-running process), then look for changes to

@@ -94,6 +94,15 @@ def _under(source: str, roots: Sequence[Path]) -> bool:
     return any(source.startswith(root.as_posix().rstrip("/") + "/") for root in roots)
 
 
+
+def _publish(index: KnowledgeIndex, report: IngestReport, rebuild: bool, tick) -> None:
+    """Save a new version when anything changed (or there is none yet) and put the totals in the report."""
+    if report.changed or rebuild or index.version == "" or report.reanalyzed:
+        tick("save", 0, 1)
+        index.save()
+    report.total_documents, report.total_chunks = len(index.documents), len(index.chunks)
+    report.index_version = index.version
+
 def sync(paths: Sequence[str | Path], index_dir: Path, embedder: Embedder, options: IngestOptions | None = None,
          stores: StoreFactory | None = None, delete: bool = True, rebuild: bool = False,
          progress: Progress | None = None, analyzer: Analyzer = DEFAULT) -> IngestReport:
@@ -154,11 +163,7 @@ def sync(paths: Sequence[str | Path], index_dir: Path, embedder: Embedder, optio
             index.delete_documents([rec.doc_id for rec in gone])
             report.deleted = [rec.source for rec in gone]
 
-        if report.changed or rebuild or index.version == "" or report.reanalyzed:
-            tick("save", 0, 1)
-            index.save()
-        report.total_documents, report.total_chunks = len(index.documents), len(index.chunks)
-        report.index_version = index.version
+        _publish(index, report, rebuild, tick)
     report.seconds = round(time.perf_counter() - started, 3)
     return report
 
@@ -207,11 +212,7 @@ def put_documents(docs: Sequence[Document], index_dir: Path, embedder: Embedder,
         gone = sorted((rec for rec in index.documents.values() if rec.source in drop), key=lambda r: r.source)
         index.delete_documents([rec.doc_id for rec in gone])
         report.deleted = [rec.source for rec in gone]
-        if report.changed or index.version == "" or report.reanalyzed:
-            tick("save", 0, 1)
-            index.save()
-        report.total_documents, report.total_chunks = len(index.documents), len(index.chunks)
-        report.index_version = index.version
+        _publish(index, report, False, tick)
     report.seconds = round(time.perf_counter() - started, 3)
     return report
 

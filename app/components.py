@@ -140,13 +140,20 @@ def load_reranker(s: Settings, options: RerankerOptions | None = None,
     name = name if name is not None else serving_reranker(s)
     if is_disabled(name):
         return None, None
+    model, cause = _try_load(s, name, options)
+    if cause is None:
+        return model, None
+    error = f"{cause}; serving recall-only results (scores are not reranker scores)"
+    log.warning(error)
+    return None, error
+
+
+def _try_load(s: Settings, name: str, options: RerankerOptions | None = None) -> tuple[Reranker | None, str | None]:
+    """(the shared loaded reranker, None) or (None, "reranker NAME could not be loaded (why)")."""
     try:
         return get_reranker(name, options if options is not None else reranker_options(s)), None
-    except Exception as exc:  # noqa: BLE001 — any load failure means recall-only, said loudly
-        error = (f"reranker {name!r} could not be loaded ({exc}); serving recall-only results (scores are "
-                 "not reranker scores)")
-        log.warning(error)
-        return None, error
+    except Exception as exc:  # noqa: BLE001 — any load failure is reported by the caller, never raised
+        return None, f"reranker {name!r} could not be loaded ({exc})"
 
 
 def load_calibration(s: Settings, reranker: Reranker | None) -> tuple[Calibrator | None, str | None]:
@@ -187,7 +194,7 @@ def make_search(s: Settings, embedder: Embedder, index: KnowledgeIndex | None,
     calibrator, calibration_error = load_calibration(s, model)
     canary = None
     if trials and state.canary is not None and model is not None:
-        canary, canary_error = load_reranker(s, name=state.canary.model)
+        canary, canary_error = _try_load(s, state.canary.model)
         if canary_error:  # the canary waits; every search is served by the serving model
             log.warning("canary not started: %s", canary_error)
     return SearchService(embedder, index, model, calibrator, search_defaults(s),
@@ -395,35 +402,35 @@ class LiveSearch:
             changes: dict = {}
             want = state.serving_model(s.reranker)
             if want != current.reranker_name:
-                model, load_error = load_reranker(s, name=want)
+                model, load_error = (None, None) if is_disabled(want) else _try_load(s, want)
                 if load_error is None:
                     calibrator, calibration_error = load_calibration(s, model)
                     changes.update(reranker=model, reranker_name=want, reranker_error=None, calibrator=calibrator,
                                    calibration_error=calibration_error)
                     log.info("reranker %s now serves (was %s)", want, current.reranker_name)
                 else:
-                    errors.append(f"{load_error.split('; serving')[0]}; {current.reranker_name} keeps serving")
+                    errors.append(f"{load_error}; {current.reranker_name} keeps serving")
             trial = state.canary
             canary_name = current.canary.name if current.canary is not None else None
             if trial is None and canary_name is not None:
                 changes.update(canary=None, canary_share=0.0)
             elif trial is not None and (trial.model != canary_name or trial.share != current.canary_share):
                 model, load_error = (current.canary, None) if trial.model == canary_name else \
-                    load_reranker(s, name=trial.model)
+                    _try_load(s, trial.model)
                 if load_error is None:
                     changes.update(canary=model, canary_share=trial.share)
                 else:
-                    errors.append(f"canary {trial.model} not started: {load_error.split('; serving')[0]}")
+                    errors.append(f"canary not started: {load_error}")
             shadow_name = current.shadow.name if current.shadow is not None else None
             want_shadow = state.shadow.model if state.shadow is not None else None
             if want_shadow is None and shadow_name is not None:
                 changes["shadow"] = None
             elif want_shadow is not None and want_shadow != shadow_name:
-                model, load_error = load_reranker(s, name=want_shadow)
+                model, load_error = _try_load(s, want_shadow)
                 if load_error is None:
                     changes["shadow"] = ShadowRunner(model, self.stats, s.shadow_queue)
                 else:
-                    errors.append(f"shadow {want_shadow} not started: {load_error.split('; serving')[0]}")
+                    errors.append(f"shadow not started: {load_error}")
             if changes:
                 with self._lock:
                     self._service = replace(self._service, **changes)

@@ -10,13 +10,11 @@ from __future__ import annotations
 import bisect
 import threading
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rerank.types import sigmoid
-from rerank.validation.agreement import top_k_order
-from rerank.validation.metrics import kendall_tau
+from rerank.validation.gate import Comparison
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 SCORE_BUCKETS = tuple(i / 10 for i in range(1, 11))
@@ -61,23 +59,6 @@ class Histogram:
         return {"n": self.n, "mean": self.total / self.n if self.n else None, "p50": q(0.5), "p95": q(0.95)}
 
 
-@dataclass(frozen=True)
-class ShadowAgreement:
-    """One search scored by the serving model and by a shadow candidate."""
-
-    top_overlap: float  # |top 5 of each| in common / min(5, candidates)
-    rank_correlation: float | None  # Kendall's tau-b over all candidates
-    score_shift: float  # mean |Δ score| (0..1 scale)
-
-
-def shadow_agreement(serving: Sequence[float], shadow: Sequence[float], top: int = 5) -> ShadowAgreement:
-    """Compare two models' raw scores of the same candidates (same order)."""
-    n = min(top, len(serving))
-    overlap = len(set(top_k_order(serving, n)) & set(top_k_order(shadow, n))) / n if n else 1.0
-    shift = sum(abs(sigmoid(a) - sigmoid(b)) for a, b in zip(serving, shadow, strict=True)) / max(1, len(serving))
-    return ShadowAgreement(overlap, kendall_tau(serving, shadow) if len(serving) > 1 else None, shift)
-
-
 @dataclass
 class _Shadow:
     overlap: Histogram = field(default_factory=lambda: Histogram(FRACTION_BUCKETS))
@@ -103,13 +84,15 @@ class ModelStats:
             for s in scores:
                 hist.observe(s)
 
-    def observe_shadow(self, serving: str, candidate: str, agreement: ShadowAgreement) -> None:
+    def observe_shadow(self, serving: str, candidate: str, search: Comparison) -> None:
+        """One search's candidates as scored by the serving model and by the shadow (`gate.compare_models` on one
+        query: top-5 overlap, Kendall's tau over all candidates, mean score shift)."""
         with self._lock:
             sh = self._shadow.setdefault((serving, candidate), _Shadow())
-            sh.overlap.observe(agreement.top_overlap)
-            if agreement.rank_correlation is not None:
-                sh.correlation.observe(agreement.rank_correlation)
-            sh.shift.observe(agreement.score_shift)
+            sh.overlap.observe(search.top_overlap)
+            if search.kendall_tau is not None:
+                sh.correlation.observe(search.kendall_tau)
+            sh.shift.observe(search.mean_score_shift)
 
     def dropped(self) -> None:
         with self._lock:

@@ -15,7 +15,7 @@ from rerank.validation.gate import GateLimits, GateReport, gate
 from ..errors import KbError
 from ..identity import Caller
 from .audit import AuditLog
-from .rollout import Release, RolloutState, RolloutStore, Trial, model_id, now, weights_digest
+from .rollout import Release, RolloutState, RolloutStore, Trial, TrialKind, model_id, now, weights_digest
 
 
 @dataclass(frozen=True)
@@ -76,57 +76,52 @@ def _checked(model: str, options: RerankerOptions | None) -> None:
         raise KbError("unprocessable", f"{model} cannot serve: {reasons}")
 
 
-def start_canary(store: RolloutStore, path: str | Path, share: float, default: str, who: Caller,
-                 audit: AuditLog | None = None, options: RerankerOptions | None = None) -> RolloutState:
-    """Let the folder `path` rerank `share` (0 < share < 1) of searches, chosen per query text. The folder must
-    pass `kb models check` first."""
-    if not 0 < share < 1:
-        raise KbError("validation", f"--share must be between 0 and 1 (exclusive); got {share}")
+def start_trial(kind: TrialKind, store: RolloutStore, path: str | Path, default: str, who: Caller,
+                audit: AuditLog | None = None, options: RerankerOptions | None = None,
+                share: float | None = None) -> RolloutState:
+    """Let the folder `path` run as the canary (reranking `share` of searches) or the shadow (scoring every search
+    beside the serving model, for comparison). The folder must pass `kb models check` first."""
     model = _folder(path)
     with store.locked():
         state = store.read()
         if model == state.serving_model(default):
-            raise KbError("conflict", f"{model} is the serving reranker already; a canary is another model")
+            raise KbError("conflict", f"{model} is the serving reranker already; a {kind} is another model")
         _checked(model, options)
-        new = state.with_canary(Trial(model, now(), who.who, share))
+        new = state.with_trial(kind, Trial(model, now(), who.who, share))
         store.write(new)
     if audit is not None:
-        audit.record(who, "reranker canary", model=model, share=share)
+        audit.record(who, f"reranker {kind}", model=model, **({"share": share} if share is not None else {}))
     return new
+
+
+def stop_trial(kind: TrialKind, store: RolloutStore, who: Caller, audit: AuditLog | None = None) -> RolloutState:
+    """End the canary or the shadow. KbError conflict when none is running."""
+    with store.locked():
+        state = store.read()
+        new = state.without_trial(kind, now(), who.who)
+        store.write(new)
+    if audit is not None:
+        audit.record(who, f"reranker {kind} off", model=getattr(state, kind).model)
+    return new
+
+
+def start_canary(store: RolloutStore, path: str | Path, share: float, default: str, who: Caller,
+                 audit: AuditLog | None = None, options: RerankerOptions | None = None) -> RolloutState:
+    """Let the folder `path` rerank `share` (0 < share < 1) of searches, chosen per query text."""
+    if not 0 < share < 1:
+        raise KbError("validation", f"--share must be between 0 and 1 (exclusive); got {share}")
+    return start_trial("canary", store, path, default, who, audit, options, share)
 
 
 def stop_canary(store: RolloutStore, who: Caller, audit: AuditLog | None = None) -> RolloutState:
-    with store.locked():
-        state = store.read()
-        new = state.without_canary(now(), who.who)
-        store.write(new)
-    if audit is not None:
-        audit.record(who, "reranker canary off", model=state.canary.model)
-    return new
+    return stop_trial("canary", store, who, audit)
 
 
 def start_shadow(store: RolloutStore, path: str | Path, default: str, who: Caller, audit: AuditLog | None = None,
                  options: RerankerOptions | None = None) -> RolloutState:
-    """Let the folder `path` score every search beside the serving model, off the critical path, for comparison.
-    The folder must pass `kb models check` first."""
-    model = _folder(path)
-    with store.locked():
-        state = store.read()
-        if model == state.serving_model(default):
-            raise KbError("conflict", f"{model} is the serving reranker already; a shadow is another model")
-        _checked(model, options)
-        new = state.with_shadow(Trial(model, now(), who.who))
-        store.write(new)
-    if audit is not None:
-        audit.record(who, "reranker shadow", model=model)
-    return new
+    """Let the folder `path` score every search beside the serving model, off the critical path."""
+    return start_trial("shadow", store, path, default, who, audit, options)
 
 
 def stop_shadow(store: RolloutStore, who: Caller, audit: AuditLog | None = None) -> RolloutState:
-    with store.locked():
-        state = store.read()
-        new = state.without_shadow(now(), who.who)
-        store.write(new)
-    if audit is not None:
-        audit.record(who, "reranker shadow off", model=state.shadow.model)
-    return new
+    return stop_trial("shadow", store, who, audit)

@@ -25,11 +25,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ..errors import KbError
 
 FORMAT = "kb-rerankers"
+TrialKind = Literal["canary", "shadow"]
 
 
 @dataclass(frozen=True)
@@ -94,23 +95,19 @@ class RolloutState:
                        canary=None if self.canary and self.canary.model == model else self.canary,
                        shadow=None if self.shadow and self.shadow.model == model else self.shadow)
 
-    def with_canary(self, trial: Trial) -> RolloutState:
-        return replace(self, canary=trial, history=self._logged(
-            "canary", trial.model, self.canary.model if self.canary else None, trial.at, trial.by, share=trial.share))
+    def with_trial(self, kind: TrialKind, trial: Trial) -> RolloutState:
+        """`trial` runs as the canary or the shadow (`kind`), replacing the one running."""
+        old: Trial | None = getattr(self, kind)
+        share = {"share": trial.share} if trial.share is not None else {}
+        return replace(self, **{kind: trial}, history=self._logged(
+            kind, trial.model, old.model if old else None, trial.at, trial.by, **share))
 
-    def without_canary(self, at: float, by: str) -> RolloutState:
-        if self.canary is None:
-            raise KbError("conflict", "no canary is running")
-        return replace(self, canary=None, history=self._logged("canary_off", None, self.canary.model, at, by))
-
-    def with_shadow(self, trial: Trial) -> RolloutState:
-        return replace(self, shadow=trial, history=self._logged(
-            "shadow", trial.model, self.shadow.model if self.shadow else None, trial.at, trial.by))
-
-    def without_shadow(self, at: float, by: str) -> RolloutState:
-        if self.shadow is None:
-            raise KbError("conflict", "no shadow model is running")
-        return replace(self, shadow=None, history=self._logged("shadow_off", None, self.shadow.model, at, by))
+    def without_trial(self, kind: TrialKind, at: float, by: str) -> RolloutState:
+        """The canary or the shadow (`kind`) ends. KbError conflict when none is running."""
+        old: Trial | None = getattr(self, kind)
+        if old is None:
+            raise KbError("conflict", f"no {kind} is running")
+        return replace(self, **{kind: None}, history=self._logged(f"{kind}_off", None, old.model, at, by))
 
     # ---- the file ---------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -344,10 +344,8 @@ class SearchService:
         """Per-model figures, and the search handed to the shadow model (never waited for)."""
         if self.stats is not None:
             self.stats.observe_rerank(reranker.name, role, seconds, [r.score for r in scored])
-        if self.shadow is not None and role == "serving":
-            raw = [0.0] * len(hits)
-            for r in scored:
-                raw[r.index] = r.raw_score
+        if self.shadow is not None and role == "serving" and hits:  # nothing recalled: nothing to compare
+            raw = [r.raw_score for r in sorted(scored, key=lambda r: r.index)]  # in `hits` order
             self.shadow.submit(query, hits, reranker.name, raw)
 
     def _reranker_reads(self, query: str) -> list[str]:

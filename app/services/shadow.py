@@ -15,11 +15,13 @@ from contextlib import contextmanager
 
 from rerank.protocol import Reranker
 from rerank.rank import rerank
+from rerank.validation.gate import compare_models
 from retrieval.types import Hit
 
-from .model_stats import ModelStats, shadow_agreement
+from .model_stats import ModelStats
 
 log = logging.getLogger(__name__)
+SHADOW_TOP = 5  # agreement is the overlap of the two top 5s
 
 
 class ShadowRunner:
@@ -70,11 +72,10 @@ class ShadowRunner:
                 t0 = time.perf_counter()
                 scored = rerank(query, hits, self.reranker)
                 seconds = time.perf_counter() - t0
-                raw = [0.0] * len(hits)
-                for r in scored:
-                    raw[r.index] = r.raw_score
+                raw = [r.raw_score for r in sorted(scored, key=lambda r: r.index)]  # in `hits` order
                 self.stats.observe_rerank(self.name, "shadow", seconds, [r.score for r in scored])
-                self.stats.observe_shadow(serving, self.name, shadow_agreement(serving_raw, raw))
+                self.stats.observe_shadow(serving, self.name,
+                                          compare_models([query] * len(raw), raw, serving_raw, SHADOW_TOP, "search"))
             except Exception:  # noqa: BLE001 — a failing shadow must never affect what is served
                 log.exception("shadow reranker %s failed on a search; it is skipped", self.name)
             finally:

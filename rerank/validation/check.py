@@ -76,6 +76,8 @@ class CheckReport:
     items: list[CheckItem] = field(default_factory=list)
     smoke_score: float | None = None
     golden: GoldenReport | None = None
+    scorer: Any = field(default=None, repr=False, compare=False)  # the model the smoke score loaded, for a caller
+    # that scores with it next (the promotion gate); not part of the report's dict
 
     @property
     def ok(self) -> bool:
@@ -261,6 +263,7 @@ def _smoke(report: CheckReport, folder: Path, options: RerankerOptions) -> None:
               "the weights hold NaN/inf values: re-export them from a good checkpoint")
         return
     report.smoke_score = raw
+    report.scorer = reranker
     _ok(report, "smoke_score", f"raw {raw:.4f}, score {score:.4f} on {reranker.device}/{reranker.dtype}")
 
 

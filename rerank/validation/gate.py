@@ -124,7 +124,6 @@ def gate(candidate: str | Path, serving: str | None, golden: str | Path | None =
     """Check `candidate` (a cross-encoder folder) against `serving` (the reranker name serving now; None or "none":
     nothing serves) with `options` (default: the CPU). Never raises for a bad model: the report says why it is
     refused. A golden file that cannot be read raises `RerankerParameterError` (the caller's mistake)."""
-    from rerank.engines.cross_encoder import CrossEncoderReranker
     from rerank.engines.factory import create_reranker, is_disabled
 
     options = options if options is not None else RerankerOptions(device="cpu")
@@ -135,7 +134,7 @@ def gate(candidate: str | Path, serving: str | None, golden: str | Path | None =
     if not report.check.ok:
         report.reasons += [f"folder check {i.name} failed: {i.message} (fix: {i.fix})" for i in report.check.failures]
         return report
-    new = score_grouped(CrossEncoderReranker(str(candidate), options).load(), pairs)
+    new = score_grouped(report.check.scorer, pairs)  # the folder check loaded it for its smoke score
     old = None
     if report.serving is None:
         report.notes.append("no reranker serves now: nothing to compare with")

@@ -45,7 +45,8 @@ def reranker_options(s: Settings) -> RerankerOptions:
     return RerankerOptions(device=s.device, dtype=s.reranker_dtype, batch_size=s.rerank_batch_size,
                            max_length=s.rerank_max_length, long_passage=s.long_passage, backend=s.rerank_backend,
                            quantize=s.rerank_quantize, threads=s.rerank_threads, exact_top=s.rerank_exact_top,
-                           models_dir=str(s.models_dir), api_key=s.reranker_api_key)
+                           models_dir=str(s.models_dir), api_key=s.reranker_api_key,
+                           allow_remote_code=s.rerank_allow_remote_code)
 
 
 def search_defaults(s: Settings) -> SearchDefaults:

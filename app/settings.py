@@ -132,6 +132,9 @@ class Settings(BaseSettings):
                           "AMX/AVX512-BF16, checked against float32 at load)")
     rerank_exact_top: int = Field(10, ge=0, le=1000, description="with bfloat16 on a CPU or int8, near-ties in the "
                                   "top N are re-scored in float32, so the top-N order is float32's (0: off)")
+    rerank_allow_remote_code: bool = Field(False, description="let a reranker run model code from its folder "
+                                           "(trust_remote_code; bge-reranker-v2-minicpm-layerwise needs it): only for "
+                                           "folders you trust")
     calibration: Path | None = Field(None, description="calibrator JSON from `kb tune --write`: scores become "
                                      "calibrated probabilities, and threshold and bands apply to them")
 

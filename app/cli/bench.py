@@ -55,21 +55,23 @@ def rerank_command(
                                                          "candidates [default: data/samples/docs]")] = None,
     k: Annotated[str, typer.Option("--k", help="candidate counts, comma-separated")] = "10,50",
     repeats: Annotated[int, typer.Option("--repeats", help="interleaved repetitions per variant and K")] = 3,
-    variants: Annotated[str, typer.Option("--variants", help="comma-separated: naive (always), torch, "
-                                          "torch-bf16, torch-bf16+exact, onnx, onnx-int8, onnx-int8+exact, openvino "
+    variants: Annotated[str, typer.Option("--variants", help="comma-separated: naive (always), flagembedding "
+                                          "(FlagEmbedding's FlagReranker, a second peer), torch, torch-bf16, "
+                                          "torch-bf16+exact, onnx, onnx-int8, onnx-int8+exact, openvino "
                                           "(+exact: float32 re-scoring of top-10 near-ties)")
-                         ] = "naive,torch,torch-bf16+exact",
+                         ] = "naive,flagembedding,torch,torch-bf16+exact",
     batch_size: Annotated[Optional[int], typer.Option("--batch-size")] = None,
     max_length: Annotated[Optional[int], typer.Option("--max-length")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for the engine variants")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """The engine's variants against the naive `CrossEncoder(model).predict(pairs)`, same pairs, interleaved:
-    latency, pairs/s, ratio to naive, max |Δscore| and whether the top-10 order is identical."""
+    """The engine's variants against two peers — the naive `CrossEncoder(model).predict(pairs)` and FlagEmbedding's
+    `FlagReranker(model).compute_score(pairs)` — same model, same pairs, interleaved: latency, pairs/s, ratio to
+    each peer, max |Δscore| and whether the top-10 order is the naive baseline's."""
     from rerank.engines.factory import is_disabled
 
     from ..components import reranker_options
-    from ..quality.bench import bench_rerank
+    from ..quality.bench import PEERS, bench_rerank
 
     s = settings_for(reranker=reranker)
     if is_disabled(s.reranker):
@@ -86,17 +88,23 @@ def rerank_command(
     if as_json:
         typer.echo(json.dumps(report, ensure_ascii=False))
         return
+    peers = [p for p in PEERS if p in report["variants"]]
     rows = []
     for kk, row in report["by_k"].items():
         for v in report["variants"]:
             e = row[v]
             rows.append([f"K={kk} {v}", f"{e['latency_ms']['p50']:.0f}", f"{e['pairs_per_s']:.2f}",
-                         f"{e.get('ratio_vs_naive', 1.0):.2f}×", f"{e.get('max_abs_score_diff', 0.0):.2g}",
-                         "yes" if e.get("top10_identical", True) else "NO"])
+                         *("-" if p == v else f"{e[f'ratio_vs_{p}']:.2f}×" for p in peers),
+                         f"{e.get('max_abs_score_diff', 0.0):.2g}", "yes" if e.get("top10_identical", True) else "NO"])
     m = report["machine"]
     _table(f"{s.reranker}: {report['parameters'] or '?'} parameters, {m['cpu']}, {m['cores']} cores, load "
-           f"{m['load_average'][0]}", ["variant", "p50 ms", "pairs/s", "vs naive", "max |Δscore|", "top-10 same"],
-           rows)
+           f"{m['load_average'][0]}", ["variant", "p50 ms", "pairs/s", *(f"vs {p}" for p in peers), "max |Δscore|",
+                                       "top-10 same"], rows)
+    for kk, best in report["best"].items():
+        if best is not None:
+            err.print(f"K={kk}: fastest at the naive top-10 order: {best['variant']} ("
+                      + ", ".join(f"{v:.2f}× {key.removeprefix('ratio_vs_')}" for key, v in best.items()
+                                  if key.startswith("ratio_vs_")) + ")", highlight=False)
     for v, info in report["engine"].items():
         if info.get("warning"):
             err.print(f"{v}: {info['warning']}", highlight=False, soft_wrap=True)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rerank.types import RerankerOptions
+from rerank.types import RerankerOptions, sigmoid
 from retrieval.stores.base import StoreFactory
 
 from .latency import percentiles
@@ -31,8 +31,10 @@ if TYPE_CHECKING:
 
     from ..services.search import SearchService
 
-# "+exact": the reduced-precision pass, then float32 on the near-ties of the top 10 (rerank.exact)
-RERANK_VARIANTS = ("naive", "torch", "torch-bf16", "torch-bf16+exact", "onnx", "onnx-int8", "onnx-int8+exact",
+# "+exact": the reduced-precision pass, then float32 on the near-ties of the top 10 (rerank.exact). The peers are
+# what a user would write without this engine: sentence-transformers' CrossEncoder and FlagEmbedding's FlagReranker.
+PEERS = ("naive", "flagembedding")
+RERANK_VARIANTS = (*PEERS, "torch", "torch-bf16", "torch-bf16+exact", "onnx", "onnx-int8", "onnx-int8+exact",
                    "openvino")
 DEFAULT_QUERIES = ["试用期员工离职需要提前几天通知公司？", "How many days of annual leave do new employees get?",
                    "报销差旅费需要哪些发票？", "How do I reset my VPN token when I lost it?",
@@ -105,11 +107,16 @@ def variant_options(variant: str, options: RerankerOptions) -> RerankerOptions:
 
 
 def load_variant(variant: str, model: str, options: RerankerOptions):
-    """A loaded scorer for a `RERANK_VARIANTS` name: the naive CrossEncoder, or our engine set up for it."""
+    """A loaded scorer for a `RERANK_VARIANTS` name: a peer (the naive CrossEncoder, FlagEmbedding's FlagReranker,
+    each with its own defaults on the CPU), or our engine set up for it."""
     if variant == "naive":
         from sentence_transformers import CrossEncoder
 
         return CrossEncoder(model, device="cpu")  # default settings: the baseline as a user would write it
+    if variant == "flagembedding":
+        from FlagEmbedding import FlagReranker
+
+        return FlagReranker(model, devices="cpu")  # its defaults: batch 128, max_length 512, no fp16 on a CPU
     from rerank.engines.cross_encoder import CrossEncoderReranker
 
     return CrossEncoderReranker(model, variant_options(variant, options)).load()
@@ -119,6 +126,9 @@ def run_variant(variant: str, model, query: str, texts: list[str]) -> list[float
     """Sigmoid scores in input order (the naive CrossEncoder applies the sigmoid itself)."""
     if variant == "naive":
         return [float(s) for s in model.predict([(query, t) for t in texts], show_progress_bar=False)]
+    if variant == "flagembedding":
+        raw = model.compute_score([(query, t) for t in texts])  # raw logits (normalize=False by default)
+        return [sigmoid(float(x)) for x in (raw if isinstance(raw, list) else [raw])]
     return [score for _, score in model.score(query, texts)]
 
 
@@ -178,9 +188,10 @@ def bench_rerank(model: str, corpus: Sequence[Path], ks: Sequence[int] = (10, 50
             t = times[k][v]
             entry = {"latency_ms": percentiles([x * 1000 for x in t]),
                      "pairs_per_s": round(k / statistics.median(t), 2)}
+            for peer in (p for p in PEERS if p in variants and p != v):
+                entry[f"ratio_vs_{peer}"] = round(statistics.median(
+                    [n / x for n, x in zip(times[k][peer], t)]), 3)
             if v != "naive":
-                entry["ratio_vs_naive"] = round(statistics.median(
-                    [n / x for n, x in zip(times[k]["naive"], t)]), 3)
                 diffs, same = [], []
                 for ref, got in zip(scores[k]["naive"], scores[k][v]):
                     diffs.append(max(abs(a - b) for a, b in zip(ref, got)))
@@ -191,13 +202,27 @@ def bench_rerank(model: str, corpus: Sequence[Path], ks: Sequence[int] = (10, 50
         by_k[str(k)] = row
     info = {v: {key: getattr(m.info(), key) for key in ("backend", "dtype", "quantized", "threads", "warning",
                                                         "agreement", "exact_margin", "exact_rescored")}
-            for v, m in loaded.items() if v != "naive"}
+            for v, m in loaded.items() if v not in PEERS}
     n_params = _parameters(loaded)
     return {"model": model, "parameters": n_params, "variants": list(variants), "ks": list(ks), "repeats": repeats,
-            "batch_size": options.batch_size or next((m.batch_size for v, m in loaded.items() if v != "naive"), None),
+            "batch_size": options.batch_size or next((m.batch_size for v, m in loaded.items() if v not in PEERS),
+                                                     None),
             "max_length": max_length, "corpus": [str(c) for c in corpus],
-            "corpus_chunks": len(texts), "load_s": load_s, "by_k": by_k, "engine": info,
+            "corpus_chunks": len(texts), "load_s": load_s, "by_k": by_k, "best": best_variant(by_k, variants),
+            "engine": info,
             "machine": started_machine, "load_average_after": [round(x, 2) for x in os.getloadavg()]}
+
+
+def best_variant(by_k: dict[str, dict[str, Any]], variants: Sequence[str]) -> dict[str, Any]:
+    """Per K, the fastest of the engine's variants whose top-10 order matched the naive baseline's in every
+    repetition, with its ratio to each peer (None when no variant kept the order)."""
+    out = {}
+    for k, row in by_k.items():
+        kept = [v for v in variants if v not in PEERS and row[v].get("top10_identical")]
+        best = max(kept, key=lambda v: row[v]["pairs_per_s"], default=None)
+        out[k] = None if best is None else {"variant": best, **{key: value for key, value in row[best].items()
+                                                                 if key.startswith("ratio_vs_")}}
+    return out
 
 
 def _parameters(loaded: dict[str, Any]) -> int | None:

@@ -82,11 +82,14 @@ class LLMReranker(EngineBase):
                                               max_length=self.max_length, normalize=False,
                                               trust_remote_code=self.options.allow_remote_code)
                 if layerwise:
-                    kwargs["cutoff_layers"] = self.cutoff_layers or [28]
+                    kwargs["cutoff_layers"] = self._cutoff(config)
                 flag = cls(resolved.path, **kwargs)
             except Exception as exc:
                 raise RerankerLoadError(f"reranker {self._name!r} (LLM reranker) could not be loaded from "
                                         f"{resolved.path} ({exc.__class__.__name__}: {str(exc)[:200]})") from exc
+            # scoring is one forward pass: a KV cache only costs memory, and the MiniCPM code FlagEmbedding
+            # bundles calls a cache method (get_usable_length) that current transformers no longer has
+            flag.model.config.use_cache = False
             tok = flag.tokenizer
             self._extra_tokens = (len(tok(PROMPT, add_special_tokens=False)["input_ids"])
                                   + len(tok("A: \nB: \n", add_special_tokens=False)["input_ids"]) + _WRAPPER_TOKENS)
@@ -100,14 +103,22 @@ class LLMReranker(EngineBase):
         if layerwise and not self.options.allow_remote_code:
             raise RerankerLoadError(
                 f"reranker {self._name!r} is a layer-wise MiniCPM reranker whose model code lives in the "
-                "model folder; it needs allow_remote_code=True (trust_remote_code) — pass it only for a "
-                "folder you trust")
+                "model folder; it needs allow_remote_code (KB_RERANK_ALLOW_REMOTE_CODE=true, trust_remote_code) — "
+                "set it only for a folder you trust")
         return layerwise
+
+    def _cutoff(self, config: dict[str, Any] | None) -> list[int]:
+        """The layers whose heads score: as given, else layer 28 (FlagEmbedding's recommendation for the 40-layer
+        bge-reranker-v2-minicpm-layerwise) or the last one of a shallower model."""
+        if self.cutoff_layers:
+            return self.cutoff_layers
+        layers = (config or {}).get("num_hidden_layers")
+        return [min(28, layers)] if isinstance(layers, int) and layers > 0 else [28]
 
     def _predict(self, batch: list[tuple[str, str]]) -> list[float]:
         kwargs: dict[str, Any] = {"batch_size": len(batch), "normalize": False, "device": self._choice.device}
         if self._layerwise:
-            kwargs["cutoff_layers"] = self.cutoff_layers or [28]
+            kwargs["cutoff_layers"] = self._cutoff(self._config)
         scores = self._flag.compute_score_single_gpu(self._flag.get_detailed_inputs(batch), **kwargs)
         if scores and isinstance(scores[0], list):  # one list per cutoff layer: the last layer decides
             scores = scores[-1]

@@ -44,23 +44,40 @@ def _json(result):
 def test_bench_rerank_json(isolated_settings, corpus, tiny):
     pytest.importorskip("onnxruntime")
     result = CliRunner().invoke(app, ["bench", "rerank", "--reranker", str(tiny), "--corpus", str(corpus),
-                                      "--k", "2,4", "--repeats", "2", "--variants", "naive,torch,onnx",
+                                      "--k", "2,4", "--repeats", "2", "--variants", "naive,flagembedding,torch,onnx",
                                       "--max-length", "64", "--json"])
     report = _json(result)
-    assert report["variants"] == ["naive", "torch", "onnx"] and report["ks"] == [2, 4] and report["repeats"] == 2
+    assert report["variants"] == ["naive", "flagembedding", "torch", "onnx"] and report["ks"] == [2, 4]
+    assert report["repeats"] == 2
     assert {"cpu", "cores", "load_average", "date", "torch"} <= set(report["machine"])
     assert report["corpus_chunks"] >= 4 and report["parameters"] > 0
     for k in ("2", "4"):
         row = report["by_k"][k]
         assert row["pair_tokens"]["max"] <= 64
-        for v in ("naive", "torch", "onnx"):
+        for v in ("naive", "flagembedding", "torch", "onnx"):
             lat = row[v]["latency_ms"]
             assert lat["n"] == 2 and lat["min"] <= lat["p50"] <= lat["p95"] <= lat["p99"]
             assert row[v]["pairs_per_s"] > 0
-        for v in ("torch", "onnx"):  # same model, same pairs, float32: the same scores and order as naive
+        # same model, same pairs, float32: both peers and the engine give the same scores and order
+        for v in ("flagembedding", "torch", "onnx"):
             assert row[v]["ratio_vs_naive"] > 0
             assert row[v]["max_abs_score_diff"] < 1e-4 and row[v]["top10_identical"] is True
+        for v in ("naive", "torch", "onnx"):
+            assert row[v]["ratio_vs_flagembedding"] > 0
+        best = report["best"][k]
+        assert best["variant"] in ("torch", "onnx")
+        assert best["ratio_vs_naive"] == row[best["variant"]]["ratio_vs_naive"]
     assert report["engine"]["onnx"]["backend"] == "onnx" and report["engine"]["torch"]["backend"] == "torch"
+    assert "flagembedding" not in report["engine"]  # a peer, not a configuration of ours
+
+
+def test_bench_rerank_table_names_both_peers(isolated_settings, corpus, tiny):
+    result = CliRunner().invoke(app, ["bench", "rerank", "--reranker", str(tiny), "--corpus", str(corpus),
+                                      "--k", "3", "--repeats", "1", "--variants", "flagembedding,torch",
+                                      "--max-length", "64"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "vs naive" in result.output and "vs flagembedding" in result.output
+    assert "K=3 flagembedding" in result.output and "fastest at the naive top-10 order: torch" in result.output
 
 
 def test_bench_rerank_bfloat16_with_re_scoring(isolated_settings, corpus, tiny):

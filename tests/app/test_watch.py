@@ -159,6 +159,17 @@ def test_cli_watch_logs_each_change_and_stops_on_ctrl_c(tmp_path):
     try:
         text = lambda: log.read_text(errors="replace")  # noqa: E731
         wait_until(lambda: "1 documents" in text(), "the first sync is logged")
+        # notifications start just after the first sync is logged; a file written before that is indexed by the
+        # catch-up round without a "file created" line, so first wait until a change is seen as one
+        ready, touched = folder / "ready.md", [0.0]
+
+        def seen_live() -> bool:
+            if time.monotonic() - touched[0] > 1.0:
+                ready.write_text(f"# Ready\n\n{time.monotonic()}\n")
+                touched[0] = time.monotonic()
+            return f"file created {ready}" in text() or f"file changed {ready}" in text()
+
+        wait_until(seen_live, "the watcher reports a change")
         (folder / "leave.md").write_text("# Leave\n\nEmployees get 20 days of annual leave.\n")
         wait_until(lambda: f"indexed {folder / 'leave.md'}" in text(), "the new file is logged as indexed")
         assert f"file created {folder / 'leave.md'}" in text()

@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
-from rerank.params import BACKENDS, LONG_PASSAGE_MODES, TOP_N_RANGE
+from rerank.params import BACKENDS, BUDGET_MS_RANGE, LONG_PASSAGE_MODES, TOP_N_RANGE
 from retrieval.device import DTYPES
 from retrieval.types import MODES, TOP_K_RANGE
 
@@ -132,6 +132,10 @@ class Settings(BaseSettings):
                           "AMX/AVX512-BF16, checked against float32 at load)")
     rerank_exact_top: int = Field(10, ge=0, le=1000, description="with bfloat16 on a CPU or int8, near-ties in the "
                                   "top N are re-scored in float32, so the top-N order is float32's (0: off)")
+    rerank_budget_ms: int | None = Field(
+        None, ge=BUDGET_MS_RANGE[0], le=BUDGET_MS_RANGE[1], description="rerank only the best-recalled candidates "
+        "that fit in this many ms at the reranker's measured speed (at least top_n); the rest follow in recall "
+        "order, labelled (None or 0: rerank all K; docs/PERFORMANCE.md)")
     calibration: Path | None = Field(None, description="calibrator JSON from `kb tune --write`: scores become "
                                      "calibrated probabilities, and threshold and bands apply to them")
 

@@ -49,6 +49,11 @@ def _summary(res, threshold: float) -> str:
     n = len(res.results)
     if res.preview:
         return f"**{n} passage{'s' * (n != 1)} in recall order** (of {res.candidates} recalled; reranking…)"
+    if res.reranker and res.reranked < res.candidates:  # the latency budget cut reranking short
+        unscored = sum(r.score is None for r in res.results)
+        return (f"**{n} result{'s' * (n != 1)}**: {n - unscored} with a score of at least {threshold:.2f}, then "
+                f"{unscored} in recall order (not reranked) — reranked {res.reranked} of {res.candidates} passages "
+                "recalled within the latency budget")
     if res.reranker:
         return (f"**{n} result{'s' * (n != 1)}** with a score of at least {threshold:.2f} — reranked "
                 f"{res.reranked} of {res.candidates} passages recalled")

@@ -52,7 +52,7 @@ def reranker_options(s: Settings) -> RerankerOptions:
 def search_defaults(s: Settings) -> SearchDefaults:
     return SearchDefaults(top_k=s.top_k, top_n=s.top_n, threshold=s.threshold, mode=s.recall_mode,
                           max_per_doc=s.max_per_doc, merge=s.merge_adjacent, dense_weight=s.dense_weight,
-                          lexical_weight=s.lexical_weight, rrf_k=s.rrf_k)
+                          lexical_weight=s.lexical_weight, rrf_k=s.rrf_k, rerank_budget_ms=s.rerank_budget_ms)
 
 
 def ocr_options(s: Settings) -> OcrOptions:

@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
-from rerank.params import BACKENDS, LONG_PASSAGE_MODES, TOP_N_RANGE
+from rerank.params import BACKENDS, BUDGET_MS_RANGE, LONG_PASSAGE_MODES, TOP_N_RANGE
 from retrieval.device import DTYPES
 from retrieval.types import MODES, TOP_K_RANGE
 
@@ -135,6 +135,10 @@ class Settings(BaseSettings):
     rerank_allow_remote_code: bool = Field(False, description="let a reranker run model code from its folder "
                                            "(trust_remote_code; bge-reranker-v2-minicpm-layerwise needs it): only for "
                                            "folders you trust")
+    rerank_budget_ms: int | None = Field(
+        None, ge=BUDGET_MS_RANGE[0], le=BUDGET_MS_RANGE[1], description="rerank only the best-recalled candidates "
+        "that fit in this many ms at the reranker's measured speed (at least top_n); the rest follow in recall "
+        "order, labelled (None or 0: rerank all K; docs/PERFORMANCE.md)")
     calibration: Path | None = Field(None, description="calibrator JSON from `kb tune --write`: scores become "
                                      "calibrated probabilities, and threshold and bands apply to them")
 

@@ -17,6 +17,7 @@ THREADS_RANGE = (1, 1024)
 EXACT_TOP_RANGE = (0, 1000)
 TOP_N_RANGE = (1, 100)  # results shown
 THRESHOLD_RANGE = (0.0, 1.0)  # on the 0..1 score
+BUDGET_MS_RANGE = (0, 600_000)  # rerank latency budget (rerank/budget.py); 0: none
 _DEVICES = "auto, cpu, cuda or cuda:N"
 
 
@@ -107,3 +108,12 @@ def check_top_n(top_n: object) -> int:
         raise RerankerParameterError("top_n", top_n, f"an integer from {lo} to {hi}",
                                      "pass e.g. --top-n 5")
     return top_n
+
+
+def check_budget_ms(budget_ms: object) -> int | None:
+    """None or 0: no budget (every candidate reranked)."""
+    lo, hi = BUDGET_MS_RANGE
+    if budget_ms is not None and (not _is_int(budget_ms) or not lo <= budget_ms <= hi):
+        raise RerankerParameterError("rerank_budget_ms", budget_ms, f"an integer number of milliseconds from {lo} "
+                                     f"(no budget) to {hi}", "pass e.g. --budget-ms 2000, or 0 to rerank all K")
+    return budget_ms

@@ -45,10 +45,10 @@ def search(body: SearchRequest, st: StateDep, who: CallerDep, service: ServiceDe
         try:
             res = service.search(query, caller=caller, top_k=body.top_k, top_n=body.top_n, threshold=threshold,
                                  mode=body.mode, max_per_doc=body.max_per_doc, merge=body.merge_adjacent,
-                                 filters=filters)
+                                 filters=filters, rerank_budget_ms=body.rerank_budget_ms)
         finally:
             st.metrics.in_flight.dec()
-    st.metrics.observe_search(res.timings_ms, res.candidates, [r.score for r in res.results], res.cached,
+    st.metrics.observe_search(res.timings_ms, res.reranked, [r.score for r in res.results], res.cached,
                               service.reranker is not None)
     return res.to_dict(include_hidden=body.include_hidden)
 

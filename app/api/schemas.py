@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from rerank.params import THRESHOLD_RANGE, TOP_N_RANGE
+from rerank.params import BUDGET_MS_RANGE, THRESHOLD_RANGE, TOP_N_RANGE
 from retrieval.types import MODES, TOP_K_RANGE
 
 
@@ -47,6 +47,10 @@ class SearchRequest(BaseModel):
         "of them. Keys: format, path (folder), title (contains), updated (date, with >=, <=, >, <) and any field of "
         "the documents' front-matter or sidecar. An unknown key or a bad date is a 422 that lists the known keys")
     include_hidden: bool = Field(False, description="also return results below the threshold")
+    rerank_budget_ms: int | None = Field(None, ge=BUDGET_MS_RANGE[0], le=BUDGET_MS_RANGE[1],
+                                         description="rerank only the best-recalled candidates that fit in this "
+                                         "many ms (at least top_n); the rest follow in recall order with "
+                                         "`reranked: false`; 0: rerank all K [default: settings]")
 
 
 class CohereDocument(BaseModel):

@@ -28,10 +28,13 @@ def _print_result(res, as_json: bool) -> None:
     for r in res.results:
         c = r.hit.chunk
         where = " › ".join(x for x in (c.title, c.section) if x) + (f" p.{c.page}" if c.page else "")
-        table.add_row(str(r.rank), "-" if r.score is None else f"{r.score:.4f}", r.band or "-",
+        table.add_row(str(r.rank), ("not reranked" if res.reranker else "-") if r.score is None else f"{r.score:.4f}",
+                      r.band or "-",
                       "-" if r.raw_score is None else f"{r.raw_score:.3f}", f"{r.hit.retrieval_score:.4f}",
                       where, c.text[:300])
     out.print(table)
+    if res.reranker:
+        out.print(f"reranked: {res.reranked} of {res.candidates}", highlight=False)
     if res.below_threshold:
         out.print(f"{len(res.below_threshold)} more below the threshold {res.params['threshold']}")
 
@@ -53,6 +56,10 @@ def search(
         "--filter", help="only documents whose metadata match: KEY=VALUE (repeat; one key repeated means any of its "
                          "values), updated>=2024-01-01 (>=, <=, >, <), KEY!=VALUE. Keys: format, path, title, "
                          "updated and any front-matter or sidecar field")] = None,
+    budget_ms: Annotated[Optional[int], typer.Option(
+        "--budget-ms", help="rerank only the best-recalled candidates that fit in this many ms (at least top-n); "
+                            "the rest follow in recall order, not reranked; 0: all K [default: settings "
+                            "rerank_budget_ms]")] = None,
     embedder: EmbedderOpt = None,
     reranker: Annotated[Optional[str], typer.Option("--reranker", help="hub name, local folder, or 'none'")] = None,
     as_json: JsonOpt = False,
@@ -81,7 +88,7 @@ def search(
     for q in items:
         with guard():
             res = service.search(q, caller=caller, top_k=top_k, top_n=top_n, threshold=threshold, mode=mode,
-                                 max_per_doc=max_per_doc, merge=merge, filters=filters)
+                                 max_per_doc=max_per_doc, merge=merge, filters=filters, rerank_budget_ms=budget_ms)
         _print_result(res, as_json)
 
 

@@ -101,7 +101,7 @@ def evaluate_judgments(service, judged: list[JudgedQuery], top_k: int, threshold
                "threshold": threshold, "top_n": top_n}
     for q in judged:
         res = service.search(q.query, caller=q.caller, top_k=top_k, top_n=min(top_k, 100), threshold=0.0,
-                             max_per_doc=top_k, merge=False)
+                             max_per_doc=top_k, merge=False, rerank_budget_ms=0)  # every candidate scored
         ranked = res.results + res.not_shown + res.below_threshold
         shown = [r for r in ranked if r.score is None or r.score >= threshold][:top_n]
         if q.answerable:

@@ -5,6 +5,10 @@ index, reranker, calibrator, defaults), and nothing changes them afterwards: a n
 (`with_index`). Each `search()` reports per-stage timings and a `query_id`. When the reranker could not be loaded
 the service says so (`reranker_error`) and serves recall-only results whose `score`/`raw_score`/`band` are None:
 a retrieval score is never passed off as a reranker score.
+
+With a latency budget (`rerank_budget_ms`, `rerank.budget`) only the best-recalled candidates that fit are reranked;
+the rest follow the reranked results in recall order, with None scores too, and `SearchResult.reranked` says how
+many were reranked of `candidates`. `recall_preview` is the recall-only pass the app shows while reranking runs.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ingest.types import Chunk
-from rerank.params import check_threshold, check_top_n
+from rerank.budget import Meters, rerank_within
+from rerank.params import check_budget_ms, check_threshold, check_top_n
 from rerank.protocol import Reranker
 from rerank.types import Scored, band_of
 from retrieval.embedder import Embedder
@@ -50,7 +55,8 @@ def result_dict(r: Scored, reranker: str | None = None) -> dict[str, Any]:
     return {"rank": r.rank, "chunk_id": c.chunk_id, "doc_id": c.doc_id, "source": c.meta.get("source", ""),
             "title": c.title, "section": c.section, "page": c.page, "text": c.text,
             "retrieval_score": r.hit.retrieval_score, "leg": r.hit.leg,
-            "raw_score": r.raw_score, "score": r.score, "band": r.band, "reranker": reranker}
+            "raw_score": r.raw_score, "score": r.score, "band": r.band, "reranker": reranker,
+            "reranked": r.score is not None}
 
 
 def in_canary(query: str, share: float) -> bool:
@@ -82,6 +88,8 @@ class SearchResult:
     calibrated: bool = False  # scores went through the fitted calibrator (settings.calibration), not the sigmoid
     also_searched: list[str] = field(default_factory=list)  # synonyms searched besides the query's own words
     reranker_role: str | None = None  # "serving" or "canary": which of the two scored it
+    reranked: int = 0  # how many of the `candidates` the reranker scored (fewer under a latency budget)
+    preview: bool = False  # `recall_preview`: recall order only, the reranked result is still to come
 
     def to_dict(self, include_hidden: bool = False) -> dict[str, Any]:
         out = {"query": self.query, "query_id": self.query_id, "embedder": self.embedder, "reranker": self.reranker,
@@ -90,7 +98,10 @@ class SearchResult:
                "results": [result_dict(r, self.reranker) for r in self.results],
                "hidden": len(self.below_threshold),
                "more": len(self.not_shown), "also_searched": self.also_searched,
-               "index_version": self.index_version, "cached": self.cached, "calibrated": self.calibrated}
+               "index_version": self.index_version, "cached": self.cached, "calibrated": self.calibrated,
+               "reranked": self.reranked, "candidates": self.candidates}
+        if self.preview:
+            out["preview"] = True
         if self.warnings:
             out["warnings"] = self.warnings
         if include_hidden:
@@ -100,13 +111,14 @@ class SearchResult:
 
 
 def check_params(top_k: int, top_n: int, threshold: float, max_per_doc: int | None = None,
-                 mode: str = "hybrid") -> None:
+                 mode: str = "hybrid", rerank_budget_ms: int | None = None) -> None:
     """KbError (validation) naming the parameter, its value and the allowed range."""
     try:
         check_mode(mode)
         check_top_k(top_k)
         check_top_n(top_n)
         check_threshold(threshold)
+        check_budget_ms(rerank_budget_ms)
     except ValueError as exc:
         raise KbError("validation", str(exc)) from None
     if max_per_doc is not None and (isinstance(max_per_doc, bool) or not isinstance(max_per_doc, int)
@@ -127,6 +139,7 @@ class SearchDefaults:
     dense_weight: float = 1.0
     lexical_weight: float = 1.0
     rrf_k: int = 60
+    rerank_budget_ms: int | None = None  # rerank what fits in this many ms (None or 0: every candidate)
 
 
 def cap_per_document(results: Sequence[Scored], max_per_doc: int | None) -> list[Scored]:
@@ -219,12 +232,39 @@ class QueryCache:
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
 
+    def __contains__(self, key: tuple) -> bool:
+        """Whether `key` is held, without counting a hit or a miss or refreshing it."""
+        with self._lock:
+            return key in self._items
+
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One search's arguments after the defaults and checks (`SearchService._plan`)."""
+
+    query: str
+    index: KnowledgeIndex
+    groups: list[str] | None
+    filters: Filters | None
+    top_k: int
+    top_n: int
+    threshold: float
+    mode: str
+    max_per_doc: int | None
+    merge: bool
+    budget_ms: int | None  # None: no budget
+    reranker: Reranker | None
+    role: str | None
+    calibrator: Calibrator | None
+    key: tuple
+    params: dict[str, Any]
 
 
 @dataclass(frozen=True, eq=False)
@@ -249,6 +289,7 @@ class SearchService:
     canary_share: float = 0.0
     shadow: ShadowRunner | None = None  # a candidate that scores every search in the background, for comparison
     stats: ModelStats | None = None  # latency and scores per model (and the shadow's agreement)
+    meters: Meters = field(default_factory=Meters)  # each reranker's measured speed, for the latency budget
 
     def with_index(self, index: KnowledgeIndex | None) -> SearchService:
         """The same models and cache over another index (or version of it); this service is unchanged."""
@@ -267,17 +308,98 @@ class SearchService:
     # ---- searching -----------------------------------------------------------------------------------------
     def search(self, query: str, *, caller: Caller, top_k: int | None = None, top_n: int | None = None,
                threshold: float | None = None, mode: str | None = None, max_per_doc: int | None = None,
-               merge: bool | None = None, filters: Filters | None = None) -> SearchResult:
+               merge: bool | None = None, filters: Filters | None = None,
+               rerank_budget_ms: int | None = None) -> SearchResult:
         """Recall `top_k` among the chunks `caller` may read of the documents that meet `filters`, rerank, keep
         scores ≥ `threshold`, at most `max_per_doc` per document, cut to `top_n`.
 
         Every argument left as None takes the defaults. The caller's groups and the filters are enforced inside
         recall, so a restricted caller gets a full K of chunks it may see and no count of the others. The lexical
         leg also searches the synonyms of the query's terms (`result.also_searched`). `merge` joins neighbouring
-        chunks of one document into one passage. Repeated identical searches on the same index version and
-        vocabulary come from an LRU cache (`result.cached`). Raises KbError: validation for bad parameters, an
-        unknown filter key or a bad date, or an empty query; not_ready when there is no index.
+        chunks of one document into one passage. With `rerank_budget_ms` (0: none) only the best-recalled
+        candidates that fit are reranked (at least `top_n`; `rerank.budget`): the reranked results come first, and
+        while fewer than `top_n` are shown the rest follow in recall order with None scores (`result.reranked` of
+        `result.candidates`, and a warning). Repeated identical searches on the same index version and vocabulary
+        come from an LRU cache (`result.cached`); a result the budget cut short is never cached, so a complete one
+        is never replaced by it. Raises KbError: validation for bad parameters, an unknown filter key or a bad
+        date, or an empty query; not_ready when there is no index.
         """
+        p = self._plan(query, caller, top_k, top_n, threshold, mode, max_per_doc, merge, filters, rerank_budget_ms)
+        query, index, reranker, role, calibrator = p.query, p.index, p.reranker, p.role, p.calibrator
+        query_id = uuid.uuid4().hex
+        hit = self.cache.get(p.key)
+        if hit is not None:
+            return self._recorded(replace(hit, query_id=query_id, cached=True), caller)
+        if not index.chunks:
+            return self._empty(p, query_id)
+        t0 = time.perf_counter()
+        rec = self._recall(p)
+        t1 = time.perf_counter()
+        with self.shadow.serving() if self.shadow is not None else nullcontext():  # the shadow waits meanwhile
+            shown, more, hidden, scored = self._rank(query, rec.hits, p.top_n, p.threshold, p.max_per_doc, p.merge,
+                                                     reranker, calibrator, p.budget_ms)
+        t2 = time.perf_counter()
+        n = len(scored)
+        if reranker is not None:
+            self._observed(query, rec.hits[:n], reranker, role, t2 - t1, scored)
+        timings = {"embed": round(rec.timings_ms["embed"], 2),
+                   "recall": round((t1 - t0) * 1000 - rec.timings_ms["embed"], 2),
+                   "rerank": round((t2 - t1) * 1000, 2) if reranker else 0.0,
+                   "total": round((t2 - t0) * 1000, 2)}
+        cut = reranker is not None and n < len(rec.hits)
+        budget_note = [f"reranked {n} of {len(rec.hits)} candidates within the {p.budget_ms} ms budget; the rest "
+                       "are in recall order"] if cut else []
+        choice = reranker.device_choice if reranker else self.embedder.choice
+        result = SearchResult(
+            query=query, query_id=query_id, embedder=self.embedder.name,
+            reranker=reranker.name if reranker else None, device=choice.device, dtype=choice.dtype,
+            timings_ms=timings, results=shown, below_threshold=hidden, not_shown=more, params=p.params,
+            warnings=self.warnings + ([rec.note] if rec.note else []) + self._reranker_reads(query) + budget_note,
+            index_version=index.version, candidates=len(rec.hits),
+            calibrated=calibrator is not None and reranker is not None, also_searched=rec.also,
+            reranker_role=role, reranked=n)
+        if not cut:  # a budget-cut result would later be served as if complete
+            self.cache.put(p.key, result)
+        return self._recorded(result, caller)
+
+    def is_cached(self, query: str, *, caller: Caller, top_k: int | None = None, top_n: int | None = None,
+                  threshold: float | None = None, mode: str | None = None, max_per_doc: int | None = None,
+                  merge: bool | None = None, filters: Filters | None = None,
+                  rerank_budget_ms: int | None = None) -> bool:
+        """Whether `search` with these arguments would be answered from the cache (at once): the app then shows no
+        recall preview. Nothing is recorded and the cache's hit counts do not move. Raises like `search`."""
+        p = self._plan(query, caller, top_k, top_n, threshold, mode, max_per_doc, merge, filters, rerank_budget_ms)
+        return p.key in self.cache
+
+    def recall_preview(self, query: str, *, caller: Caller, top_k: int | None = None, top_n: int | None = None,
+                       threshold: float | None = None, mode: str | None = None, max_per_doc: int | None = None,
+                       merge: bool | None = None, filters: Filters | None = None,
+                       rerank_budget_ms: int | None = None) -> SearchResult:
+        """What `search` with the same arguments recalls, before any reranking: the first `top_n` hits in recall
+        order (at most `max_per_doc` per document), scores None, `preview` True, `reranked` 0. The same recall as
+        `search` (the caller's groups and the filters inside it), so it never shows what the caller may not read.
+        For the app to show at once while `search` reranks: not cached and not recorded as a search (the search
+        that follows is), and its `query_id` takes no feedback. Raises like `search`."""
+        p = self._plan(query, caller, top_k, top_n, threshold, mode, max_per_doc, merge, filters, rerank_budget_ms)
+        if not p.index.chunks:
+            return replace(self._empty(p, ""), preview=True)
+        t0 = time.perf_counter()
+        rec = self._recall(p)
+        t1 = time.perf_counter()
+        shown, more, _, _ = self._rank(query, rec.hits, p.top_n, p.threshold, p.max_per_doc, False, None)
+        timings = {"embed": round(rec.timings_ms["embed"], 2),
+                   "recall": round((t1 - t0) * 1000 - rec.timings_ms["embed"], 2), "rerank": 0.0,
+                   "total": round((t1 - t0) * 1000, 2)}
+        e = self.embedder
+        return SearchResult(p.query, "", e.name, None, e.choice.device, e.choice.dtype, timings, shown, not_shown=more,
+                            params=p.params, warnings=[rec.note] if rec.note else [],
+                            index_version=p.index.version, candidates=len(rec.hits), also_searched=rec.also,
+                            preview=True)
+
+    def _plan(self, query: str, caller: Caller, top_k: int | None, top_n: int | None, threshold: float | None,
+              mode: str | None, max_per_doc: int | None, merge: bool | None, filters: Filters | None,
+              budget_ms: int | None) -> _Plan:
+        """The arguments with the defaults filled in and checked, the scorer, and the cache key."""
         d = self.defaults
         top_k = d.top_k if top_k is None else top_k
         top_n = d.top_n if top_n is None else top_n
@@ -285,7 +407,8 @@ class SearchService:
         mode = d.mode if mode is None else mode
         max_per_doc = d.max_per_doc if max_per_doc is None else max_per_doc
         merge = d.merge if merge is None else merge
-        check_params(top_k, top_n, threshold, max_per_doc, mode)
+        budget_ms = d.rerank_budget_ms if budget_ms is None else budget_ms
+        check_params(top_k, top_n, threshold, max_per_doc, mode, budget_ms)
         query = query.strip()
         if not query:
             raise KbError("validation", "query is empty; type a question")
@@ -293,51 +416,32 @@ class SearchService:
         if index is None:
             raise KbError("not_ready", f"no index at {self.index_dir}; ingest documents first")
         groups = None if caller.groups is None else list(caller.groups)
-        query_id = uuid.uuid4().hex
         reranker, role = self.scorer_for(query)
         calibrator = self.calibrator if role == "serving" else None  # fitted on the serving model's scale only
+        # no budget in the key: only complete results are cached, and they answer a budgeted search too
         key = (query, top_k, top_n, threshold, mode, max_per_doc, merge, caller.groups, index.version,
                reranker.name if reranker else None, id(calibrator), filters.key() if filters else (),
                self.vocabulary.key())
-        hit = self.cache.get(key)
-        if hit is not None:
-            return self._recorded(replace(hit, query_id=query_id, cached=True), caller)
         params = {"top_k": top_k, "top_n": top_n, "threshold": threshold, "mode": mode, "groups": groups,
-                  "max_per_doc": max_per_doc, "merge": merge, "filters": filters.to_dict() if filters else {}}
-        if not index.chunks:
-            return SearchResult(query, query_id, self.embedder.name, reranker.name if reranker else None,
-                                self.embedder.choice.device, self.embedder.choice.dtype,
-                                {"embed": 0.0, "recall": 0.0, "rerank": 0.0, "total": 0.0}, [], params=params,
-                                warnings=self.warnings + ["the index is empty: ingest documents first"],
-                                index_version=index.version)
-        t0 = time.perf_counter()
+                  "max_per_doc": max_per_doc, "merge": merge, "filters": filters.to_dict() if filters else {},
+                  "rerank_budget_ms": budget_ms or None}
+        return _Plan(query, index, groups, filters, top_k, top_n, threshold, mode, max_per_doc, merge,
+                     budget_ms or None, reranker, role, calibrator, key, params)
+
+    def _recall(self, p: _Plan):
+        d = self.defaults
         try:
-            rec = recall(index, self.embedder, query, top_k, mode, groups, d.dense_weight, d.lexical_weight, d.rrf_k,
-                         filters=filters, also=self.vocabulary.synonyms.expand(query))
+            return recall(p.index, self.embedder, p.query, p.top_k, p.mode, p.groups, d.dense_weight,
+                          d.lexical_weight, d.rrf_k, filters=p.filters, also=self.vocabulary.synonyms.expand(p.query))
         except FilterError as exc:
             raise KbError("validation", str(exc)) from None
-        t1 = time.perf_counter()
-        with self.shadow.serving() if self.shadow is not None else nullcontext():  # the shadow waits meanwhile
-            shown, more, hidden, scored = self._rank(query, rec.hits, top_n, threshold, max_per_doc, merge, reranker,
-                                                     calibrator)
-        t2 = time.perf_counter()
-        if reranker is not None:
-            self._observed(query, rec.hits, reranker, role, t2 - t1, scored)
-        timings = {"embed": round(rec.timings_ms["embed"], 2),
-                   "recall": round((t1 - t0) * 1000 - rec.timings_ms["embed"], 2),
-                   "rerank": round((t2 - t1) * 1000, 2) if reranker else 0.0,
-                   "total": round((t2 - t0) * 1000, 2)}
-        choice = reranker.device_choice if reranker else self.embedder.choice
-        result = SearchResult(
-            query=query, query_id=query_id, embedder=self.embedder.name,
-            reranker=reranker.name if reranker else None, device=choice.device, dtype=choice.dtype,
-            timings_ms=timings, results=shown, below_threshold=hidden, not_shown=more, params=params,
-            warnings=self.warnings + ([rec.note] if rec.note else []) + self._reranker_reads(query),
-            index_version=index.version, candidates=len(rec.hits),
-            calibrated=calibrator is not None and reranker is not None, also_searched=rec.also,
-            reranker_role=role)
-        self.cache.put(key, result)
-        return self._recorded(result, caller)
+
+    def _empty(self, p: _Plan, query_id: str) -> SearchResult:
+        return SearchResult(p.query, query_id, self.embedder.name, p.reranker.name if p.reranker else None,
+                            self.embedder.choice.device, self.embedder.choice.dtype,
+                            {"embed": 0.0, "recall": 0.0, "rerank": 0.0, "total": 0.0}, [], params=p.params,
+                            warnings=self.warnings + ["the index is empty: ingest documents first"],
+                            index_version=p.index.version)
 
     def _observed(self, query: str, hits: list[Hit], reranker: Reranker, role: str, seconds: float,
                   scored: list[Scored]) -> None:
@@ -364,27 +468,37 @@ class SearchService:
 
     def _rank(self, query: str, hits: list[Hit], top_n: int, threshold: float, max_per_doc: int | None = None,
               merge: bool = False, reranker: Reranker | None = None, calibrator: Calibrator | None = None,
-              ) -> tuple[list[Scored], list[Scored], list[Scored], list[Scored]]:
+              budget_ms: int | None = None) -> tuple[list[Scored], list[Scored], list[Scored], list[Scored]]:
         """(shown, not shown though above the threshold — cut by N or the per-document cap —, below threshold,
-        every candidate as scored), scored by `reranker` (None: recall-only) and mapped by `calibrator` (None: the
-        sigmoid)."""
+        the candidates the reranker scored), scored by `reranker` (None: recall-only) within `budget_ms` (None: all)
+        and mapped by `calibrator` (None: the sigmoid). Candidates the budget left out follow the reranked ones
+        that pass, in recall order with None scores, and count as above the threshold (nothing says otherwise)."""
         if reranker is None:
-            results = [Scored(index=i - 1, text=h.chunk.text, raw_score=None, score=None, band=None, rank=i, hit=h)
-                       for i, h in enumerate(hits, start=1)]
-            above = results
-            kept, hidden = cap_per_document(results, max_per_doc), []
+            results: list[Scored] = []
+            rest = hits
         else:
-            from rerank.rank import rerank
-
-            results = rerank(query, hits, reranker)
+            done = rerank_within(query, hits, reranker, self.meters.of(reranker.name), budget_ms, floor=top_n)
+            results, rest = done.scored, hits[done.n:]
             if calibrator is not None:  # non-decreasing in the raw score: the order stays as reranked
                 results = [replace(r, score=p, band=band_of(p)) for r in results
                            for p in [float(calibrator.apply(r.raw_score))]]
-            above = [r for r in results if r.score >= threshold]
+        # not reranked (no reranker, or beyond the budget): recall order, no scores (`index`: position in `hits`)
+        unscored = [Scored(index=i, text=h.chunk.text, raw_score=None, score=None, band=None, rank=i + 1, hit=h)
+                    for i, h in enumerate(rest, start=len(hits) - len(rest))]
+        if reranker is None:  # recall-only: the recall order is the order shown
+            above, hidden = unscored, []
             kept = cap_per_document(above, max_per_doc)
+            kept = merge_adjacent(kept) if merge else kept
+            unscored = []
+        else:
+            above = [r for r in results if r.score >= threshold]
             hidden = [r for r in results if r.score < threshold]
-        if merge:
-            kept = merge_adjacent(kept)
+            kept = cap_per_document(above, max_per_doc)
+            kept = merge_adjacent(kept) if merge else kept
+        if unscored:  # after every reranked result that passes; the per-document cap counts both
+            merged = {cid for r in kept for cid in r.hit.chunk.meta.get("merged", ())}
+            kept = cap_per_document(kept + [r for r in unscored if r.hit.chunk.chunk_id not in merged], max_per_doc)
+            above = above + unscored
         shown = [replace(r, rank=i) for i, r in enumerate(kept[:top_n], start=1)]
         used = {cid for r in shown for cid in r.hit.chunk.meta.get("merged", [r.hit.chunk.chunk_id])}
         more = [replace(r, rank=i) for i, r in enumerate((r for r in above if r.hit.chunk.chunk_id not in used),

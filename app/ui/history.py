@@ -41,14 +41,33 @@ class Search:
     index_version: str | None = None  # the index it ran on: an ingest or delete makes it stale
 
 
-def search(service: SearchService, query: str, params: Params, caller: Caller) -> Search:
-    """The search for `query` with `params`, as `caller`: reused when this session just ran the same one (a slider
-    moved on another page reruns the script), otherwise run, timed and recorded."""
+def reusable(service: SearchService, query: str, params: Params, caller: Caller) -> Search | None:
+    """This session's last search when it is the one `search` would run now (same query, parameters, caller and
+    index version), else None."""
     last: Search | None = st.session_state.get(_LAST)
     version = getattr(service.index, "version", None)
     if (last is not None and last.query == query and last.params == params and last.caller == caller
             and last.index_version == version):
         return last
+    return None
+
+
+def will_wait(service: SearchService, query: str, params: Params, caller: Caller) -> bool:
+    """Whether `search` will rerank now (no reranker, the session's last search or the query cache: at once), so
+    the page shows a recall preview meanwhile."""
+    if service.reranker is None or reusable(service, query, params, caller) is not None:
+        return False
+    return not service.is_cached(query, caller=caller, top_k=params.top_k, top_n=params.top_n,
+                                 threshold=params.threshold, mode=params.mode, filters=params.document_filters())
+
+
+def search(service: SearchService, query: str, params: Params, caller: Caller) -> Search:
+    """The search for `query` with `params`, as `caller`: reused when this session just ran the same one (a slider
+    moved on another page reruns the script), otherwise run, timed and recorded."""
+    last = reusable(service, query, params, caller)
+    if last is not None:
+        return last
+    version = getattr(service.index, "version", None)
     t0 = time.perf_counter()
     res = service.search(query, caller=caller, top_k=params.top_k, top_n=params.top_n, threshold=params.threshold,
                          mode=params.mode, filters=params.document_filters())

@@ -89,6 +89,8 @@ def ask(page, query: str) -> None:
     box.press("Enter")
     page.locator(first).first.wait_for()
     page.wait_for_function("([sel, old]) => document.querySelector(sel).innerText !== old", arg=[first, before])
+    # the recall preview (its summary says "reranking…") comes first; the reranked results replace it
+    page.wait_for_function("() => !document.body.innerText.includes('reranking…')")
     settle(page)
 
 

@@ -106,6 +106,8 @@ def search(page, query: str) -> str:
     box.fill(query)
     box.press("Enter")
     page.locator(".kb-card").first.wait_for()
+    # the recall preview (its summary says "reranking…") comes first; the reranked results replace it
+    page.wait_for_function("() => !document.body.innerText.includes('reranking…')")
     settle(page)
     return page.locator("body").inner_text()
 

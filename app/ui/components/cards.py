@@ -20,6 +20,7 @@ from .highlight import highlight
 from .rows import Row
 
 PASS_ABOVE = 0.5  # the colour rule: green > 0.5, red <= 0.5 (the threshold slider is separate)
+NOT_RERANKED = "not reranked — recall order"  # beyond the latency budget, or shown while reranking runs
 
 CSS = """
 <style>
@@ -82,7 +83,8 @@ def card_html(row: Row, query: str) -> str:
     cls = verdict(row.score)
     head = [f'<span class="kb-rank">{ordinal(row.rank)}</span>']
     if row.score is None:
-        head.append('<span class="kb-score kb-none">—</span><span class="kb-band kb-none">no reranker score</span>')
+        label = NOT_RERANKED if row.not_reranked else "no reranker score"
+        head.append(f'<span class="kb-score kb-none">—</span><span class="kb-band kb-none">{label}</span>')
     else:
         head.append(f'<span class="kb-score {cls}">{row.score:.4f}</span>'
                     f'<span class="kb-band {cls}">{html.escape(row.band or "")}</span>'
@@ -100,7 +102,8 @@ def card_html(row: Row, query: str) -> str:
                f'style="width: {row.score * 100:.4f}%"></div></div>')
     src = source_line(row)
     source = f'<div class="kb-source">{html.escape(src)}</div>' if src else ""
-    return (f'<div class="kb-card" data-rank="{row.rank}" data-id="{row.id}">'
+    reranked = "false" if row.score is None else "true"
+    return (f'<div class="kb-card" data-rank="{row.rank}" data-id="{row.id}" data-reranked="{reranked}">'
             f'<div class="kb-head">{"".join(head)}</div>{bar}'
             f'<div class="kb-text">{highlight(row.text, query)}</div>{source}</div>')
 

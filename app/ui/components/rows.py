@@ -36,6 +36,7 @@ class Row:
     chunk_id: str = ""
     acl: tuple[str, ...] = ()  # the document's access groups (empty: everyone's)
     reranker: str | None = None  # the model that scored it (a canary, or the serving model)
+    not_reranked: bool = False  # a reranker serves but did not score it (latency budget, or still reranking)
 
 
 def _recall_order(results: Sequence[Scored]) -> dict[str, int]:
@@ -49,7 +50,8 @@ def _recall_order(results: Sequence[Scored]) -> dict[str, int]:
 
 def from_search(res: SearchResult) -> list[Row]:
     """Rows of every recalled chunk: the shown results, those above the threshold cut by N (or the per-document
-    cap), then those under the threshold, each in rank order."""
+    cap), then those under the threshold, each in rank order. `not_reranked` marks the rows a reranker did not
+    score: beyond a latency budget, or all of a recall preview."""
     order = _recall_order(res.results + res.not_shown + res.below_threshold)
     rows = []
     for shown, group in ((True, res.results), (False, res.not_shown), (False, res.below_threshold)):
@@ -58,7 +60,8 @@ def from_search(res: SearchResult) -> list[Row]:
             rows.append(Row(id=order[c.chunk_id], rank=r.rank, text=c.text, score=r.score, raw_score=r.raw_score,
                             band=r.band, shown=shown, retrieval_score=r.hit.retrieval_score, leg=r.hit.leg,
                             title=c.title, section=c.section, page=c.page, source=c.meta.get("source", ""),
-                            chunk_id=c.chunk_id, acl=tuple(c.meta.get("acl", ())), reranker=res.reranker))
+                            chunk_id=c.chunk_id, acl=tuple(c.meta.get("acl", ())), reranker=res.reranker,
+                            not_reranked=r.score is None and (res.reranker is not None or res.preview)))
     return rows
 
 

@@ -43,34 +43,52 @@ if not query:
     st.caption(f"{visible} documents you may read are indexed. Ask a question in Chinese or English.")
     st.stop()
 
+
+def _summary(res, threshold: float) -> str:
+    """The line above the cards: how many, and how many of the recalled passages the reranker scored."""
+    n = len(res.results)
+    if res.preview:
+        return f"**{n} passage{'s' * (n != 1)} in recall order** (of {res.candidates} recalled; reranking…)"
+    if res.reranker and res.reranked < res.candidates:  # the latency budget cut reranking short
+        unscored = sum(r.score is None for r in res.results)
+        return (f"**{n} result{'s' * (n != 1)}**: {n - unscored} with a score of at least {threshold:.2f}, then "
+                f"{unscored} in recall order (not reranked) — reranked {res.reranked} of {res.candidates} passages "
+                "recalled within the latency budget")
+    if res.reranker:
+        return (f"**{n} result{'s' * (n != 1)}** with a score of at least {threshold:.2f} — reranked "
+                f"{res.reranked} of {res.candidates} passages recalled")
+    return f"**{n} passages in recall order** (no reranker: no relevance scores)"
+
+
+def _show_preview(res) -> None:
+    st.markdown(_summary(res, params.threshold))
+    render_cards(rows.from_search(res), query, key="search-preview", caller=searcher)
+
+
+# Reranking K passages on a CPU takes seconds: the recall results are shown at once (a recall-only pass, the same
+# groups and filters) and replaced in the same place when the reranked ones are ready. A search answered at once
+# (no reranker, this session's last search, the query cache) shows no preview, so nothing flashes.
+working = st.empty()
+area = st.empty()
 try:
-    with st.spinner("Searching…"):
-        found = history.search(svc, query, params, searcher)
+    if history.will_wait(svc, query, params, searcher):
+        with area.container():
+            _show_preview(svc.recall_preview(query, caller=searcher, top_k=params.top_k, top_n=params.top_n,
+                                             threshold=params.threshold, mode=params.mode,
+                                             filters=params.document_filters()))
+        budget = svc.defaults.rerank_budget_ms
+        with working.container(), st.spinner(
+                f"Reranking up to {params.top_k} candidates"
+                + (f" within {budget} ms" if budget else "") + "…", show_time=True):
+            found = history.search(svc, query, params, searcher)
+    else:
+        with st.spinner("Searching…"):
+            found = history.search(svc, query, params, searcher)
 except KbError as exc:
+    area.empty()
     st.error(str(exc))
     st.stop()
 res = found.result
-for warning in res.warnings:
-    if warning not in (svc.reranker_error, svc.embedder.warning):  # those have their banner already
-        st.warning(warning, icon=":material/info:")
-
-all_rows = rows.from_search(res)
-shown = [r for r in all_rows if r.shown]
-# the expander holds what the threshold hid; results cut by N are in the raw data table
-hidden = [r for r in all_rows if not r.shown and r.score is not None and r.score < params.threshold]
-recalled = getattr(res, "candidates", 0) or len(all_rows)
-if res.reranker:
-    st.markdown(f"**{len(shown)} result{'s' * (len(shown) != 1)}** with a score of at least "
-                f"{params.threshold:.2f} (of {recalled} passages recalled and reranked)")
-else:
-    st.markdown(f"**{len(shown)} passages in recall order** (no reranker: no relevance scores)")
-if res.also_searched:
-    st.caption("Also searched: " + ", ".join(res.also_searched) + " (synonyms of your words)")
-if params.filters:
-    st.caption("Only documents with " + "; ".join(f"{k} {' or '.join(v)}" for k, v in params.filters)
-               + " (sidebar filters)")
-if not shown:
-    st.info("Nothing scored above the threshold. Lower it in the sidebar, or look below the threshold.")
 
 
 def _judge(chunk_id: str | None, widget: str | None = None) -> None:
@@ -86,16 +104,36 @@ def _judge(chunk_id: str | None, widget: str | None = None) -> None:
         st.toast("Thank you: your judgment helps tune the search.", icon=":material/thumb_up:")
 
 
-judge = _judge if svc.events is not None else None
-render_cards(shown, query, key=f"search-{res.query_id}", caller=searcher, judge=judge)
-if judge is not None and (shown or hidden):
-    st.button("None of these answers my question", icon=":material/thumb_down:", on_click=_judge, args=(None,),
-              key=f"kb-none-{res.query_id}", type="tertiary")
-if hidden:
-    with st.expander(f"{len(hidden)} result{'s' * (len(hidden) != 1)} below the threshold {params.threshold:.2f}"):
-        render_cards(hidden, query, key="search-hidden", caller=searcher)
+area.empty()  # the preview goes; the reranked results take its place
+with st.container():
+    for warning in res.warnings:
+        if warning not in (svc.reranker_error, svc.embedder.warning):  # those have their banner already
+            st.warning(warning, icon=":material/info:")
 
-t = res.timings_ms
-st.caption(f"Timings — embed {t['embed']:.0f} ms · recall {t['recall']:.0f} ms · rerank {t['rerank']:.0f} ms · "
-           f"total {t['total']:.0f} ms{' (cached)' if getattr(res, 'cached', False) else ''} · "
-           f"device {res.device}, {res.dtype} · embedder {res.embedder} · reranker {res.reranker or 'none'}")
+    all_rows = rows.from_search(res)
+    shown = [r for r in all_rows if r.shown]
+    # the expander holds what the threshold hid; results cut by N are in the raw data table
+    hidden = [r for r in all_rows if not r.shown and r.score is not None and r.score < params.threshold]
+    st.markdown(_summary(res, params.threshold))
+    if res.also_searched:
+        st.caption("Also searched: " + ", ".join(res.also_searched) + " (synonyms of your words)")
+    if params.filters:
+        st.caption("Only documents with " + "; ".join(f"{k} {' or '.join(v)}" for k, v in params.filters)
+                   + " (sidebar filters)")
+    if not shown:
+        st.info("Nothing scored above the threshold. Lower it in the sidebar, or look below the threshold.")
+
+    judge = _judge if svc.events is not None else None
+    render_cards(shown, query, key=f"search-{res.query_id}", caller=searcher, judge=judge)
+    if judge is not None and (shown or hidden):
+        st.button("None of these answers my question", icon=":material/thumb_down:", on_click=_judge,
+                  args=(None,), key=f"kb-none-{res.query_id}", type="tertiary")
+    if hidden:
+        with st.expander(f"{len(hidden)} result{'s' * (len(hidden) != 1)} below the threshold "
+                         f"{params.threshold:.2f}"):
+            render_cards(hidden, query, key="search-hidden", caller=searcher)
+
+    t = res.timings_ms
+    st.caption(f"Timings — embed {t['embed']:.0f} ms · recall {t['recall']:.0f} ms · rerank {t['rerank']:.0f} ms · "
+               f"total {t['total']:.0f} ms{' (cached)' if getattr(res, 'cached', False) else ''} · "
+               f"device {res.device}, {res.dtype} · embedder {res.embedder} · reranker {res.reranker or 'none'}")

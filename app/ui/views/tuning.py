@@ -49,7 +49,8 @@ if last is None or svc.index is None:
 else:
     k = min(params.top_k, tune.MAX_TOP_K)
     with st.spinner("Scoring every recalled passage…"):
-        every = svc.search(last.query, caller=searcher, top_k=k, top_n=k, threshold=0.0, mode=params.mode)
+        every = svc.search(last.query, caller=searcher, top_k=k, top_n=k, threshold=0.0, mode=params.mode,
+                           rerank_budget_ms=0)  # every passage scored, whatever the latency budget
     scores = [r.score for r in every.results + every.below_threshold]
     above = sum(x >= params.threshold for x in scores)
     st.caption(f"“{last.query}”: {len(scores)} passages recalled (K = {k}); {above} score at least "

@@ -16,7 +16,9 @@ its own scores. One worker thread forms rounds:
   caller is left waiting.
 
 `close()` stops the worker once its round in flight is done; requests still queued, and any that arrive later,
-fail with `RerankerClosed`. Counters (rounds, requests, pairs, tokens, requests and pairs per round) are in
+fail with `RerankerClosed` (a server stopping). `close(drain=True)` (a model swapped out) lets the worker score
+what is queued first, and later calls are scored by the engine directly, alone: a search that began on the old
+model finishes on it. Counters (rounds, requests, pairs, tokens, requests and pairs per round) are in
 `stats()` and in `info().details["batching"]`.
 
 Engines without `score_prepared` (the LLM reranker, a remote TEI server that batches on its own side) are not
@@ -153,6 +155,7 @@ class BatchingReranker:
         self._queue: deque[_Queued] = deque()
         self._cond = threading.Condition()
         self._closed = False
+        self._draining = False
         self._worker: threading.Thread | None = None  # started by the first score(): a cheap __init__
         self._rounds = self._requests = self._pairs = self._tokens = 0
         self._max_round_tokens = self._oversize = self._failed = 0
@@ -212,30 +215,36 @@ class BatchingReranker:
             return []
         item = _Queued(prepared, prepared.n_tokens, time.monotonic())
         with self._cond:
-            if self._closed:
-                raise RerankerClosed(f"reranker {self.name!r}: the batcher was closed (the model was swapped or the "
-                                     "server is stopping); retry the request")
-            self._queue.append(item)
-            if self._worker is None:
-                self._worker = threading.Thread(target=self._work, name=f"kb-rerank-batch-{self.name[-24:]}",
-                                                daemon=True)
-                self._worker.start()
-            self._cond.notify()
+            if self._closed and not self._draining:
+                raise RerankerClosed(f"reranker {self.name!r}: the batcher was closed (the server is stopping); "
+                                     "retry the request")
+            direct = self._closed
+            if not direct:
+                self._queue.append(item)
+                if self._worker is None:
+                    self._worker = threading.Thread(target=self._work, name=f"kb-rerank-batch-{self.name[-24:]}",
+                                                    daemon=True)
+                    self._worker.start()
+                self._cond.notify()
+        if direct:  # drained: the model was swapped out, this request still finishes on it, alone
+            return self.engine.score_prepared([prepared])[0]
         return item.future.result()
 
-    def close(self) -> None:
-        """Stop the worker after its round in flight; requests still queued fail with `RerankerClosed`.
-        Idempotent."""
+    def close(self, drain: bool = False) -> None:
+        """Stop the worker after its round in flight. Requests still queued fail with `RerankerClosed`, as do later
+        ones; with `drain` the queued are scored first and later ones by the engine alone. Idempotent."""
         with self._cond:
             self._closed = True
-            pending = list(self._queue)
-            self._queue.clear()
+            self._draining = drain
+            pending = [] if drain else list(self._queue)
+            if not drain:
+                self._queue.clear()
             self._cond.notify_all()
             worker = self._worker
         for item in pending:
             item.future.set_exception(RerankerClosed(
-                f"reranker {self.name!r}: the batcher was closed before this request was scored (the model was "
-                "swapped or the server is stopping); retry the request"))
+                f"reranker {self.name!r}: the batcher was closed before this request was scored (the server is "
+                "stopping); retry the request"))
         if worker is not None and worker is not threading.current_thread():
             worker.join(timeout=60)
 
@@ -255,7 +264,7 @@ class BatchingReranker:
         with self._cond:
             while not self._queue and not self._closed:
                 self._cond.wait()
-            if self._closed:
+            if not self._queue:  # closed, and nothing left to drain
                 return None
             # wait for company until max_wait after the oldest arrived, unless the queue already holds a budget
             deadline = self._queue[0].arrived + self.max_wait_ms / 1000
@@ -264,7 +273,7 @@ class BatchingReranker:
                 if left <= 0:
                     break
                 self._cond.wait(left)
-            if self._closed:
+            if not self._queue:  # closed meanwhile, without draining
                 return None
             batch = [self._queue.popleft()]
             tokens = batch[0].tokens

@@ -199,3 +199,34 @@ def test_close_fails_queued_requests_and_later_ones(bert_engine):
     with pytest.raises(RerankerClosed, match="retry"):
         b.score(q, texts)
     assert b.closed
+
+
+def test_a_drained_batcher_scores_what_was_queued_and_later_calls_alone(bert_engine):
+    entered, release = threading.Event(), threading.Event()
+
+    class Slow:
+        def __getattr__(self, name):
+            return getattr(bert_engine, name)
+
+        def score_prepared(self, prepared):
+            entered.set()
+            release.wait(30)
+            return bert_engine.score_prepared(prepared)
+
+    b = BatchingReranker(bert_engine, max_wait_ms=0)
+    b.engine = Slow()  # type: ignore[assignment]
+    q, texts = REQUESTS[0]
+    expected = bert_engine.score(q, texts)
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(b.score, q, texts)
+        assert entered.wait(30)
+        queued = [pool.submit(b.score, q, texts) for _ in range(2)]
+        while len(b._queue) < 2:
+            threading.Event().wait(0.01)
+        closer = pool.submit(b.close, True)  # a model swapped out: what began on it finishes on it
+        release.set()
+        for f in [first, *queued]:
+            _close(f.result(30), expected)
+        closer.result(30)
+    _close(b.score(q, texts), expected)  # after the swap, scored by the engine alone
+    assert b.closed and b.stats().requests == 3

@@ -132,6 +132,12 @@ class Settings(BaseSettings):
                           "AMX/AVX512-BF16, checked against float32 at load)")
     rerank_exact_top: int = Field(10, ge=0, le=1000, description="with bfloat16 on a CPU or int8, near-ties in the "
                                   "top N are re-scored in float32, so the top-N order is float32's (0: off)")
+    rerank_batching: bool = Field(True, description="a running API or app scores the rerank work of concurrent "
+                                  "requests together, sharing forward passes (docs/PERFORMANCE.md)")
+    rerank_batch_wait_ms: float = Field(5.0, ge=0, le=100, description="with rerank_batching: how long a request "
+                                        "waits at most for others to share its forward passes")
+    rerank_batch_tokens: int = Field(16384, ge=1, description="with rerank_batching: tokens of (query, passage) "
+                                     "pairs scored together at most (one larger request runs alone)")
     calibration: Path | None = Field(None, description="calibrator JSON from `kb tune --write`: scores become "
                                      "calibrated probabilities, and threshold and bands apply to them")
 

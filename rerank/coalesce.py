@@ -6,9 +6,10 @@ text-embeddings-inference (its `--max-batch-tokens` and short batching wait).
 check, cleaning, windows, token counts: a bad request fails alone, before it is queued), queues it and waits for
 its own scores. One worker thread forms rounds:
 
-- it takes the oldest queued request and waits until `max_wait_ms` after that request arrived for others (not
-  at all when requests queued while the previous round ran: they have waited already), stopping early once the
-  queue holds a full budget;
+- it takes the oldest queued request and, while other callers are still preparing theirs, waits for them until
+  `max_wait_ms` after that request arrived, stopping early once the queue holds a full budget. It does not wait
+  when nobody else is in `score()` (a lone client would pay the wait for nothing: +4 ms a request measured,
+  docs/PERFORMANCE.md), nor when requests queued while the previous round ran (they have waited already);
 - it takes queued requests first in, first out while their tokens (every (query, window) pair's, special tokens
   included) stay within `max_batch_tokens`; always at least one whole request, so one over the budget runs alone;
 - it scores them with one `engine.score_prepared` call (length-sorted across requests) and hands each caller
@@ -156,6 +157,7 @@ class BatchingReranker:
         self._cond = threading.Condition()
         self._closed = False
         self._draining = False
+        self._preparing = 0  # callers inside score() whose request is not queued yet: company worth waiting for
         self._worker: threading.Thread | None = None  # started by the first score(): a cheap __init__
         self._rounds = self._requests = self._pairs = self._tokens = 0
         self._max_round_tokens = self._oversize = self._failed = 0
@@ -210,11 +212,21 @@ class BatchingReranker:
         """(raw_score, score) per text, in input order, as the engine's `score()` gives them (up to the float noise
         of sharing forward passes with other requests). Raises what the engine raises for this request's round, or
         `RerankerClosed` after `close()`."""
-        prepared = self.engine.prepare(query, texts)  # here, so a bad request fails alone and the worker only scores
-        if not prepared.windows:
-            return []
+        with self._cond:
+            self._preparing += 1
+        try:  # here, so a bad request fails alone and the worker only scores
+            prepared = self.engine.prepare(query, texts)
+        except BaseException:
+            with self._cond:
+                self._preparing -= 1
+                self._cond.notify_all()
+            raise
         item = _Queued(prepared, prepared.n_tokens, time.monotonic())
         with self._cond:
+            self._preparing -= 1
+            self._cond.notify_all()
+            if not prepared.windows:
+                return []
             if self._closed and not self._draining:
                 raise RerankerClosed(f"reranker {self.name!r}: the batcher was closed (the server is stopping); "
                                      "retry the request")
@@ -266,9 +278,10 @@ class BatchingReranker:
                 self._cond.wait()
             if not self._queue:  # closed, and nothing left to drain
                 return None
-            # wait for company until max_wait after the oldest arrived, unless the queue already holds a budget
+            # wait for the callers still preparing, until max_wait after the oldest arrived or a full budget
             deadline = self._queue[0].arrived + self.max_wait_ms / 1000
-            while not self._closed and sum(q.tokens for q in self._queue) < self.max_batch_tokens:
+            while (not self._closed and self._preparing > 0
+                   and sum(q.tokens for q in self._queue) < self.max_batch_tokens):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break

@@ -295,17 +295,32 @@ def _when_changed(changed, reload, what: str) -> bool:
         return False
     return True
 
+def batched(s: Settings, model: Reranker | None) -> Reranker | None:
+    """What a long-running process (API, app) serves for `model`: with `rerank_batching`, a `BatchingReranker`
+    over it, so the rerank work of concurrent requests shares forward passes (`rerank.coalesce`); else, or for an
+    engine that cannot batch (LLM, remote TEI: it batches on its own side), `model` itself."""
+    from rerank.coalesce import BatchingReranker, can_batch
+
+    if model is None or not s.rerank_batching or not can_batch(model):
+        return model
+    return BatchingReranker(model, s.rerank_batch_wait_ms, s.rerank_batch_tokens)
+
+
 class LiveSearch:
     """The `SearchService` a long-running process (API, app) serves. `reload_index` opens the index's newest
     version, `reload_vocabulary` rereads the user dictionary and synonyms, `reload_models` follows the rollout file
     (promotion, rollback, canary, shadow); each swaps in a new service, so a search running meanwhile finishes on
     what it started with and nobody sees a half-changed service. `watch()` does the last two whenever their files
-    change (`vocabulary_reload_s`, `models_reload_s`). `stats` holds the per-model figures of this process."""
+    change (`vocabulary_reload_s`, `models_reload_s`). `stats` holds the per-model figures of this process. With
+    `rerank_batching` the serving and canary rerankers are wrapped here (`batched`), and a wrapper swapped out is
+    closed once what was queued on it is scored."""
 
     def __init__(self, settings: Settings, service: SearchService):
         self.settings = settings
         self.stats = service.stats if service.stats is not None else ModelStats()
-        self._service = replace(service, stats=self.stats)
+        self._batchers: list = []  # the BatchingRerankers made here, closed when swapped out or at stop()
+        self._service = replace(service, stats=self.stats, reranker=self._batched(service.reranker),
+                                canary=self._batched(service.canary))
         self._lock = threading.Lock()
         self._models_lock = threading.Lock()
         self.index_error: str | None = None
@@ -317,6 +332,12 @@ class LiveSearch:
     @property
     def service(self) -> SearchService:
         return self._service
+
+    def _batched(self, model: Reranker | None) -> Reranker | None:
+        wrapped = batched(self.settings, model)
+        if wrapped is not model:
+            self._batchers.append(wrapped)
+        return wrapped
 
     @property
     def vocabulary(self) -> Vocabulary:
@@ -405,6 +426,7 @@ class LiveSearch:
             if want != current.reranker_name:
                 model, load_error = (None, None) if is_disabled(want) else _try_load(s, want)
                 if load_error is None:
+                    model = self._batched(model)
                     calibrator, calibration_error = load_calibration(s, model)
                     changes.update(reranker=model, reranker_name=want, reranker_error=None, calibrator=calibrator,
                                    calibration_error=calibration_error)
@@ -418,6 +440,8 @@ class LiveSearch:
             elif trial is not None and (trial.model != canary_name or trial.share != current.canary_share):
                 model, load_error = (current.canary, None) if trial.model == canary_name else \
                     _try_load(s, trial.model)
+                if load_error is None and model is not current.canary:
+                    model = self._batched(model)
                 if load_error is None:
                     changes.update(canary=model, canary_share=trial.share)
                 else:
@@ -448,6 +472,10 @@ class LiveSearch:
         (called under the models lock, so a concurrent reload cannot be handed a model being released)."""
         if old.shadow is not None and old.shadow is not new.shadow:
             old.shadow.stop()
+        for m in (old.reranker, old.canary):  # a swapped-out batcher: what began on it finishes on it
+            if m in self._batchers and m is not new.reranker and m is not new.canary:
+                self._batchers.remove(m)
+                m.close(drain=True)
         in_use = {m.name for m in (new.reranker, new.canary, new.shadow.reranker if new.shadow else None) if m}
         options = reranker_options(self.settings)
         for m in (old.reranker, old.canary, old.shadow.reranker if old.shadow else None):
@@ -491,3 +519,6 @@ class LiveSearch:
         self._watchers = []
         if self._service.shadow is not None:
             self._service.shadow.stop()
+        for batcher in self._batchers:
+            batcher.close()
+        self._batchers = []

@@ -139,6 +139,12 @@ class Settings(BaseSettings):
         None, ge=BUDGET_MS_RANGE[0], le=BUDGET_MS_RANGE[1], description="rerank only the best-recalled candidates "
         "that fit in this many ms at the reranker's measured speed (at least top_n); the rest follow in recall "
         "order, labelled (None or 0: rerank all K; docs/PERFORMANCE.md)")
+    rerank_batching: bool = Field(True, description="a running API or app scores the rerank work of concurrent "
+                                  "requests together, sharing forward passes (docs/PERFORMANCE.md)")
+    rerank_batch_wait_ms: float = Field(5.0, ge=0, le=100, description="with rerank_batching: how long a request "
+                                        "waits at most for others to share its forward passes")
+    rerank_batch_tokens: int = Field(16384, ge=1, description="with rerank_batching: tokens of (query, passage) "
+                                     "pairs scored together at most (one larger request runs alone)")
     calibration: Path | None = Field(None, description="calibrator JSON from `kb tune --write`: scores become "
                                      "calibrated probabilities, and threshold and bands apply to them")
 

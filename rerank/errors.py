@@ -27,3 +27,9 @@ class CudaOOMExhausted(RerankError, RuntimeError):
     """CUDA ran out of memory even at batch size 1 (the engine then falls back to CPU)."""
 
     kind = "not_ready"  # app.errors maps it to an HTTP status and an exit code
+
+
+class RerankerClosed(RerankError, RuntimeError):
+    """A batching reranker was closed (its model swapped, or the server stopping) before a request was scored."""
+
+    kind = "not_ready"  # app.errors maps it to an HTTP status and an exit code; a retry reaches the new model

@@ -29,6 +29,25 @@ class Window:
     n_tokens: int  # tokens of the (query, window) pair, special tokens included
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """One scoring request made ready for the model: the checked query and, per (cleaned) text in input order,
+    the windows it is scored as. What a batch of requests costs is read from it before any forward pass."""
+
+    query: str
+    windows: tuple[tuple[Window, ...], ...]
+
+    @property
+    def n_pairs(self) -> int:
+        """(query, window) pairs this request puts through the model."""
+        return sum(len(ws) for ws in self.windows)
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens of all its pairs, special tokens included (the unit of a token budget, as TEI's)."""
+        return sum(w.n_tokens for ws in self.windows for w in ws)
+
+
 def pair_lengths(tokenizer, query: str, texts: Sequence[str], extra_tokens: int = 0) -> list[int]:
     """Token count of each (query, text) pair, special tokens included, without truncation."""
     if not texts:

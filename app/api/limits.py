@@ -16,6 +16,19 @@ from contextlib import contextmanager
 from ..errors import KbError
 from .errors import body
 
+BATCHED_ACTIVE = 16  # requests computed at once with cross-request batching (see `active_limit`)
+
+
+def active_limit(max_concurrency: int, batching: bool) -> int:
+    """Model-bound requests admitted at once. Without batching, `api_max_concurrency`: each request runs its own
+    forward passes, so more at once would only share the cores. With batching (`rerank.coalesce`) the reranker's
+    one worker serialises the forward passes, so admission no longer guards the cores from parallel passes, and a
+    request can only share a pass with requests that were admitted: at least BATCHED_ACTIVE then, about the
+    /rerank requests of 20 short passages (~1,000 tokens each) that the default 16,384-token budget holds, so a
+    round can fill. What admission still bounds is memory and the embed and recall stages, which run outside the
+    batcher (one short query each)."""
+    return max(max_concurrency, BATCHED_ACTIVE) if batching else max_concurrency
+
 
 class Admission:
     def __init__(self, max_active: int, max_waiting: int):

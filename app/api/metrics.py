@@ -4,7 +4,8 @@ Latency histograms per stage (embed, recall, rerank, total) give P50/P95/P99 thr
 also request counts by route and status, reranker batch sizes (pairs scored per call), the distribution of the
 scores served, query-cache hits, searches with and without an answer (the no-answer rate), judgments recorded (also
 per reranker model), and searches the events store dropped or could not write. Per-model rerank latency and scores
-and a shadow model's agreement come from `app.services.model_stats`, registered on the same registry.
+and a shadow model's agreement come from `app.services.model_stats`, registered on the same registry; the rounds of
+cross-request batching (`rerank.coalesce`) from `BatchingCollector`.
 """
 
 from __future__ import annotations
@@ -73,3 +74,39 @@ class Metrics:
             self.events_dropped.set(events_stats.dropped)
             self.events_write_errors.set(events_stats.write_errors)
         return generate_latest(self.registry)
+
+
+class BatchingCollector:
+    """Prometheus view of the cross-request batchers serving now (`rerank.coalesce`; the serving reranker and a
+    canary), read from the live service at each scrape: `kb_rerank_batch_requests` (requests per round) and
+    `kb_rerank_batch_pairs` (pairs per round) histograms, `kb_rerank_batch_failed_rounds`, per model. A batcher is
+    new after a model swap, so its counts start again (Prometheus reads that as a counter reset)."""
+
+    def __init__(self, service) -> None:
+        self.service = service  # () -> the SearchService serving now
+
+    def describe(self) -> list:
+        return []  # collected lazily: which models batch is known only when scraped
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
+        from rerank.coalesce import BatchingReranker
+
+        requests = HistogramMetricFamily("kb_rerank_batch_requests", "requests scored together per reranker "
+                                         "forward-pass round (cross-request batching)", labels=["model"])
+        pairs = HistogramMetricFamily("kb_rerank_batch_pairs", "(query, passage window) pairs per batching round",
+                                      labels=["model"])
+        failed = CounterMetricFamily("kb_rerank_batch_failed_rounds", "batching rounds whose scoring raised (every "
+                                     "request of the round got the error)", labels=["model"])
+        svc = self.service()
+        seen = set()
+        for model in (svc.reranker, svc.canary) if svc is not None else ():
+            if not isinstance(model, BatchingReranker) or model.name in seen:
+                continue
+            seen.add(model.name)
+            st = model.stats()
+            requests.add_metric([model.name], st.requests_per_round, st.requests)
+            pairs.add_metric([model.name], st.pairs_per_round, st.pairs)
+            failed.add_metric([model.name], st.failed_rounds)
+        return [requests, pairs, failed]

@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None, service: SearchService | None =
         # bound and without the 429 (with AnyIO's default pool, 150 clients of benchmarks/load_test.py waited up
         # to 39 s and none got a 429).
         limiter = anyio.to_thread.current_default_thread_limiter()
-        limiter.total_tokens = max(limiter.total_tokens, settings.api_max_concurrency + settings.api_max_queue + 16)
+        limiter.total_tokens = max(limiter.total_tokens, state.admission.max_active + settings.api_max_queue + 16)
         if background:
             threading.Thread(target=state.load, name="kb-load", daemon=True).start()
         else:

@@ -16,8 +16,8 @@ from ..services.events import EventLog
 from ..services.library import Library
 from ..services.search import SearchService
 from ..settings import Settings
-from .limits import Admission
-from .metrics import Metrics
+from .limits import Admission, active_limit
+from .metrics import BatchingCollector, Metrics
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,8 @@ class ApiState:
 
     def __post_init__(self) -> None:
         if self.admission is None:
-            self.admission = Admission(self.settings.api_max_concurrency, self.settings.api_max_queue)
+            s = self.settings
+            self.admission = Admission(active_limit(s.api_max_concurrency, s.rerank_batching), s.api_max_queue)
         if self.verifier is None:
             self.verifier = oidc_verifier(self.settings)
         if self.audit is None:
@@ -55,6 +56,7 @@ class ApiState:
             service = self.live.reload_index(create=True, quiet=False)
             self.metrics.index_chunks.set(len(service.index.chunks))
             self.metrics.registry.register(self.live.stats.collector())  # per-model figures on /metrics
+            self.metrics.registry.register(BatchingCollector(lambda: self.live.service))  # rerank rounds
             self.live.watch()  # the vocabulary files and the rollout file, followed when they change
             self.ready = True
         except Exception as exc:  # noqa: BLE001 — reported by /health and in the log, the server keeps answering

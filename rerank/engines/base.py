@@ -82,10 +82,14 @@ def score_windows(per_text: Sequence[Sequence[Window]], run: Callable[[list[Wind
                   how: str) -> list[float]:
     """One raw score per text: every window scored by `run` (in one call, so batches mix texts) and each text's
     window scores combined by `how` (max, mean, first)."""
-    flat = [w for ws in per_text for w in ws]
-    raws = run(flat)
+    return aggregate_windows(per_text, run([w for ws in per_text for w in ws]), how)
+
+
+def aggregate_windows(per_text: Sequence[Sequence[Window]], raws: Sequence[float], how: str) -> list[float]:
+    """One raw score per text from `raws`, the scores of every window of `per_text` flattened in order (each
+    text's windows together), each text's window scores combined by `how` (max, mean, first)."""
     out, start = [], 0
-    for ws in per_text:  # flat keeps each text's windows together, in order
+    for ws in per_text:
         out.append(float(aggregate(raws[start:start + len(ws)], how)))
         start += len(ws)
     return out

@@ -11,6 +11,9 @@ fine-tuned folder), keeping the raw logit.
 - `score(query, texts)`: candidate text HTML-cleaned; long passages split into windows with the query whole
   (`rerank.windows`); pairs scored in length-sorted batches; the raw logit is kept (identity activation) and
   `score = sigmoid(raw)`; Python floats in input order.
+- `score_requests([(query, texts), ...])`: several requests' windows scored together, in one length-sorted run,
+  so pairs of different requests share forward passes (`rerank.coalesce` batches concurrent API requests this
+  way); `score()` is its one-request case, so there is one code path.
 - CUDA out of memory: the batch is halved and retried (bounded); at batch size 1 the model moves to CPU float32
   for the rest of the process, with a warning, and `info().fallback` says so.
 """
@@ -30,10 +33,10 @@ from rerank.kinds import architecture, is_llm_reranker, num_labels, position_lim
 from rerank.params import check_max_length
 from rerank.text import check_query, prepare_texts
 from rerank.types import RerankerOptions, sigmoid
-from rerank.windows import Window, split_windows
+from rerank.windows import Prepared, Window, split_windows
 from retrieval.device import DeviceChoice
 
-from .base import EngineBase, score_windows
+from .base import EngineBase, aggregate_windows, score_windows
 from .precision import NearTies
 from .scorers import CPU_ONLY, Scorer, TorchScorer, cpu_has_native_bf16
 
@@ -257,24 +260,46 @@ class CrossEncoderReranker(EngineBase):
             return [split_windows(tok, query, text, self.max_length, index=i)
                     for i, text in enumerate(prepare_texts(texts))]
 
-    def score(self, query: str, texts: Sequence[str]) -> list[tuple[float, float]]:
-        """(raw logit, sigmoid) per text, Python floats, input order. Loads the model on first use."""
+    def prepare(self, query: str, texts: Sequence[str]) -> Prepared:
+        """One request made ready for `score_prepared`: the query checked, the texts cleaned and windowed. Raises
+        what `score()` raises for a bad query or texts, before any forward pass. Loads the model on first use."""
         if isinstance(texts, str):
             raise TypeError("texts must be a sequence of strings, not one string; wrap it in a list")
         per_text = self.windows(query, texts)
-        if not per_text:
-            return []
-        query = check_query(query)
-        raws = score_windows(per_text, lambda ws: self._run(query, ws), self.long_passage)
-        if self._near_ties is not None:  # the top order becomes float32's (rerank.engines.precision)
-            raws = self._near_ties.rescore(raws, lambda again: score_windows(
-                [per_text[i] for i in again], lambda ws: self._run(query, ws, exact=True), self.long_passage))
-        return [(raw, sigmoid(raw)) for raw in raws]
+        return Prepared(check_query(query), tuple(tuple(ws) for ws in per_text))
 
-    def _run(self, query: str, windows: list[Window], exact: bool = False) -> list[float]:
-        """Raw scores of `windows` in length-sorted batches: by the serving scorer, or (`exact`) by the float32
-        one of the near-tie re-scorer (on the CPU, so without the OOM fallback)."""
-        pairs, lengths = [(query, w.text) for w in windows], [w.n_tokens for w in windows]
+    def score(self, query: str, texts: Sequence[str]) -> list[tuple[float, float]]:
+        """(raw logit, sigmoid) per text, Python floats, input order. Loads the model on first use."""
+        return self.score_prepared([self.prepare(query, texts)])[0]
+
+    def score_requests(self, requests: Sequence[tuple[str, Sequence[str]]]) -> list[list[tuple[float, float]]]:
+        """`score(query, texts)` of each (query, texts) request, in request order, with the windows of all of them
+        scored together: length-sorted across requests, so pairs of different requests share forward passes. Each
+        request's scores equal its own `score()`'s up to the float noise of a different batch composition."""
+        return self.score_prepared([self.prepare(query, texts) for query, texts in requests])
+
+    def score_prepared(self, requests: Sequence[Prepared]) -> list[list[tuple[float, float]]]:
+        """`score_requests` of requests already made ready by `prepare` (a batcher prepares each in its caller's
+        thread and counts its tokens before choosing whom to score together)."""
+        self._require_loaded()
+        pairs = [(r.query, w.text) for r in requests for ws in r.windows for w in ws]
+        raws = self._run(pairs, [w.n_tokens for r in requests for ws in r.windows for w in ws]) if pairs else []
+        out, start = [], 0
+        for r in requests:  # pairs keep each request's windows together, in order
+            mine = aggregate_windows(r.windows, raws[start:start + r.n_pairs], self.long_passage)
+            start += r.n_pairs
+            if self._near_ties is not None and mine:  # the top order becomes float32's (rerank.engines.precision)
+                mine = self._near_ties.rescore(mine, lambda again, r=r: score_windows(
+                    [r.windows[i] for i in again], lambda ws, r=r: self._run([(r.query, w.text) for w in ws],
+                                                                             [w.n_tokens for w in ws], exact=True),
+                    self.long_passage))
+            out.append([(raw, sigmoid(raw)) for raw in mine])
+        return out
+
+    def _run(self, pairs: list[tuple[str, str]], lengths: list[int], exact: bool = False) -> list[float]:
+        """Raw scores of (query, window text) `pairs` of `lengths` tokens in length-sorted batches: by the serving
+        scorer, or (`exact`) by the float32 one of the near-tie re-scorer (on the CPU, so without the OOM
+        fallback)."""
         with self._lock:
             if exact:
                 return score_in_batches(pairs, lengths, self._batch_limit, self._near_ties.exact.predict).scores

@@ -48,18 +48,24 @@ def test_fifty_parallel_requests_match_serial(url, service):
     with ThreadPoolExecutor(50) as pool:
         answers = list(pool.map(call, range(50)))
     assert all(r.status_code == 200 for _, r in answers), [r.text for _, r in answers if r.status_code != 200]
+    # with cross-request batching (on by default) a pair may share a forward pass with other requests' pairs and
+    # be padded to another length: float32 scores then differ in their last bits, never more than ~1e-6
     for kind, r in answers:
         if kind == "rerank":
-            assert r.json() == serial_rr
+            assert [x["index"] for x in r.json()] == [x["index"] for x in serial_rr]
+            assert [x["score"] for x in r.json()] == pytest.approx([x["score"] for x in serial_rr], abs=1e-6)
         else:
             got = r.json()
             want = serial[got["query"]]
-            assert [(x["chunk_id"], x["score"]) for x in got["results"]] == \
-                   [(x["chunk_id"], x["score"]) for x in want["results"]]
+            assert [x["chunk_id"] for x in got["results"]] == [x["chunk_id"] for x in want["results"]]
+            assert [x["score"] for x in got["results"]] == \
+                   pytest.approx([x["score"] for x in want["results"]], abs=1e-6)
 
 
 def test_overload_answers_429_quickly(served):
-    settings = served.settings.model_copy(update={"api_max_concurrency": 1, "api_max_queue": 0})
+    # without batching, 1 running and none waiting (with it, admission is at least 16: app.api.limits)
+    settings = served.settings.model_copy(update={"api_max_concurrency": 1, "api_max_queue": 0,
+                                                  "rerank_batching": False})
     docs = ["a long enough candidate passage about VPN tokens and leave " * 20] * 200
     with live_server(served.app(settings)) as base:
         def call(_):

@@ -8,7 +8,9 @@ engine (`CrossEncoderReranker`, torch backend, the same path as `kb search`), on
 - first request: the first `score()` of 50 pairs right after `load()` (CUDA kernels and cuBLAS handles warm up);
 - latency of 50 pairs of exactly 512 tokens (p50 / p95 over `--repeats`), and pairs/s;
 - peak GPU memory during those requests (`torch.cuda.max_memory_allocated`);
-- FP16 against FP32: speed-up, max |Δ logit| and whether the top-10 order is the same.
+- FP16 against FP32: speed-up, max |Δ logit| and whether the top-10 order is the same;
+- cross-request batching in FP16: requests/s and p95 at 1, 4 and 16 concurrent callers (20 passages of 256
+  tokens each), through `BatchingReranker` and without it.
 
     HF_HUB_OFFLINE=1 python benchmarks/gpu_rerank.py --json
 
@@ -23,7 +25,9 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from rerank.types import RerankerOptions
@@ -110,6 +114,60 @@ def measure(path: Path, dtype: str, n: int, tokens: int, repeats: int, batch_siz
     return out
 
 
+def measure_batching(path: Path, levels: Sequence[int], requests_per_client: int, pairs: int, tokens: int,
+                     batch_size: int, device: str = "cuda") -> dict:
+    """FP16 requests of `pairs` passages, `levels` concurrent callers each sending `requests_per_client`, scored by
+    the engine alone and through `BatchingReranker` (cross-request batching, the API's default), alternating:
+    requests/s, p50/p95 latency, and requests per batching round."""
+    import torch
+
+    from rerank.coalesce import BatchingReranker
+    from rerank.engines.cross_encoder import CrossEncoderReranker
+
+    dtype = "float16" if device.startswith("cuda") else "float32"
+    engine = CrossEncoderReranker(str(path), RerankerOptions(device=device, dtype=dtype, batch_size=batch_size,
+                                                             max_length=tokens)).load()
+    query, passages = pairs_of(engine.tokenizer, pairs, tokens)
+    engine.score(query, passages)  # warm-up
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    out: dict = {"pairs_per_request": pairs, "tokens": tokens, "requests_per_client": requests_per_client}
+
+    def run(scorer, clients: int) -> dict:
+        latencies: list[float] = []
+        lock = threading.Lock()
+
+        def client() -> None:
+            for _ in range(requests_per_client):
+                t0 = time.perf_counter()
+                scorer.score(query, passages)
+                with lock:
+                    latencies.append((time.perf_counter() - t0) * 1000)
+
+        threads = [threading.Thread(target=client) for _ in range(clients)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - t0
+        latencies.sort()
+        return {"requests_per_s": round(len(latencies) / wall, 2), "p50_ms": round(statistics.median(latencies), 1),
+                "p95_ms": round(latencies[int(0.95 * (len(latencies) - 1))], 1)}
+
+    for clients in levels:
+        batcher = BatchingReranker(engine)
+        off, on = run(engine, clients), run(batcher, clients)
+        stats = batcher.stats()
+        batcher.close()
+        out[str(clients)] = {"off": off, "on": on,
+                             "throughput_on_vs_off": round(on["requests_per_s"] / off["requests_per_s"], 2),
+                             "p95_on_vs_off": round(on["p95_ms"] / off["p95_ms"], 2),
+                             "requests_per_round": round(stats.requests / max(1, stats.rounds), 2)}
+    del engine
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -117,6 +175,8 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--clients", default="1,4,16", help="concurrent callers for the batching figures")
+    parser.add_argument("--batching-pairs", type=int, default=20, help="passages per request in the batching figures")
     args = parser.parse_args()
 
     import torch
@@ -135,6 +195,8 @@ def main() -> int:
         path = build(Path(tmp) / "v2_m3_shape")
         for dtype in ("float32", "float16"):
             report[dtype] = measure(path, dtype, args.pairs, args.tokens, args.repeats, args.batch_size)
+        report["batching"] = measure_batching(path, [int(c) for c in args.clients.split(",")], 8,
+                                              args.batching_pairs, 256, args.batch_size)
         from transformers import AutoConfig, XLMRobertaForSequenceClassification
 
         with torch.device("meta"):

@@ -519,6 +519,8 @@ class LiveSearch:
         self._watchers = []
         if self._service.shadow is not None:
             self._service.shadow.stop()
+        # drained, not failed: a request that still reaches this service (an in-process client that runs the
+        # app's lifespan once per request, a search begun during shutdown) is scored by the engine alone
         for batcher in self._batchers:
-            batcher.close()
+            batcher.close(drain=True)
         self._batchers = []

@@ -28,18 +28,18 @@ class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     query: Text = Field(..., description="the question, e.g. 试用期员工离职需要办理哪些手续？")
-    top_k: int | None = Field(None, ge=TOP_K_RANGE[0], le=TOP_K_RANGE[1], description="recall size K [default: "
-                              "settings]")
-    top_n: int | None = Field(None, ge=TOP_N_RANGE[0], le=TOP_N_RANGE[1], description="results shown N [default: "
-                              "settings]")
+    top_k: int | None = Field(None, strict=True, ge=TOP_K_RANGE[0], le=TOP_K_RANGE[1],
+                              description="recall size K [default: settings]")
+    top_n: int | None = Field(None, strict=True, ge=TOP_N_RANGE[0], le=TOP_N_RANGE[1],
+                              description="results shown N [default: settings]")
     threshold: float | None = Field(None, ge=THRESHOLD_RANGE[0], le=THRESHOLD_RANGE[1],
                                     description="minimum normalised score [default: settings]")
     preset: Literal["strict", "balanced", "recall"] | None = Field(
         None, description="threshold preset (strict 0.75, balanced 0.5, recall 0.4); `threshold` wins if both")
     mode: Literal[MODES] | None = None
     groups: list[Text] | None = Field(None, max_length=100, description="restrict to these access groups")
-    max_per_doc: int | None = Field(None, ge=1, le=TOP_N_RANGE[1], description="at most this many results per "
-                                    "document")
+    max_per_doc: int | None = Field(None, strict=True, ge=1, le=TOP_N_RANGE[1],
+                                    description="at most this many results per document")
     merge_adjacent: bool | None = Field(None, description="join neighbouring chunks of one document")
     filters: dict[Text, Text | list[Text]] | None = Field(
         None, max_length=50, description='document metadata every result must match: {"format": ["pdf"], '
@@ -47,7 +47,7 @@ class SearchRequest(BaseModel):
         "of them. Keys: format, path (folder), title (contains), updated (date, with >=, <=, >, <) and any field of "
         "the documents' front-matter or sidecar. An unknown key or a bad date is a 422 that lists the known keys")
     include_hidden: bool = Field(False, description="also return results below the threshold")
-    rerank_budget_ms: int | None = Field(None, ge=BUDGET_MS_RANGE[0], le=BUDGET_MS_RANGE[1],
+    rerank_budget_ms: int | None = Field(None, strict=True, ge=BUDGET_MS_RANGE[0], le=BUDGET_MS_RANGE[1],
                                          description="rerank only the best-recalled candidates that fit in this "
                                          "many ms (at least top_n); the rest follow in recall order with "
                                          "`reranked: false`; 0: rerank all K [default: settings]")

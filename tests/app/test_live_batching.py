@@ -64,6 +64,8 @@ def test_swaps_wrap_the_new_engine_and_retire_the_old_wrapper(kb, settings, embe
     finally:
         live.stop()
     assert second.closed and canary.closed
+    # after stop a late request is still answered, by the engine alone
+    assert live.service.search("annual leave", caller=OPERATOR, top_k=3).results
 
 
 def test_batching_off_serves_the_engine_itself(settings, embedder):

@@ -35,7 +35,7 @@ def test_search_with_a_budget_says_how_many_were_reranked(url, monkeypatch):
     assert all(r["reranked"] for r in full["results"] + full["not_shown"])
 
 
-@pytest.mark.parametrize("bad", [-1, 600_001, "fast", 2.5])
+@pytest.mark.parametrize("bad", [-1, 600_001, "fast", 2.5, True, "500"])
 def test_a_bad_budget_is_422_naming_the_field(url, bad):
     r = httpx.post(url + "/search", json={"query": "vpn", "rerank_budget_ms": bad}, timeout=60)
     assert r.status_code == 422

@@ -5,8 +5,9 @@ the CPU by ONNX Runtime (`OnnxScorer`) or OpenVINO (`OpenVinoScorer`): the same 
   int8 dynamic-quantised copy, under the reduced-precision policy (`rerank.engines.precision`).
 - OpenVINO: float32 inference precision (OpenVINO would pick bfloat16 by itself on CPUs with AMX, which changes
   scores).
-Why not `CrossEncoder(..., backend="onnx")`: it needs optimum-onnx, which pins transformers < 4.58; this project
-runs transformers 5, so the export (`torch.onnx.export`) and the session (`onnxruntime`) are used directly.
+Why not `CrossEncoder(..., backend="onnx")`: it needs optimum-onnx, one more package that pins transformers to a
+narrow range of its own; the export (`torch.onnx.export`) and the session (`onnxruntime`) are used directly, so the
+backend follows whatever transformers the rest of the project runs.
 """
 
 from __future__ import annotations

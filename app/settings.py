@@ -119,7 +119,7 @@ class Settings(BaseSettings):
     cache_size: int = Field(256, ge=0, description="query-result LRU entries (0 disables the cache)")
 
     rerank_batch_size: int | None = Field(None, ge=1, le=1024, description="pairs per reranker forward pass "
-                                          "[8 on a CPU, where smaller batches pad less; 32 on a GPU]")
+                                          "[8 on a CPU, 2 with onnx/openvino: smaller batches pad less; 32 on a GPU]")
     rerank_max_length: int = Field(512, ge=32, le=8192)
     long_passage: Literal[LONG_PASSAGE_MODES] = "max"
     rerank_backend: Literal[BACKENDS] = Field(

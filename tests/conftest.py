@@ -62,6 +62,23 @@ def isolated_settings(tmp_path, monkeypatch):
     get_settings.cache_clear()
 
 
+def indexed_settings(root: Path, embedder, docs: dict[str, str]):
+    """Settings over a fresh index of `docs` (file name → Markdown, written to root/kb and synced with the given
+    embedder) and a tiny BERT reranker in root/models, as a user's folder."""
+    from app.services.library import sync
+    from app.settings import Settings
+    from tests.tiny_models import build_tiny_cross_encoder
+
+    (root / "kb").mkdir()
+    for name, text in docs.items():
+        (root / "kb" / name).write_text(text)
+    model = build_tiny_cross_encoder(root / "models" / "tiny_reranker", arch="bert", seed=3)
+    settings = Settings(index_dir=root / "index", embedder=embedder.name, reranker=str(model),
+                        models_dir=root / "models", _env_file=None)
+    sync([root / "kb"], settings.index_dir, embedder)
+    return settings
+
+
 def search_service(settings, embedder):
     """The SearchService the app builds for `settings` (its index, reranker, calibrator), with the session's
     already loaded MiniLM as the embedder."""

@@ -16,11 +16,9 @@ from app.components import make_search, open_index, search_defaults
 from app.errors import KbError
 from app.identity import OPERATOR, Caller
 from app.services.events import EventLog
-from app.services.library import sync
 from app.services.search import QueryCache
 from rerank.budget import Meters, Throughput
-from tests.conftest import search_service
-from tests.tiny_models import build_tiny_cross_encoder
+from tests.conftest import indexed_settings, search_service
 
 DOCS = {
     "vpn.md": "# VPN token\n\nTo reset a forgotten VPN token, open the self-service portal and choose Reset.\n",
@@ -36,17 +34,7 @@ Q = "how do I reset my VPN token"
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory, embedder):
-    from app.settings import Settings
-
-    root = tmp_path_factory.mktemp("budget")
-    (root / "kb").mkdir()
-    for name, text in DOCS.items():
-        (root / "kb" / name).write_text(text)
-    model = build_tiny_cross_encoder(root / "models" / "tiny_reranker", arch="bert", seed=3)
-    settings = Settings(index_dir=root / "index", embedder=embedder.name, reranker=str(model),
-                        models_dir=root / "models", _env_file=None)
-    sync([root / "kb"], settings.index_dir, embedder)
-    return settings
+    return indexed_settings(tmp_path_factory.mktemp("budget"), embedder, DOCS)
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,7 @@ from app.components import make_search, open_index
 from app.errors import KbError
 from app.identity import OPERATOR, Caller
 from app.services.library import IngestOptions, sync
-from tests.conftest import search_service
-from tests.tiny_models import build_tiny_cross_encoder
+from tests.conftest import indexed_settings, search_service
 
 DOCS = {
     "vpn.md": "# VPN token\n\nTo reset a forgotten VPN token, open the self-service portal and choose Reset.\n",
@@ -27,17 +26,7 @@ DOCS = {
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory, embedder):
-    root = tmp_path_factory.mktemp("svc")
-    (root / "kb").mkdir()
-    for name, text in DOCS.items():
-        (root / "kb" / name).write_text(text)
-    model = build_tiny_cross_encoder(root / "models" / "tiny_reranker", arch="bert", seed=3)
-    from app.settings import Settings
-
-    settings = Settings(index_dir=root / "index", embedder=embedder.name, reranker=str(model),
-                        models_dir=root / "models", _env_file=None)
-    sync([root / "kb"], settings.index_dir, embedder)
-    return settings
+    return indexed_settings(tmp_path_factory.mktemp("svc"), embedder, DOCS)
 
 
 @pytest.fixture(scope="module")

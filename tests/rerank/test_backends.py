@@ -8,7 +8,7 @@ import warnings
 
 import pytest
 
-from rerank.engines.cross_encoder import CrossEncoderReranker
+from rerank.engines.cross_encoder import EXPORTED_CPU_BATCH, CrossEncoderReranker
 from rerank.errors import RerankerParameterError
 from rerank.types import RerankerOptions
 from rerank.validation.agreement import check_set, compare, top_k_order
@@ -35,6 +35,7 @@ def test_onnx_scores_equal_torch_and_the_export_is_cached(arch, tmp_path):
     onnx = _engine(model, backend="onnx")
     onnx_scores = onnx.score(QUERY, TEXTS)
     assert onnx.backend == "onnx" and onnx.device == "cpu" and onnx.dtype == "float32"
+    assert onnx.info().batch_size == EXPORTED_CPU_BATCH == 2  # fused CPU kernels: fewer rows pad less
     for (raw_t, s_t), (raw_o, s_o) in zip(torch_scores, onnx_scores):
         assert raw_o == pytest.approx(raw_t, abs=1e-4) and s_o == pytest.approx(s_t, abs=1e-5)
     assert top_k_order([r for r, _ in onnx_scores], 10) == top_k_order([r for r, _ in torch_scores], 10)
@@ -114,6 +115,7 @@ def test_openvino_scores_equal_torch(tmp_path):
     expected = [r for r, _ in _engine(model).score(QUERY, TEXTS)]
     engine = _engine(model, backend="openvino")
     assert engine.backend == "openvino" and engine.info().details["inference_precision"] == "f32"
+    assert engine.info().batch_size == EXPORTED_CPU_BATCH
     assert [r for r, _ in engine.score(QUERY, TEXTS)] == pytest.approx(expected, abs=1e-4)
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -34,3 +36,23 @@ def browser():
         b = p.chromium.launch(executable_path=path, args=["--no-sandbox", "--disable-gpu"])
         yield b
         b.close()
+
+
+@contextmanager
+def served_app(root: Path, index: Path):
+    """`kb ui` over `index` in its own process, with a tiny BERT reranker (seed 2: scores fall on both sides of 0.5
+    on the sample knowledge base, so both colours show) and the packaged MiniLM; yields its URL, stops it after."""
+    from tests.app.ui.test_cli_ui import free_port, kb_command, start, stop, wait_healthy
+    from tests.tiny_models import build_tiny_cross_encoder
+
+    reranker = build_tiny_cross_encoder(root / "reranker", arch="bert", seed=2)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", KB_CONFIG=str(root / "absent.toml"),
+               KB_EMBEDDER="packaged:all-MiniLM-L6-v2", KB_UPLOAD_DIR=str(root / "uploads"))
+    port = free_port()
+    log = root / "ui.log"
+    proc = start(kb_command("ui", "--port", str(port), "--index", str(index), "--reranker", str(reranker)), env, log)
+    try:
+        wait_healthy(proc, port, log)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(proc)

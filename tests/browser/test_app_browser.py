@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.app.ui.conftest import SAMPLE_SET
-from tests.app.ui.test_cli_ui import free_port, kb_command, start, stop, wait_healthy
-from tests.tiny_models import build_tiny_cross_encoder
+from tests.browser.conftest import served_app
 
 pytestmark = pytest.mark.browser
 
@@ -32,19 +31,8 @@ def app_url(tmp_path_factory, embedder, browser):
     root = tmp_path_factory.mktemp("browser")
     report = sync([SAMPLE_SET / "docs"], root / "index", embedder)
     assert not report.skipped and report.total_documents == 37
-    # seed 2: scores fall on both sides of 0.5 on this knowledge base, so both colours show
-    reranker = build_tiny_cross_encoder(root / "reranker", arch="bert", seed=2)
-    env = dict(os.environ, HF_HUB_OFFLINE="1", KB_CONFIG=str(root / "absent.toml"),
-               KB_EMBEDDER="packaged:all-MiniLM-L6-v2", KB_UPLOAD_DIR=str(root / "uploads"))
-    port = free_port()
-    log = root / "ui.log"
-    proc = start(kb_command("ui", "--port", str(port), "--index", str(root / "index"), "--reranker", str(reranker)),
-                 env, log)
-    try:
-        wait_healthy(proc, port, log)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(proc)
+    with served_app(root, root / "index") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

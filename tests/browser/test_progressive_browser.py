@@ -5,13 +5,10 @@ clock."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from tests.app.ui.conftest import DOCS
-from tests.app.ui.test_cli_ui import free_port, kb_command, start, stop, wait_healthy
-from tests.tiny_models import build_tiny_cross_encoder
+from tests.browser.conftest import served_app
 
 pytestmark = pytest.mark.browser
 
@@ -42,18 +39,8 @@ def app_url(tmp_path_factory, embedder, browser):
     for name, text in DOCS.items():
         (root / "kb" / name).write_text(text, encoding="utf-8")
     sync([root / "kb"], root / "index", embedder)
-    reranker = build_tiny_cross_encoder(root / "reranker", arch="bert", seed=2)
-    env = dict(os.environ, HF_HUB_OFFLINE="1", KB_CONFIG=str(root / "absent.toml"),
-               KB_EMBEDDER="packaged:all-MiniLM-L6-v2", KB_UPLOAD_DIR=str(root / "uploads"))
-    port = free_port()
-    log = root / "ui.log"
-    proc = start(kb_command("ui", "--port", str(port), "--index", str(root / "index"), "--reranker", str(reranker)),
-                 env, log)
-    try:
-        wait_healthy(proc, port, log)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(proc)
+    with served_app(root, root / "index") as url:
+        yield url
 
 
 def test_recall_results_come_first_then_the_reranked_ones_replace_them(browser, app_url):

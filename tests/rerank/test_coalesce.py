@@ -168,20 +168,27 @@ def test_a_bad_request_fails_alone_before_it_is_queued(bert_engine):
     b.close()
 
 
-def test_close_fails_queued_requests_and_later_ones(bert_engine):
+def held_batcher(engine):
+    """A batcher over `engine` whose rounds wait, once begun (`entered` set), until `release` is set: the
+    requests that come meanwhile stay queued."""
     entered, release = threading.Event(), threading.Event()
 
-    class Slow:  # holds the first round until released, so the next requests stay queued
+    class Slow:
         def __getattr__(self, name):
-            return getattr(bert_engine, name)
+            return getattr(engine, name)
 
         def score_prepared(self, prepared):
             entered.set()
             release.wait(30)
-            return bert_engine.score_prepared(prepared)
+            return engine.score_prepared(prepared)
 
-    b = BatchingReranker(bert_engine, max_wait_ms=0)
+    b = BatchingReranker(engine, max_wait_ms=0)
     b.engine = Slow()  # type: ignore[assignment]
+    return b, entered, release
+
+
+def test_close_fails_queued_requests_and_later_ones(bert_engine):
+    b, entered, release = held_batcher(bert_engine)
     q, texts = REQUESTS[3]
     with ThreadPoolExecutor(4) as pool:
         first = pool.submit(b.score, q, texts)
@@ -202,19 +209,7 @@ def test_close_fails_queued_requests_and_later_ones(bert_engine):
 
 
 def test_a_drained_batcher_scores_what_was_queued_and_later_calls_alone(bert_engine):
-    entered, release = threading.Event(), threading.Event()
-
-    class Slow:
-        def __getattr__(self, name):
-            return getattr(bert_engine, name)
-
-        def score_prepared(self, prepared):
-            entered.set()
-            release.wait(30)
-            return bert_engine.score_prepared(prepared)
-
-    b = BatchingReranker(bert_engine, max_wait_ms=0)
-    b.engine = Slow()  # type: ignore[assignment]
+    b, entered, release = held_batcher(bert_engine)
     q, texts = REQUESTS[0]
     expected = bert_engine.score(q, texts)
     with ThreadPoolExecutor(4) as pool:

@@ -20,6 +20,7 @@ from rerank.types import RerankerOptions
 from retrieval.analyzer import Analyzer
 from retrieval.embedder import Embedder
 from retrieval.index import IndexNotFound, KnowledgeIndex
+from retrieval.storage import current_version
 from retrieval.stores.base import StoreFactory
 from retrieval.stores.faiss import FaissStoreFactory
 from retrieval.vocabulary import Vocabulary, file_stamp, load_vocabulary
@@ -310,10 +311,11 @@ class LiveSearch:
     """The `SearchService` a long-running process (API, app) serves. `reload_index` opens the index's newest
     version, `reload_vocabulary` rereads the user dictionary and synonyms, `reload_models` follows the rollout file
     (promotion, rollback, canary, shadow); each swaps in a new service, so a search running meanwhile finishes on
-    what it started with and nobody sees a half-changed service. `watch()` does the last two whenever their files
-    change (`vocabulary_reload_s`, `models_reload_s`). `stats` holds the per-model figures of this process. With
-    `rerank_batching` the serving and canary rerankers are wrapped here (`batched`), and a wrapper swapped out is
-    closed once what was queued on it is scored."""
+    what it started with and nobody sees a half-changed service. `watch()` does all three whenever something
+    changes, whoever changed it: a version published by any process (`index_reload_s`), the vocabulary files
+    (`vocabulary_reload_s`), the rollout file (`models_reload_s`). `stats` holds the per-model figures of this
+    process. With `rerank_batching` the serving and canary rerankers are wrapped here (`batched`), and a wrapper
+    swapped out is closed once what was queued on it is scored."""
 
     def __init__(self, settings: Settings, service: SearchService):
         self.settings = settings
@@ -326,6 +328,7 @@ class LiveSearch:
         self.index_error: str | None = None
         self.models_error: str | None = None  # why the rollout file's choice is not (all) being served
         self._models_stamp: tuple[int, ...] | None = None
+        self._index_stamp: str | None = None  # the published version last served (or tried)
         self._stop = threading.Event()
         self._watchers: list[threading.Thread] = []
 
@@ -347,14 +350,27 @@ class LiveSearch:
         """Ingest and delete with the embedder and user dictionary being served."""
         return make_library(self.settings, self._service.embedder, self._service.vocabulary.analyzer)
 
+    def published_version(self) -> str | None:
+        """The version the index folder's CURRENT pointer names now, whoever published it (None: no index yet)."""
+        folder = current_version(Path(self.settings.index_dir))
+        return folder.name if folder is not None else None
+
+    def index_changed(self) -> bool:
+        """Whether a version other than the one served (or last tried) has been published since."""
+        return self.published_version() != self._index_stamp
+
     def reload_index(self, create: bool = False, quiet: bool = True) -> SearchService:
         """Swap in the live index version (an empty new index when there is none and `create`); returns the new
         service. When the index cannot be opened the service has none and `index_error` says why; unless `quiet`
-        the error (IndexNotFound, IndexMismatch) is raised too."""
+        the error (IndexNotFound, IndexMismatch) is raised too. Any other failure (a version removed while it was
+        read, because two more were published meanwhile) raises and changes nothing served. The query cache is
+        emptied on a new version: its keys name the version, so nothing of the old one could be served again, and
+        its memory is freed at once."""
         from retrieval.index import IndexMismatch
 
         with self._lock:
             current = self._service
+            published = self.published_version()
             failure: Exception | None = None
             try:
                 index = open_index(self.settings, current.embedder, create=create,
@@ -365,13 +381,24 @@ class LiveSearch:
                 self.index_error = (f"No index at {self.settings.index_dir} yet. Upload documents on the Library "
                                     f"page, or run `kb ingest PATH --index {self.settings.index_dir}` "
                                     "(or `kb demo`).")
-            except IndexMismatch as exc:
+            except IndexMismatch as exc:  # a rebuild with another embedder: nothing of the old version is served
                 index, failure = None, exc
                 self.index_error = str(exc)
+            self._index_stamp = index.version if index is not None and index.version else published
             self._service = current.with_index(index)
+            if (index.version if index else None) != (current.index.version if current.index else None):
+                self._service.cache.clear()
+                log.info("index version %s now serves (was %s)", index.version if index else None,
+                         current.index.version if current.index else None)
         if failure is not None and not quiet:
             raise failure
         return self._service
+
+    def check_index(self) -> bool:
+        """Serve the version published last when it is not the one served; whether it did. Never raises: a version
+        that cannot be read is logged, the one served stays, and it is tried again at the next check."""
+        return _when_changed(self.index_changed, self.reload_index,
+                             "open the newly published index version; the version served stays")
 
     def vocabulary_changed(self) -> bool:
         """Whether the user dictionary or synonyms file changed (or appeared, or went) since it was read."""
@@ -488,13 +515,15 @@ class LiveSearch:
                              "apply the rollout file; the models serving stay")
 
     def watch(self) -> None:
-        """Apply the rollout file now (a shadow starts only in a long-running process), then look for changes to
-        it every `models_reload_s` seconds and to the vocabulary files every `vocabulary_reload_s`, in daemon
-        threads, until `stop()` (no thread for an interval of 0)."""
+        """Apply the rollout file now (a shadow starts only in a long-running process), then look for a newly
+        published index version every `index_reload_s` seconds, for changes to the rollout file every
+        `models_reload_s` and to the vocabulary files every `vocabulary_reload_s`, in daemon threads, until
+        `stop()` (no thread for an interval of 0)."""
         if self._watchers:
             return
         self.check_models()
-        for interval, check, name in ((self.settings.vocabulary_reload_s, self.check_vocabulary, "kb-vocabulary"),
+        for interval, check, name in ((self.settings.index_reload_s, self.check_index, "kb-index"),
+                                      (self.settings.vocabulary_reload_s, self.check_vocabulary, "kb-vocabulary"),
                                       (self.settings.models_reload_s, self.check_models, "kb-models")):
             if interval <= 0:
                 continue

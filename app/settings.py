@@ -167,6 +167,11 @@ class Settings(BaseSettings):
     vocabulary_reload_s: float = Field(5.0, ge=0, description="how often a running API or app looks for changes "
                                        "to the user dictionary and synonyms (0: never)")
 
+    # ---- following the published corpus (docs/RELIABILITY.md) ----------------------------------------------------
+    index_reload_s: float = Field(2.0, ge=0, description="how often a running API or app looks for a version of the "
+                                  "index published by another process (`kb ingest`, `kb watch`, `kb crawl`, the "
+                                  "app's Library, another API) and serves it (0: only its own changes)")
+
     # ---- sign-in (`[auth]`, KB_AUTH_*) -----------------------------------------------------------------------------
     auth: AuthSettings = Field(default_factory=AuthSettings)
 

@@ -53,11 +53,12 @@ class ApiState:
                 s = self.settings
                 self._own_events = open_events(s)
                 self.live = LiveSearch(s, make_search(s, load_embedder(s), None, events=self._own_events))
-            service = self.live.reload_index(create=True, quiet=False)
-            self.metrics.index_chunks.set(len(service.index.chunks))
+            self.live.reload_index(create=True, quiet=False)
+            # read at each scrape: the version served changes whenever any process publishes one
+            self.metrics.index_chunks.set_function(self._served_chunks)
             self.metrics.registry.register(self.live.stats.collector())  # per-model figures on /metrics
             self.metrics.registry.register(BatchingCollector(lambda: self.live.service))  # rerank rounds
-            self.live.watch()  # the vocabulary files and the rollout file, followed when they change
+            self.live.watch()  # published index versions, the vocabulary and rollout files: followed on change
             self.ready = True
         except Exception as exc:  # noqa: BLE001 — reported by /health and in the log, the server keeps answering
             self.error = f"{type(exc).__name__}: {exc}"
@@ -95,6 +96,8 @@ class ApiState:
 
     def reload_index(self) -> SearchService:
         """Serve the index's newest version (after an ingest or a delete)."""
-        service = self.live.reload_index(create=True, quiet=False)
-        self.metrics.index_chunks.set(len(service.index.chunks))
-        return service
+        return self.live.reload_index(create=True, quiet=False)
+
+    def _served_chunks(self) -> float:
+        index = self.live.service.index if self.live is not None else None
+        return float(len(index.chunks)) if index is not None else 0.0

@@ -27,7 +27,7 @@ def _live(key: str, _settings: Settings) -> LiveSearch:
     embedder = _embedder(s.embedder, s.device, s.dtype, str(s.models_dir))
     live = LiveSearch(s, make_search(s, embedder, None, events=open_events(s)))
     live.reload_index()
-    live.watch()  # the user dictionary and synonyms, reread when they change
+    live.watch()  # index versions published by any process, the vocabulary and rollout files
     return live
 
 

@@ -150,16 +150,34 @@ class MilvusStore:
         schema.add_field("public", DataType.BOOL)
         schema.add_field("gen", DataType.INT64)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
-        params = client.prepare_index_params()
-        build = {"HNSW": {"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION},
-                 "IVF_FLAT": {"nlist": IVF_NLIST}}.get(self.index_type, {})
-        params.add_index("vector", index_type=self.index_type, metric_type="IP", params=build)
-        if not is_lite(self.uri):  # Lite scans scalars anyway (and has no index on ARRAY fields)
-            for name in ("doc_id", "public", "gen", "acl"):  # the terms of every filter and delete
+        from pymilvus import MilvusException
+
+        def index_params(scalars: tuple[str, ...]):
+            params = client.prepare_index_params()
+            build = {"HNSW": {"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION},
+                     "IVF_FLAT": {"nlist": IVF_NLIST}}.get(self.index_type, {})
+            params.add_index("vector", index_type=self.index_type, metric_type="IP", params=build)
+            for name in scalars:
                 params.add_index(name, index_type="INVERTED")
+            return params
+
+        # the terms of every filter and delete; Lite scans scalars anyway (and has no index on ARRAY fields)
+        scalars = () if is_lite(self.uri) else ("doc_id", "public", "gen", "acl")
         # Strong: a search sees every write acknowledged before it (an ingest's own checks, and readers right
         # after a publish). Bounded staleness would be cheaper on a busy cluster but could miss a new version.
-        client.create_collection(self.collection, schema=schema, index_params=params, consistency_level="Strong")
+        try:
+            client.create_collection(self.collection, schema=schema, index_params=index_params(scalars),
+                                     consistency_level="Strong")
+        except MilvusException as exc:
+            if "acl" not in scalars or "scalar index" not in str(exc):
+                raise
+            # a server without scalar indexes on ARRAY fields (Milvus Lite's server): the group filter scans
+            log.warning("Milvus at %s refused an index on the acl field (%s); the group filter will scan it",
+                        self.uri, exc)
+            client.drop_collection(self.collection)
+            client.create_collection(self.collection, schema=schema,
+                                     index_params=index_params(tuple(n for n in scalars if n != "acl")),
+                                     consistency_level="Strong")
 
     def _check_collection(self, client: Any) -> None:
         desc = client.describe_collection(self.collection)

@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ingest import OcrOptions
+from ingest.files import private_dir
 from rerank.engines.factory import get_reranker, is_disabled, release
 from rerank.protocol import Reranker
 from rerank.types import RerankerOptions
@@ -31,7 +32,7 @@ from .services.audit import AuditLog
 from .services.events import EventLog, who_key
 from .services.library import IngestOptions, Library
 from .services.model_stats import ModelStats
-from .services.rollout import RolloutState, RolloutStore, model_id
+from .services.rollout import RolloutState, RolloutStore, check_promoted_weights, model_id
 from .services.rollout import stamp as rollout_stamp
 from .services.search import QueryCache, SearchDefaults, SearchService
 from .services.shadow import ShadowRunner
@@ -153,6 +154,7 @@ def load_reranker(s: Settings, options: RerankerOptions | None = None,
 def _try_load(s: Settings, name: str, options: RerankerOptions | None = None) -> tuple[Reranker | None, str | None]:
     """(the shared loaded reranker, None) or (None, "reranker NAME could not be loaded (why)")."""
     try:
+        check_promoted_weights(read_rollout(s)[0], name)  # a promoted folder changed since: refused, named
         return get_reranker(name, options if options is not None else reranker_options(s)), None
     except Exception as exc:  # noqa: BLE001 — any load failure is reported by the caller, never raised
         return None, f"reranker {name!r} could not be loaded ({exc})"
@@ -236,11 +238,14 @@ def oidc_verifier(s: Settings):
         return None
     from .oidc import OidcVerifier
 
-    return OidcVerifier(s.auth.provider_url, s.auth.client_id or "", s.auth.groups_claim, s.auth.admin_group)
+    secret = s.auth.client_secret.get_secret_value() if s.auth.client_secret is not None else None
+    return OidcVerifier(s.auth.provider_url, s.auth.client_id or "", s.auth.groups_claim, s.auth.admin_group,
+                        client_secret=secret)  # the secret: for token introspection (opaque access tokens)
 
 
 def audit_log(s: Settings) -> AuditLog:
-    return AuditLog(s.audit_log if s.audit_log is not None else Path(s.index_dir).parent / "audit.jsonl")
+    return AuditLog(s.audit_log if s.audit_log is not None else Path(s.index_dir).parent / "audit.jsonl",
+                    int(s.audit_max_mb * 2**20), s.audit_keep)
 
 
 def read_index(s: Settings) -> KnowledgeIndex | None:
@@ -257,7 +262,7 @@ def events_url(s: Settings) -> str:
     if s.events_url:
         return s.events_url
     path = Path(s.index_dir).resolve().parent / "events.db"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent, chmod=False)  # a folder made here is 0700: the database holds everyone's questions
     return f"sqlite:///{path}"
 
 

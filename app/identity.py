@@ -11,6 +11,7 @@ delete, write defaults and see the admin pages. An admin sees every document unl
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -26,7 +27,7 @@ ALL = "*"  # an API key whose groups hold it is an admin
 
 @dataclass(frozen=True)
 class Caller:
-    who: str  # a user id (the token's subject or e-mail), "key abcd…", "operator" or "open mode"
+    who: str  # a user id (the token's subject or e-mail), "key:1a2b3c4d5e6f" (`key_id`), "operator" or "open mode"
     groups: tuple[str, ...] | None  # None: every document
     admin: bool = False
     via: str = "cli"  # cli | api-key | oidc | app | open
@@ -71,8 +72,16 @@ OPERATOR = Caller("operator", None, admin=True, via="cli")
 OPEN = Caller("open mode", None, admin=True, via="open")  # no sign-in configured: one person on one machine
 
 
+def key_id(key: str) -> str:
+    """How an API key is named wherever a caller is recorded (events, audit log, feedback ownership): a hash of the
+    whole key, so two keys never share an identity (a prefix did: `team-bob-222` and `team-alice-111` were both
+    "team…") and the key itself is never written down."""
+    return "key:" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:12]
+
+
 def caller_for_key(given: str, keys: Mapping[str, Sequence[str]]) -> Caller | None:
-    """The caller an API key stands for, or None when it is not one of `keys` (compared in constant time)."""
+    """The caller an API key stands for (named by `key_id`), or None when it is not one of `keys` (compared in
+    constant time)."""
     found = None
     for key, groups in keys.items():
         if hmac.compare_digest(key.encode(), given.encode()):  # no key guessing by timing
@@ -81,7 +90,7 @@ def caller_for_key(given: str, keys: Mapping[str, Sequence[str]]) -> Caller | No
         return None
     key, groups = found
     admin = ALL in groups
-    return Caller(f"key {key[:4]}…", None if admin else tuple(sorted(set(groups))), admin=admin, via="api-key")
+    return Caller(key_id(key), None if admin else tuple(sorted(set(groups))), admin=admin, via="api-key")
 
 
 def groups_from_claim(value: Any) -> tuple[str, ...]:

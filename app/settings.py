@@ -44,6 +44,9 @@ class AuthSettings(BaseModel):
     cookie_secret: SecretStr | None = Field(None, description="signs the app's login cookie (a long random string)")
     redirect_uri: str | None = Field(None, description="where the provider sends people back after login "
                                      "[default: http://HOST:PORT/oauth2callback of `kb ui`]")
+    recheck_s: float = Field(900.0, ge=0, description="the app asks the provider for a signed-in person's groups "
+                             "again after this many seconds (and when the ID token expires); a refusal signs them "
+                             "out (0: at every page)")
 
     @property
     def configured(self) -> bool:
@@ -185,10 +188,21 @@ class Settings(BaseSettings):
     api_max_documents: int = Field(1000, ge=1, description="documents per /rerank request (413 above)")
     api_max_query_chars: int = Field(2000, ge=1, description="characters in a query (413 above)")
     api_max_text_chars: int = Field(2_000_000, ge=1, description="characters of documents per /rerank (413 above)")
-    api_max_request_mb: float = Field(50.0, gt=0, description="request body size, uploads included (413 above)")
+    api_max_request_mb: float = Field(50.0, gt=0, description="request body size of an upload (POST /ingest; 413 "
+                                      "above)")
+    api_max_json_mb: float = Field(1.0, gt=0, description="request body size of every other route (413 above); "
+                                   "/rerank gets room for api_max_text_chars of UTF-8 text on top")
+    allowed_hosts: list[str] = Field(default_factory=list, description="host names (`kb.example.com`, "
+                                     "`*.example.com`) the API answers besides localhost, 127.0.0.1 and [::1]. "
+                                     "Open mode answers only those; with keys or sign-in, empty means any host")
+    metrics_token: SecretStr | None = Field(None, description="a bearer token that may read GET /metrics and nothing "
+                                            "else (for Prometheus); without it /metrics is for admins")
     upload_dir: Path = Field(Path("data/uploads"), description="where files uploaded through POST /ingest are kept")
     audit_log: Path | None = Field(None, description="JSON-lines record of admin actions and refused attempts "
                                    "[default: audit.jsonl beside the index folder]")
+    audit_max_mb: float = Field(10.0, gt=0, description="the audit log is rotated (audit.jsonl.1, .2, …) once it is "
+                                "over this size; the count of entries survives rotation (kb_audit_entries)")
+    audit_keep: int = Field(5, ge=0, description="rotated audit logs kept; older ones are deleted")
 
     # ---- the events store: searches and feedback (docs/ANALYTICS.md) ---------------------------------------
     events: bool = Field(True, description="record searches and feedback for analytics (the API and the app)")

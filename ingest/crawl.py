@@ -11,7 +11,6 @@ kept in a `CrawlState`, a small JSON file the caller stores beside the index; a 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import deque
 from collections.abc import Callable, Collection
@@ -25,6 +24,7 @@ import lxml.etree
 import lxml.html
 
 from .errors import IngestError
+from .files import atomic_write
 from .identity import content_hash
 from .load import DEFAULT_MAX_BYTES, SUPPORTED_SUFFIXES, load_bytes
 from .loaders.webpage import load_web_page
@@ -76,15 +76,9 @@ class CrawlState:
     def save(self, path: Path) -> None:
         """Write to `path` through a temporary file and an atomic rename: a crash leaves the old state or the
         new one, never half a file."""
-        path.parent.mkdir(parents=True, exist_ok=True)
         body = {"version": STATE_VERSION, "origin": self.origin,
                 "pages": {url: {**asdict(p), "links": list(p.links)} for url, p in sorted(self.pages.items())}}
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(body, fh, ensure_ascii=False, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(body, ensure_ascii=False, indent=1), private=True)  # inside the index
 
 
 @dataclass

@@ -8,6 +8,7 @@ from typing import Any
 
 from .clean import clean_text
 from .errors import IngestError
+from .files import LINK_REASON, LinkRefused, read_nofollow
 from .identity import content_hash, doc_id_for, source_of
 from .loaders import LOADERS, OCR_LOADERS, LoaderFn
 from .ocr import OcrOptions
@@ -32,17 +33,31 @@ def fingerprint(path: Path) -> str:
     Cheap (no parsing), so a sync can tell an unchanged file without loading it; a changed sidecar (new access
     groups) counts as a change.
     """
-    data = path.read_bytes()
+    data = read_nofollow(path)
+    side = _sidecar_bytes(path)
+    return content_hash(data + side) if side is not None else content_hash(data)
+
+
+def _sidecar_bytes(path: Path) -> bytes | None:
+    """The sidecar's bytes (None: there is none). IngestError when it is a symbolic link: never read through."""
     side = sidecar_path(path)
-    return content_hash(data + side.read_bytes()) if side.is_file() else content_hash(data)
+    if not side.is_symlink() and not side.is_file():
+        return None
+    try:
+        return read_nofollow(side)
+    except LinkRefused:
+        raise IngestError(side, LINK_REASON) from None
+    except OSError as exc:
+        raise IngestError(side, f"cannot read sidecar ({exc.strerror or exc})") from exc
 
 
 def _read_sidecar(path: Path) -> dict[str, Any]:
+    raw = _sidecar_bytes(path)
     side = sidecar_path(path)
-    if not side.is_file():
+    if raw is None:
         return {}
     try:
-        meta = json.loads(side.read_text(encoding="utf-8"))
+        meta = json.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise IngestError(side, f"sidecar metadata is not valid JSON ({exc}); fix it or delete it") from exc
     if not isinstance(meta, dict):
@@ -142,22 +157,27 @@ def load_bytes(name: str, data: bytes, source: str, extra_meta: dict[str, Any] |
 
 
 def load(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES, ocr: OcrOptions | None = None) -> Document:
-    """Load one local file. Raises IngestError naming the file for anything unsupported, empty, too big or broken."""
+    """Load one local file. Raises IngestError naming the file for anything unsupported, empty, too big or broken,
+    and for a file or sidecar that is a symbolic link (never read through: it could lead anywhere)."""
     path = Path(path)
     source = source_of(path)
+    if path.is_symlink():
+        raise IngestError(source, LINK_REASON)
     if not path.is_file():
         raise IngestError(source, "no such file")
     size = path.stat().st_size
     _check_size(source, size, max_bytes)  # before reading 50 MB into memory
     try:
-        data = path.read_bytes()
+        data = read_nofollow(path)  # O_NOFOLLOW: a link swapped in since the check above is refused too
+    except LinkRefused:
+        raise IngestError(source, LINK_REASON) from None
     except OSError as exc:
         raise IngestError(source, f"cannot read file ({exc.strerror})") from exc
     side_meta = _read_sidecar(path)
     extra = {k: v for k, v in side_meta.items() if k in ("acl", "title")}
     extra["fields"] = {k: v for k, v in side_meta.items() if k not in ("acl", "title")}
     extra["mtime"] = path.stat().st_mtime
-    side = sidecar_path(path)
-    if side.is_file():
-        extra["content_hash"] = content_hash(data + side.read_bytes())  # as fingerprint(path) computes it
+    side = _sidecar_bytes(path)
+    if side is not None:
+        extra["content_hash"] = content_hash(data + side)  # as fingerprint(path) computes it
     return load_bytes(path.name, data, source, extra, max_bytes, ocr=ocr)

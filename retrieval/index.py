@@ -9,7 +9,9 @@ version by default, or one Milvus collection that all versions share.
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +29,7 @@ from .stores.base import StoreFactory, VectorStore, allowed_by_groups
 from .stores.faiss import FaissStoreFactory
 
 FORMAT_VERSION = 1
+MASKS_KEPT = 256  # lexical group masks kept per index version (`lexical_mask`)
 
 
 class IndexMismatch(RuntimeError):
@@ -86,7 +89,11 @@ class KnowledgeIndex:
         self.analyzer = analyzer
         self.lexical = LexicalIndex(analyzer)
         self.reanalyzed = False  # the BM25 token lists were made again for another user dictionary
-        self._masks: dict[tuple[str, ...], np.ndarray] = {}  # lexical masks per group set, for this version
+        # lexical masks per group set, for this version: the most recently used MASKS_KEPT (one float per chunk
+        # each; with sign-in every distinct set of a user's groups is a key, so unbounded they would grow with
+        # the organisation rather than the corpus)
+        self._masks: OrderedDict[tuple[str, ...], np.ndarray] = OrderedDict()
+        self._masks_lock = threading.Lock()
         # each lexical row's document as a number (with the numbering), for metadata filters
         self._row_docs: tuple[dict[str, int], np.ndarray] | None = None
         self.version = ""
@@ -199,7 +206,7 @@ class KnowledgeIndex:
         twin = copy.copy(self)
         twin.analyzer, twin.reanalyzed = analyzer, True
         twin.lexical = LexicalIndex.of(self.ordered_chunks(), analyzer)
-        twin._masks, twin._row_docs = {}, None
+        twin._masks, twin._masks_lock, twin._row_docs = OrderedDict(), threading.Lock(), None
         return twin
 
     def save(self) -> Path:
@@ -238,11 +245,18 @@ class KnowledgeIndex:
         mask = None
         if groups is not None:
             key = tuple(sorted(set(groups)))
-            if key not in self._masks:
-                self._masks[key] = np.array(
+            with self._masks_lock:
+                mask = self._masks.get(key)
+                if mask is not None:
+                    self._masks.move_to_end(key)
+            if mask is None:
+                mask = np.array(
                     [1.0 if cid in self.chunks and allowed_by_groups(self.chunks[cid].meta.get("acl", ()), groups)
                      else 0.0 for cid in self.lexical.chunk_ids], dtype=np.float32)
-            mask = self._masks[key]
+                with self._masks_lock:
+                    self._masks[key] = mask
+                    while len(self._masks) > MASKS_KEPT:
+                        self._masks.popitem(last=False)
         if docs is not None:
             if self._row_docs is None or len(self._row_docs[1]) != len(self.lexical.chunk_ids):
                 codes: dict[str, int] = {}

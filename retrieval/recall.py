@@ -1,20 +1,23 @@
 """Recall: the top K chunks for a query from the dense leg, the lexical leg, or both fused.
 
 Access groups and metadata filters are applied inside each leg's scoring, so a restricted caller gets a full K of
-chunks they may see (and that match the filters) and no count of the others. Synonyms (`also`) widen the lexical
+chunks they may see (and that match the filters) and no count of the others; each leg's hits are then checked
+again against the version's chunk table (`readable`), so a store that answers with a chunk it should have filtered
+out (a tampered Milvus row) returns nothing the caller may not read. Synonyms (`also`) widen the lexical
 leg only: the dense leg already places 年假 near 年休假 when its model can read them.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from .embedder import Embedder
 from .filters import Filters
 from .fusion import rrf
 from .index import KnowledgeIndex
+from .stores.base import allowed_by_groups
 from .types import Hit, Mode, check_mode, check_top_k
 
 
@@ -25,6 +28,16 @@ class RecallResult:
     mode: str = "hybrid"  # the mode actually used
     note: str | None = None  # why it differs from the one asked for
     also: list[str] = field(default_factory=list)  # synonyms the lexical leg searched besides the query's words
+
+
+def readable(index: KnowledgeIndex, chunk_id: str, groups: Sequence[str] | None,
+             docs: Collection[str] | None) -> bool:
+    """Whether a leg's hit may be returned: its chunk is in this version's chunk table (BM25 is rebuilt at save,
+    so between a change and its save a row may name a deleted chunk), its acl there admits `groups` (None: all)
+    and its document is among `docs` (None: any)."""
+    chunk = index.chunks.get(chunk_id)
+    return (chunk is not None and allowed_by_groups(chunk.meta.get("acl", ()), groups)
+            and (docs is None or chunk.doc_id in docs))
 
 
 def recall(index: KnowledgeIndex, embedder: Embedder, query: str, top_k: int = 50, mode: Mode = "hybrid",
@@ -66,6 +79,12 @@ def recall(index: KnowledgeIndex, embedder: Embedder, query: str, top_k: int = 5
         lexical = index.lexical.search(query, depth if mode == "hybrid" else top_k,
                                        index.lexical_mask(groups, docs), also)
         timings["lexical"] = (time.perf_counter() - t0) * 1000
+    # The stores filter inside their search, and this is checked again against the chunk table here: a store is
+    # a separate service (Milvus) whose rows anyone who reaches it could rewrite, and the chunk table of the
+    # published version is what says who may read a chunk. A hit the caller may not read is dropped before
+    # ranking, so it moves no other hit either.
+    dense = [(cid, s) for cid, s in dense if readable(index, cid, groups, docs)]
+    lexical = [(cid, s) for cid, s in lexical if readable(index, cid, groups, docs)]
     t0 = time.perf_counter()
     d_rank = {cid: r for r, (cid, _) in enumerate(dense, start=1)}
     l_rank = {cid: r for r, (cid, _) in enumerate(lexical, start=1)}
@@ -74,8 +93,6 @@ def recall(index: KnowledgeIndex, embedder: Embedder, query: str, top_k: int = 5
     else:
         ranked = dense if mode == "dense" else lexical
     hits = []
-    # BM25 is rebuilt at save: between a change and its save, skip rows of chunks already deleted.
-    ranked = [(cid, score) for cid, score in ranked if cid in index.chunks]
     for cid, score in ranked[:top_k]:
         in_d, in_l = cid in d_rank, cid in l_rank
         leg = "both" if in_d and in_l else ("dense" if in_d else "lexical")

@@ -8,6 +8,9 @@ Layout of an index folder::
 
 A crash or Ctrl-C at any point leaves CURRENT naming a complete version: the old one until the swap, the new
 one after it. Unfinished `.tmp-*` folders are removed by the next writer.
+
+The folder holds document text: it and its versions are 0700, every file in them 0600 (set explicitly when
+written, whatever the process's umask).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from ingest.files import PRIVATE_DIR, atomic_write, make_private, private_dir
 
 CURRENT = "CURRENT"
 LOCK = ".lock"
@@ -58,8 +63,9 @@ def current_version(root: Path) -> Path | None:
 
 @contextmanager
 def writer_lock(root: Path) -> Iterator[None]:
-    """Exclusive, non-blocking: a second concurrent writer gets IndexLocked at once, not an interleaved index."""
-    root.mkdir(parents=True, exist_ok=True)
+    """Exclusive, non-blocking: a second concurrent writer gets IndexLocked at once, not an interleaved index.
+    The index folder is made (or set) 0700."""
+    private_dir(root)
     fh = open(root / LOCK, "a+")
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -82,25 +88,25 @@ def writer_lock(root: Path) -> Iterator[None]:
 def new_version_dir(root: Path) -> Path:
     """A fresh temporary folder to write a version into (inside the index, so the final rename is atomic)."""
     tmp = root / f".tmp-v-{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(3)}"
-    tmp.mkdir(parents=True)
+    private_dir(root, chmod=False)
+    tmp.mkdir(mode=PRIVATE_DIR)
+    os.chmod(tmp, PRIVATE_DIR)  # mkdir's mode is narrowed by the umask, never widened: set it exactly
     return tmp
 
 
 def publish(root: Path, tmp: Path) -> Path:
-    """fsync the written version, rename it into place and swap CURRENT to it; then drop older versions.
+    """Make the written version private (files 0600, folders 0700: the stores and BM25 write theirs with the
+    umask's mode), fsync it, rename it into place and swap CURRENT to it; then drop older versions.
 
     The version that was live just before is kept one more round, so a reader still loading it is not cut off.
     """
     previous = current_version(root)
+    make_private(tmp)
     fsync_tree(tmp)
     final = root / tmp.name.removeprefix(".tmp-")
     os.rename(tmp, final)
     fsync_path(root)
-    pointer_tmp = root / f".tmp-{CURRENT}-{secrets.token_hex(3)}"
-    pointer_tmp.write_text(final.name, encoding="utf-8")
-    fsync_path(pointer_tmp)
-    os.replace(pointer_tmp, root / CURRENT)
-    fsync_path(root)
+    atomic_write(root / CURRENT, final.name, private=True)  # fsynced, and its folder entry too
     for old in root.glob("v-*"):
         if old not in (final, previous):
             shutil.rmtree(old, ignore_errors=True)

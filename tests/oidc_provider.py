@@ -5,6 +5,11 @@ as buttons on its authorization form. `tokens()` walks the authorization-code fl
 would, and returns the provider's real answer (ID token, opaque access token). Facts of this provider that tests
 rely on: the issuer is the address it was reached at (localhost vs 127.0.0.1 are two issuers), ID tokens carry no
 `kid`, any client id and secret are accepted, and `PUT /users/{sub}` replaces a user's claims.
+
+`Provider(..., introspection=True)` runs the same provider through `serve()` below (this file as a script), which
+adds what the package lacks: an RFC 7662 introspection endpoint (`POST /oauth2/introspect`, named in discovery as
+`introspection_endpoint`) that needs a client's Basic credentials and answers `active`, `sub`, `aud` and
+`client_id` (the client that obtained the token), `exp` and the user's claims. `introspections` counts its calls.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ class Provider:
     port: int
     log: Path
     token_max_age: int | None = None
+    introspection: bool = False
     proc: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
@@ -51,6 +57,8 @@ class Provider:
     def start(self) -> Provider:
         exe = Path(sys.executable).with_name("oidc-provider-mock")
         cmd = [str(exe), "--port", str(self.port)]
+        if self.introspection:
+            cmd = [sys.executable, __file__, "--port", str(self.port)]
         if self.token_max_age is not None:
             cmd += ["--token-max-age", str(self.token_max_age)]
         for claims in USERS.values():
@@ -96,3 +104,67 @@ class Provider:
 
     def id_token(self, sub: str, **kw) -> str:
         return self.tokens(sub, **kw)["id_token"]
+
+    @property
+    def introspections(self) -> int:
+        """How many introspection requests the provider has answered (with `introspection=True`)."""
+        return httpx.get(f"{self.issuer}/test/introspections", timeout=10).json()["count"]
+
+
+def serve(argv: list[str]) -> None:
+    """oidc-provider-mock with an introspection endpoint (see the module docstring), on 127.0.0.1; the arguments
+    are the package's own `--port`, `--token-max-age` and `--user-claims`."""
+    import argparse
+    from datetime import timedelta
+
+    import flask
+    import uvicorn
+    from oidc_provider_mock import app as provider_app
+    from oidc_provider_mock._storage import User, storage
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--token-max-age", type=int, default=3600)
+    parser.add_argument("--user-claims", action="append", default=[])
+    args = parser.parse_args(argv)
+    users = [User(sub=c.pop("sub"), claims=c) for c in map(json.loads, args.user_claims)]
+    app = provider_app(access_token_max_age=timedelta(seconds=args.token_max_age), user_claims=users)
+    client_of: dict[str, str] = {}  # access token → the client that obtained it (the package does not keep it)
+    calls = {"count": 0}
+
+    @app.after_request
+    def _after(response: flask.Response) -> flask.Response:
+        request = flask.request
+        if request.path == "/oauth2/token" and response.status_code == 200:
+            auth = request.authorization
+            client_of[response.get_json()["access_token"]] = auth.username if auth else request.form["client_id"]
+        elif request.path == "/.well-known/openid-configuration" and response.status_code == 200:
+            meta = response.get_json() | {"introspection_endpoint": request.host_url + "oauth2/introspect"}
+            response.set_data(json.dumps(meta))
+        return response
+
+    @app.post("/oauth2/introspect")
+    def _introspect():
+        calls["count"] += 1
+        auth = flask.request.authorization
+        if auth is None or not auth.username or not auth.password:
+            return {"error": "invalid_client"}, 401
+        token = storage.get_access_token(flask.request.form.get("token", ""))
+        if token is None or token.is_expired():
+            return {"active": False}
+        user = token.get_user()
+        client = client_of.get(token.token)
+        return {**user.claims, "active": True, "sub": user.sub, "aud": client, "client_id": client,
+                "exp": int(token.expires_at.timestamp()), "scope": token.scope,
+                "iss": flask.request.host_url.rstrip("/")}
+
+    @app.get("/test/introspections")
+    def _count():
+        return calls
+
+    os.environ["AUTHLIB_INSECURE_TRANSPORT"] = "1"
+    uvicorn.run(app, interface="wsgi", port=args.port, host="127.0.0.1", log_level="warning")
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1:])

@@ -8,6 +8,7 @@ says so without leaking a traceback.
 
 from __future__ import annotations
 
+import json
 import logging
 
 from fastapi import FastAPI, Request
@@ -23,6 +24,18 @@ log = logging.getLogger(__name__)
 
 def body(message: str, error_type: str, **extra) -> dict:
     return {"error": message, "error_type": error_type, **extra}
+
+
+async def send_refusal(send, exc: KbError) -> None:
+    """Answer `exc` from an ASGI middleware, in the shape of every other error, before the app has read the
+    request's body: the connection is closed afterwards, so the unread body is never read."""
+    o = exc.outcome
+    payload = json.dumps(body(exc.message, o.error_type)).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+               (b"connection", b"close")]
+    headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (exc.headers or {}).items()]
+    await send({"type": "http.response.start", "status": o.status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
 
 
 class ErrorBody(BaseModel):

@@ -3,18 +3,20 @@
 `Admission` lets `max_active` model-bound requests run at once and `max_waiting` wait; anything beyond is refused
 at once with 429 and a Retry-After, so an overloaded server answers quickly instead of queueing without bound;
 `EarlyReject` gives that 429 before the request is even read while the queue is full.
-`BodyLimit` refuses request bodies over a byte limit with 413 before they are read into memory.
+`BodyLimit` refuses request bodies over a byte limit (by route: uploads, /rerank, the rest) with 413 before they are
+read into memory.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import NamedTuple
 
 from ..errors import KbError
-from .errors import body
+from .errors import body, send_refusal
 
 BATCHED_ACTIVE = 16  # requests computed at once with cross-request batching (see `active_limit`)
 
@@ -86,19 +88,26 @@ class EarlyReject:
         await send({"type": "http.response.body", "body": payload})
 
 
-class BodyLimit:
-    """ASGI middleware: 413 for bodies over `max_bytes`, by Content-Length or while streaming."""
+class Limit(NamedTuple):
+    max_bytes: int
+    setting: str  # what sets it, named in the 413
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+
+class BodyLimit:
+    """ASGI middleware: 413 for bodies over their path's limit (`by_path`, else `default`), by Content-Length
+    before anything is read, or counted while a chunked body streams in."""
+
+    def __init__(self, app, default: Limit, by_path: Mapping[str, Limit] | None = None):
+        self.app, self.default, self.by_path = app, default, dict(by_path or {})
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit = self.by_path.get(scope["path"], self.default)
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None:
-            if not declared.isdigit() or int(declared) > self.max_bytes:
-                return await self._refuse(send)
+            if not declared.isdigit() or int(declared) > limit.max_bytes:
+                return await self._refuse(send, limit)
             return await self.app(scope, receive, send)  # the server stops reading at Content-Length
         # Chunked upload: read it here, at most max_bytes of it, then hand the body on in one piece.
         parts, seen = [], 0
@@ -108,8 +117,8 @@ class BodyLimit:
                 return  # the client went away
             parts.append(message.get("body", b""))
             seen += len(parts[-1])
-            if seen > self.max_bytes:
-                return await self._refuse(send)
+            if seen > limit.max_bytes:
+                return await self._refuse(send, limit)
             if not message.get("more_body", False):
                 break
         replayed = False
@@ -123,11 +132,8 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, send) -> None:
-        mb = self.max_bytes / 2**20
-        payload = json.dumps(body(f"request body over the limit of {mb:.3g} MB (setting api_max_request_mb)",
-                                  "payload_too_large")).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-                                (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": payload})
+    @staticmethod
+    async def _refuse(send, limit: Limit) -> None:
+        mb = limit.max_bytes / 2**20
+        await send_refusal(send, KbError("too_large", f"request body over the limit of {mb:.3g} MB (setting "
+                                                      f"{limit.setting})"))

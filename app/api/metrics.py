@@ -5,7 +5,8 @@ also request counts by route and status, reranker batch sizes (pairs scored per 
 scores served, query-cache hits, searches with and without an answer (the no-answer rate), judgments recorded (also
 per reranker model), and searches the events store dropped or could not write. Per-model rerank latency and scores
 and a shadow model's agreement come from `app.services.model_stats`, registered on the same registry; the rounds of
-cross-request batching (`rerank.coalesce`) from `BatchingCollector`.
+cross-request batching (`rerank.coalesce`) from `BatchingCollector`; audit-log entries by outcome (refused admin
+attempts included, across rotations) from `AuditCollector`.
 """
 
 from __future__ import annotations
@@ -110,3 +111,24 @@ class BatchingCollector:
             pairs.add_metric([model.name], st.pairs_per_round, st.pairs)
             failed.add_metric([model.name], st.failed_rounds)
         return [requests, pairs, failed]
+
+
+class AuditCollector:
+    """`kb_audit_entries{outcome}`: audit-log entries (admin actions done, attempts refused) since the log began,
+    read from the log's own count at each scrape, so it survives rotation and restarts and adds up every process
+    writing the log."""
+
+    def __init__(self, audit) -> None:
+        self.audit = audit  # app.services.audit.AuditLog
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily
+
+        family = CounterMetricFamily("kb_audit_entries", "audit-log entries by outcome (done, refused), rotated-away "
+                                     "ones included", labels=["outcome"])
+        for outcome, n in sorted(self.audit.counts().items()):
+            family.add_metric([outcome], n)
+        return [family]

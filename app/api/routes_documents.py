@@ -49,9 +49,8 @@ def ingest(st: StateDep, who: AdminDep, service: ServiceDep,
         except ValueError as exc:
             raise KbError("bad_request", f"upload {exc}") from exc
     with st.ingest_lock:
-        known = {r.source for r in service.index.documents.values()}
         try:
-            report = st.library().ingest_uploads(named, acl, known)
+            report = st.library().ingest_uploads(named, acl)
         except IndexLocked as exc:
             raise KbError("conflict", str(exc), headers=_BUSY) from exc
         if report.changed:

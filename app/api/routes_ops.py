@@ -2,54 +2,64 @@
 
 from __future__ import annotations
 
-import time
+from typing import Annotated
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
+from ..errors import KbError
+from ..identity import Caller
 from ..services.search import PRESETS
-from .deps import CallerDep, ServiceDep, StateDep
+from .deps import METRICS_READER, CallerDep, ServiceDep, StateDep
 from .errors import error_responses
 
-router = APIRouter(responses=error_responses(401, 503))
+router = APIRouter(responses=error_responses(401, 403, 503))
 
 
 @router.get("/health", summary="200 when models and index are loaded, 503 before (or if loading failed)")
 def health(st: StateDep):
+    """For probes, without a credential: only the state (ready | loading | error), nothing about the index (its
+    size is for admins, at /info and /metrics)."""
     if st.ready:
-        service = st.live.service
-        idx = service.index
-        return {"status": "ready", "index_version": idx.version, "chunks": len(idx.chunks),
-                "reranker": service.reranker is not None, "uptime_s": round(time.time() - st.started, 1)}
-    status = "error" if st.error else "loading"
-    return JSONResponse({"status": status, "error": st.error or "models and index are still loading",
-                         "error_type": "not_ready"}, status_code=503, headers={"Retry-After": "2"})
+        return {"status": "ready"}
+    status, why = ("error", "the server failed to load (see its log)") if st.error else \
+        ("loading", "models and index are still loading")
+    return JSONResponse({"status": status, "error": why, "error_type": "not_ready"}, status_code=503,
+                        headers={"Retry-After": "2"})
 
 
-@router.get("/info", summary="Models, device, dtype, index size, defaults and limits")
+@router.get("/info", summary="Models, device, dtype, defaults and limits; index, cache and files for admins")
 def info(st: StateDep, who: CallerDep, svc: ServiceDep) -> dict:
+    """What a client needs (the models' names, device, defaults, limits, its own groups) for everyone; for admins
+    also the index's size and folder, the cache, the vocabulary files, the models' paths and errors and the
+    rollout (counts of documents would tell others about groups they cannot read)."""
     s = st.settings
-    emb = svc.embedder.info()
-    rr = svc.reranker.info().to_dict() if svc.reranker is not None else None
-    return {
-        "embedder": emb, "reranker": rr, "reranker_error": svc.reranker_error,
-        "device": (svc.reranker.device_choice if svc.reranker else svc.embedder.choice).device,
-        "dtype": (svc.reranker.device_choice if svc.reranker else svc.embedder.choice).dtype,
-        "max_length": s.rerank_max_length, "index": {**svc.index.stats(), "root": str(svc.index.root)},
+    choice = (svc.reranker.device_choice if svc.reranker else svc.embedder.choice)
+    out = {
+        "embedder": {"name": svc.embedder.name}, "reranker": {"name": svc.reranker.name} if svc.reranker else None,
+        "device": choice.device, "dtype": choice.dtype, "max_length": s.rerank_max_length,
         "defaults": {"top_k": s.top_k, "top_n": s.top_n, "threshold": s.threshold, "mode": s.recall_mode,
                      "max_per_doc": s.max_per_doc, "merge_adjacent": s.merge_adjacent, "presets": PRESETS},
         "limits": {"max_documents": s.api_max_documents, "max_query_chars": s.api_max_query_chars,
                    "max_text_chars": s.api_max_text_chars, "max_request_mb": s.api_max_request_mb,
-                   "max_file_mb": s.max_file_mb, "max_concurrency": s.api_max_concurrency,
-                   "max_queue": s.api_max_queue, "admitted_at_once": st.admission.max_active,
-                   "rerank_batching": s.rerank_batching},
+                   "max_json_mb": s.api_max_json_mb, "max_file_mb": s.max_file_mb,
+                   "max_concurrency": s.api_max_concurrency, "max_queue": s.api_max_queue,
+                   "admitted_at_once": st.admission.max_active, "rerank_batching": s.rerank_batching},
         "auth": bool(s.api_keys), "caller_groups": None if who.groups is None else list(who.groups),
-        "cache": {"size": len(svc.cache), "capacity": svc.cache.size, "hits": svc.cache.hits,
-                  "misses": svc.cache.misses},
-        "warnings": svc.warnings,
-        "vocabulary": _vocabulary(svc.vocabulary, who.admin),
         "models": _models(st, svc, who.admin),
     }
+    if who.admin:  # file paths, exception texts, counts
+        out.update({
+            "embedder": svc.embedder.info(),
+            "reranker": svc.reranker.info().to_dict() if svc.reranker is not None else None,
+            "reranker_error": svc.reranker_error,
+            "index": {**svc.index.stats(), "root": str(svc.index.root)},
+            "cache": {"size": len(svc.cache), "capacity": svc.cache.size, "hits": svc.cache.hits,
+                      "misses": svc.cache.misses},
+            "warnings": svc.warnings,
+            "vocabulary": _vocabulary(svc.vocabulary),
+        })
+    return out
 
 
 def _models(st, svc, admin: bool) -> dict:
@@ -68,22 +78,34 @@ def _models(st, svc, admin: bool) -> dict:
     return out
 
 
-def _vocabulary(v, admin: bool) -> dict:
-    """What the user dictionary and synonyms in use hold; the lines skipped (file paths and contents) for
-    admins only."""
-    out = {"user_dict": {"path": str(v.user_dict_path) if v.user_dict_path else None,
-                         "words": v.counts.get("user_dict", 0), "fingerprint": v.analyzer.fingerprint},
-           "synonyms": {"path": str(v.synonyms_path) if v.synonyms_path else None,
-                        "sets": v.counts.get("synonyms", 0), "fingerprint": v.synonyms.fingerprint}}
-    if admin:
-        out["problems"] = list(v.problems)
-    return out
+def _vocabulary(v) -> dict:
+    """What the user dictionary and synonyms in use hold, and the lines skipped (file paths and contents)."""
+    return {"user_dict": {"path": str(v.user_dict_path) if v.user_dict_path else None,
+                          "words": v.counts.get("user_dict", 0), "fingerprint": v.analyzer.fingerprint},
+            "synonyms": {"path": str(v.synonyms_path) if v.synonyms_path else None,
+                         "sets": v.counts.get("synonyms", 0), "fingerprint": v.synonyms.fingerprint},
+            "problems": list(v.problems)}
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-def metrics(st: StateDep, who: CallerDep) -> Response:
-    """Needs a key when keys are configured, like every route but /health and the docs: the counters describe the
-    index and its traffic (Prometheus sends one with `authorization: {credentials: KEY}` in the scrape config)."""
+def _metrics_reader(request: Request, st: StateDep, who: CallerDep) -> Caller:
+    """Admins, or the `metrics_token` (good for /metrics only); 403 for anyone else, audited."""
+    if who.via == METRICS_READER.via:
+        return who
+    action = f"{request.method} {request.url.path}"
+    try:
+        who.require_admin(action + " (or the metrics_token)",
+                          st.settings.auth.admin_group if st.verifier is not None else None)
+    except KbError:
+        st.audit.record(who, action, "refused")
+        raise
+    return who
+
+
+@router.get("/metrics", summary="Prometheus metrics (admins, or the metrics_token)", response_class=Response)
+def metrics(st: StateDep, who: Annotated[Caller, Depends(_metrics_reader)]) -> Response:
+    """The counters describe the index (its size) and its traffic: for admins, or for a scraper holding the
+    `metrics_token` (Prometheus: `authorization: {credentials: TOKEN}` in the scrape config), which opens nothing
+    else."""
     m = st.metrics
     events = st.live.service.events if st.ready else None
     return Response(m.render(events.stats if events is not None else None), media_type=m.content_type)

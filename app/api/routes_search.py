@@ -10,13 +10,15 @@ from fastapi import APIRouter
 from retrieval.filters import FilterError, from_mapping
 
 from ..errors import KbError
+from ..services.limits import RerankLimits
 from ..services.search import PRESETS
 from .deps import CallerDep, ServiceDep, StateDep
 from .errors import error_responses
 from .schemas import RerankRequest, RerankResponse, SearchRequest, TeiRank
 
 router = APIRouter(responses=error_responses(400, 401, 403, 413, 422, 429, 503))
-ADMITTED_PATHS = frozenset({"/search", "/rerank", "/v1/rerank", "/v2/rerank"})  # the routes that take a slot
+RERANK_PATHS = frozenset({"/rerank", "/v1/rerank", "/v2/rerank"})
+ADMITTED_PATHS = RERANK_PATHS | {"/search"}  # the routes that take a slot
 
 
 def _check_query(query: str, limit: int) -> str:
@@ -50,25 +52,16 @@ def search(body: SearchRequest, st: StateDep, who: CallerDep, service: ServiceDe
             st.metrics.in_flight.dec()
     st.metrics.observe_search(res.timings_ms, res.reranked, [r.score for r in res.results], res.cached,
                               service.reranker is not None)
-    return res.to_dict(include_hidden=body.include_hidden)
+    # whether the shared query cache answered says that someone asked this before: for admins only
+    return res.to_dict(include_hidden=body.include_hidden, show_cached=who.admin)
 
 
 def _rerank(body: RerankRequest, st, service):
     """Score every candidate; returns (scored sorted best first, model name). Limits answer 413."""
     from rerank.rank import rerank
 
-    s = st.settings
-    query = _check_query(body.query, s.api_max_query_chars)
     texts = body.candidate_texts()
-    if not texts:
-        raise KbError("bad_request", "no documents to rerank: send at least one in `documents` (or `texts`)")
-    if len(texts) > s.api_max_documents:
-        raise KbError("too_large", f"{len(texts)} documents; the limit is {s.api_max_documents} per request "
-                                   "(setting api_max_documents): split the request")
-    total = sum(len(t) for t in texts)
-    if total > s.api_max_text_chars:
-        raise KbError("too_large", f"{total} characters of documents; the limit is {s.api_max_text_chars} per "
-                                   "request (setting api_max_text_chars)")
+    query = RerankLimits.of(st.settings).check(body.query, texts)  # the playground's limits too
     if service.reranker is None:
         why = service.reranker_error or "no reranker is configured (reranker = 'none')"
         raise KbError("not_ready", f"reranking is unavailable: {why}")

@@ -19,11 +19,12 @@ from ..components import LiveSearch
 from ..services.search import SearchService
 from ..settings import Settings, get_settings
 from . import errors
-from .limits import BodyLimit, EarlyReject
+from .guards import Authenticate, CrossSiteCheck, HostCheck
+from .limits import BodyLimit, EarlyReject, Limit
 from .routes_documents import router as documents_router
 from .routes_events import router as events_router
 from .routes_ops import router as ops_router
-from .routes_search import ADMITTED_PATHS
+from .routes_search import ADMITTED_PATHS, RERANK_PATHS
 from .routes_search import router as search_router
 from .state import ApiState
 
@@ -71,14 +72,27 @@ def create_app(settings: Settings | None = None, service: SearchService | None =
             state.metrics.rejected.inc()
         return response
 
-    if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
-                           allow_headers=["*"])
-    app.add_middleware(BodyLimit, max_bytes=int(settings.api_max_request_mb * 2**20))
+    # Middleware runs outermost first, each before the body is read: the host, CORS (preflights), another site's
+    # form, overload, the credential, the body's size; the routes then decide what the caller may do.
+    mb = 2**20
+    json_limit = Limit(int(settings.api_max_json_mb * mb), "api_max_json_mb")
+    # /rerank carries up to api_max_text_chars of documents (3 bytes a character of CJK in UTF-8) in its JSON
+    rerank_limit = Limit(json_limit.max_bytes + 3 * settings.api_max_text_chars,
+                         "api_max_json_mb, plus 3 bytes per character of api_max_text_chars")
+    app.add_middleware(BodyLimit, default=json_limit,
+                       by_path={"/ingest": Limit(int(settings.api_max_request_mb * mb), "api_max_request_mb")}
+                       | dict.fromkeys(RERANK_PATHS, rerank_limit))
+    app.add_middleware(Authenticate, state=state)
 
     def rejected_early(path: str, method: str) -> None:
         state.metrics.requests.labels(path, method, "429").inc()
         state.metrics.rejected.inc()
 
     app.add_middleware(EarlyReject, admission=state.admission, paths=ADMITTED_PATHS, on_reject=rejected_early)
+    app.add_middleware(CrossSiteCheck, trusted=settings.cors_origins)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
+                           allow_headers=["*"])
+    app.add_middleware(HostCheck, allowed=settings.allowed_hosts,
+                       open_mode=not settings.api_keys and state.verifier is None)
     return app

@@ -17,7 +17,7 @@ from ..services.library import Library
 from ..services.search import SearchService
 from ..settings import Settings
 from .limits import Admission, active_limit
-from .metrics import BatchingCollector, Metrics
+from .metrics import AuditCollector, BatchingCollector, Metrics
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ class ApiState:
             self.verifier = oidc_verifier(self.settings)
         if self.audit is None:
             self.audit = audit_log(self.settings)
+        self.metrics.registry.register(AuditCollector(self.audit))  # refusals counted across rotations
 
     def load(self) -> None:
         """Load models (unless given), then the index: an empty one when none exists yet, so POST /ingest can

@@ -64,7 +64,12 @@ def check_exposure(s: Settings, host: str, allow_open: bool, for_app: bool) -> N
              "set {} too, or unset every KB_AUTH_* setting for open mode (docs/SECURITY.md)".format(
                  "it" if len(missing) == 1 else "them"))
     guarded = s.auth.configured or (bool(s.api_keys) and not for_app)
-    if guarded or host in LOOPBACK or allow_open or s.allow_open:
+    if guarded or host in LOOPBACK:
+        return
+    if allow_open or s.allow_open:
+        if not for_app and not s.allowed_hosts:  # the API's Host check (app/api/guards.py) answers loopback only
+            err.print(f"open mode on {host}: the API answers only requests addressed to localhost; set "
+                      "KB_ALLOWED_HOSTS to the names clients use (e.g. '[\"kb.example.com\"]')", highlight=False)
         return
     keys = "" if for_app else " or API keys (api_keys in kb.toml)"
     fail(f"refusing to listen on {host} in open mode: anyone who can reach it would see every document. Set "

@@ -12,9 +12,9 @@ from rich.table import Table
 from .common import EmbedderOpt, IndexOpt, JsonOpt, fail, guard, load_embedder, out, quiet_libraries, settings_for, warn
 
 
-def _print_result(res, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(res.to_dict(), ensure_ascii=False))
+def _print_result(res, as_json: bool, admin: bool = True) -> None:
+    if as_json:  # `cached` for the operator, not for a search --groups makes as someone else
+        print(json.dumps(res.to_dict(show_cached=admin), ensure_ascii=False))
         return
     for w in res.warnings:
         warn(w)
@@ -89,7 +89,7 @@ def search(
         with guard():
             res = service.search(q, caller=caller, top_k=top_k, top_n=top_n, threshold=threshold, mode=mode,
                                  max_per_doc=max_per_doc, merge=merge, filters=filters, rerank_budget_ms=budget_ms)
-        _print_result(res, as_json)
+        _print_result(res, as_json, caller.admin)
 
 
 def register(app: typer.Typer) -> None:

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import numpy as np
 import typer
+
+from ingest.files import atomic_write
 
 from .common import err, fail, guard, load_embedder, operator, out, quiet_libraries, settings_for, warn
 
@@ -165,17 +165,16 @@ def tune(
                  "lower --target-precision, or use a better reranker")
         cal_path = calibration_out if calibration_out is not None else config_path().with_name("kb-calibration.json")
         # The calibrator replaces the old one only once the config that goes with it is written (the threshold is
-        # in its units); an old calibrator is kept beside it like the old config.
-        fresh = calibrator.save(cal_path.with_name(f".{cal_path.name}.new"))
+        # in its units); an old calibrator is kept beside it like the old config. Both keep their file's mode.
         values = {"top_k": chosen_k, "top_n": top_n, "threshold": threshold, "calibration": str(cal_path)}
         try:
             path, backup = t.write_config(values)
         except ValueError as exc:
-            fresh.unlink()
             fail(str(exc))
         if cal_path.is_file():
-            shutil.copy2(cal_path, cal_path.with_name(f"{cal_path.name}.{time.strftime('%Y%m%d-%H%M%S')}.bak"))
-        os.replace(fresh, cal_path)
+            atomic_write(cal_path.with_name(f"{cal_path.name}.{time.strftime('%Y%m%d-%H%M%S')}.bak"),
+                         cal_path.read_bytes(), private=True)
+        calibrator.save(cal_path)
         audit_log(s).record(operator(), "write defaults and calibration", config=str(path), values=values)
         get_settings.cache_clear()  # later commands in this process read the new defaults
         report["written"] = {"config": str(path), "backup": str(backup) if backup else None, "values": values,

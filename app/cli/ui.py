@@ -17,6 +17,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from ingest.files import atomic_write
+
 SAMPLES = Path(__file__).resolve().parents[2] / "data" / "samples" / "docs"
 
 
@@ -61,14 +63,10 @@ def write_auth_secrets(auth, host: str, port: int, folder: Path | None = None) -
     secrets = {"auth": {"redirect_uri": redirect_uri(auth, host, port),
                         "cookie_secret": auth.cookie_secret.get_secret_value(),
                         "client_id": auth.client_id, "client_secret": auth.client_secret.get_secret_value(),
-                        "server_metadata_url": auth.discovery_url}}
-    path = folder / f"streamlit-auth-{port}.toml"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(tomli_w.dumps(secrets))
-    os.replace(tmp, path)
-    return path
+                        "server_metadata_url": auth.discovery_url,
+                        # the access token, for the app's re-check of groups at userinfo (app/ui/session.py)
+                        "expose_tokens": ["access"]}}
+    return atomic_write(folder / f"streamlit-auth-{port}.toml", tomli_w.dumps(secrets), private=True)
 
 
 def app_environment(index: Path | None, embedder: str | None, reranker: str | None) -> dict[str, str]:

@@ -30,6 +30,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ingest.files import atomic_write
+
 Method = Literal["platt", "isotonic"]
 METHODS = ("platt", "isotonic")
 FORMAT = "kb-calibration"
@@ -70,12 +72,13 @@ class Calibrator:
         return {"format": FORMAT, "version": VERSION, "method": self.method, "params": self.params,
                 "info": self.info}
 
+    def dumps(self) -> str:
+        """The calibrator as the JSON text `save` writes."""
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+
     def save(self, path: str | Path) -> Path:
-        """Write the calibrator as JSON (parent folders created)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        return path
+        """Write the calibrator as JSON atomically (parent folders created; an existing file keeps its mode)."""
+        return atomic_write(path, self.dumps())
 
 
 def _check_pairs(raw: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarray) -> tuple[np.ndarray, ...]:

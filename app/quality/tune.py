@@ -21,8 +21,6 @@ that recall found (the ceiling is recall@K, reported by the K sweep).
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -32,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from ingest.files import atomic_write
 from rerank.params import TOP_N_RANGE
 
 try:
@@ -367,7 +366,8 @@ def choose_k(points: Sequence[KPoint], tolerance: float = 0.01) -> int:
 # ---- config --------------------------------------------------------------------------------------------------
 def write_config(values: dict[str, Any], path: Path | None = None) -> tuple[Path, Path | None]:
     """Merge `values` (settings fields) into the TOML config file and write it atomically; other keys are kept
-    (comments are not: the old file is copied to `<name>.<timestamp>.bak` first). Returns (path, backup or
+    (comments are not: the old file is copied to `<name>.<timestamp>.bak`, mode 0600, first). The file keeps its
+    mode, and one holding secrets (`holds_secrets`, new or not) is 0600 at most. Returns (path, backup or
     None). Raises ValueError naming the field when a value is not a valid setting."""
     import tomli_w
     from pydantic import ValidationError
@@ -394,12 +394,19 @@ def write_config(values: dict[str, Any], path: Path | None = None) -> tuple[Path
         while backup.exists():
             backup = path.with_name(f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}-{n}.bak")
             n += 1
-        shutil.copy2(path, backup)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(tomli_w.dumps(merged), encoding="utf-8")
-    os.replace(tmp, path)
+        atomic_write(backup, path.read_bytes(), private=True)  # a copy of what may hold secrets: 0600
+    # The file keeps its mode (a 0600 kb.toml stays 0600); one that holds secrets is never wider than 0600.
+    atomic_write(path, tomli_w.dumps(merged), private=holds_secrets(merged))
     return path, backup
+
+
+SECRET_SECTIONS = ("auth", "api_keys")  # kb.toml tables that hold secrets: client and cookie secrets, API keys
+
+
+def holds_secrets(values: dict[str, Any]) -> bool:
+    """Whether config `values` hold a secret: an [auth] or [api_keys] table, or a `SecretStr` setting's value."""
+    secret_fields = {name for name, f in Settings.model_fields.items() if "SecretStr" in str(f.annotation)}
+    return any(values.get(k) for k in SECRET_SECTIONS) or any(values.get(k) for k in secret_fields)
 
 
 def to_jsonable(obj: Any) -> Any:

@@ -54,8 +54,10 @@ from sqlalchemy import (
     insert,
     select,
 )
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from ingest.files import private_dir, private_file
 
 from ..errors import KbError
 from ..identity import Caller
@@ -159,7 +161,12 @@ class EventLog:
     # ---- life ------------------------------------------------------------------------------------------------
     def open(self) -> EventLog:
         """Connect, bring the schema up to date, purge what retention says, start the writer. A database that
-        cannot be opened is reported (KbError not_ready) and nothing is started."""
+        cannot be opened is reported (KbError not_ready) and nothing is started. A SQLite file is created 0600 in
+        a folder made 0700 (it holds everyone's questions); SQLite gives its -wal and -shm files the same mode."""
+        path = sqlite_file(self.url)
+        if path is not None:
+            private_dir(path.parent, chmod=False)
+            private_file(path)
         engine = create_engine(self.url, pool_pre_ping=True, future=True)
         if engine.dialect.name == "sqlite":
             @event.listens_for(engine, "connect")
@@ -469,13 +476,22 @@ class EventLog:
                 "events": {"dropped": self.stats.dropped, "write_errors": self.stats.write_errors}}
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a `sqlite:///PATH` URL; None for another database, or SQLite in memory."""
+    made = make_url(url)
+    if made.get_backend_name() != "sqlite" or made.database in (None, "", ":memory:") or \
+            made.database.startswith("file:"):
+        return None
+    return Path(made.database)
+
+
 def who_key(path: Path) -> bytes:
     """The key that hashes user ids, kept in `path` (made once, mode 0600), so hashes stay the same across
     restarts; several replicas sharing one database share it with `KB_EVENTS_KEY`."""
     path = Path(path)
     if path.is_file():
         return path.read_bytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent, chmod=False)
     key = os.urandom(32)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -6,28 +6,36 @@ unchanged files cost one read and one hash. Broken files are skipped with a reas
 index already had. Nothing is published unless something changed, and what is published is a complete new
 version (see `retrieval.storage`).
 
-Uploads are kept in one flat folder (`Library.upload_dir`) under their cleaned file name, with a `.meta.json`
-sidecar carrying the access groups chosen at upload: a re-upload of the same bytes is a no-op and a changed file
-an update, exactly as `kb ingest` treats files. Nothing a client sends can escape the folder: directory parts of
+Uploads are kept under `Library.upload_dir` in one sub-folder per set of access groups (`upload_key`: `public`,
+`groups-finance+hr`, …) under their cleaned file name, with a `.meta.json` sidecar carrying those groups: the
+same name uploaded for other groups is another document, never a replacement of this one or of its groups. A
+re-upload of the same bytes is a no-op and a changed file an update; a re-upload that cannot be read leaves the
+kept copy and its indexed version as they were. Nothing a client sends can escape the folder: directory parts of
 a name are dropped whichever separator they use, and hidden names, sidecar names and names with control
-characters are refused (ValueError naming the file and the fix).
+characters are refused (ValueError naming the file and the fix). Uploads are private to the server's user
+(folders 0700, files 0600): they hold document text.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
+import shutil
+import tempfile
 import time
 import unicodedata
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ingest import Chunk, Document, IngestError, OcrOptions, chunk, discover, fingerprint, load
-from ingest.identity import source_of
-from ingest.load import SIDECAR_SUFFIX
+from ingest.files import atomic_write, open_private, private_dir
+from ingest.identity import doc_id_for, source_of
+from ingest.load import SIDECAR_SUFFIX, sidecar_path
 from ingest.loaders import LOADERS
 from retrieval.analyzer import DEFAULT, Analyzer
 from retrieval.embedder import Embedder
@@ -117,6 +125,7 @@ def sync(paths: Sequence[str | Path], index_dir: Path, embedder: Embedder, optio
     found = discover(list(paths))
     report.skipped += [(str(p), "no such file or folder") for p in found.missing]
     report.skipped += [(str(p), f"unsupported file type '{p.suffix or p.name}'") for p in found.unsupported]
+    report.skipped += [(str(p), why) for p, why in found.links]
     report.files_seen = len(found.files)
     chunker = chunker_settings(embedder, options.max_tokens, options.overlap)
     with writer_lock(Path(index_dir)):
@@ -249,19 +258,58 @@ def unsupported_reason(name: str) -> str:
     return f"unsupported file type '{Path(name).suffix or name}': send one of {', '.join(sorted(LOADERS))}"
 
 
-def save_upload(folder: Path, name: str, data: bytes, groups: Sequence[str]) -> Path:
-    """Write `folder/<safe name>` atomically, and its sidecar with `groups` (removed when there are none)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder.resolve() / safe_name(name)
-    tmp = target.with_name(f".{target.name}.part")
-    tmp.write_bytes(data)
-    os.replace(tmp, target)
-    side = target.with_name(target.name + SIDECAR_SUFFIX)
+PUBLIC = "public"  # the upload folder of files without access groups
+_PLAIN_GROUP = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+
+
+def upload_key(groups: Sequence[str]) -> str:
+    """The sub-folder of the uploads that holds files uploaded with exactly these access groups: `public` for
+    none, `groups-finance+hr` for plain names (sorted, deduplicated), `hash-<16 hex>` for any other set. Files
+    of the same name uploaded for different groups never share a folder, so one never replaces the other or its
+    access groups."""
+    names = sorted({g for g in groups})
+    if not names:
+        return PUBLIC
+    plain = all(_PLAIN_GROUP.fullmatch(g) for g in names) and len("+".join(names)) <= 120
+    if plain:
+        return "groups-" + "+".join(names)
+    return "hash-" + hashlib.sha256(json.dumps(names).encode("utf-8")).hexdigest()[:16]
+
+
+def upload_path(folder: Path, name: str, groups: Sequence[str]) -> Path:
+    """Where an upload of `name` for `groups` is kept: `folder/<upload_key(groups)>/<safe name>`."""
+    return Path(folder).resolve() / upload_key(groups) / safe_name(name)
+
+
+def stage_upload(folder: Path, name: str, data: bytes, groups: Sequence[str]) -> tuple[Path, Path]:
+    """Write the bytes (and a sidecar with `groups`) into a fresh hidden staging folder beside where the upload is
+    kept; returns (staged file, where it goes). Folders are 0700 and files 0600: they hold document text. The
+    kept copy is not touched: `keep_upload` replaces it once the staged one has loaded."""
+    target = upload_path(folder, name, groups)
+    private_dir(folder)
+    private_dir(target.parent)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))  # hidden: a folder sync skips it
+    staged = staging / target.name
+    with open_private(staged, "wb") as fh:
+        fh.write(data)
     if groups:
-        side.write_text(json.dumps({"acl": list(groups)}), encoding="utf-8")
-    else:
-        side.unlink(missing_ok=True)
-    return target
+        atomic_write(sidecar_path(staged), json.dumps({"acl": sorted(set(groups))}), private=True, fsync=False)
+    return staged, target
+
+
+def keep_upload(staged: Path, target: Path) -> None:
+    """Move a staged upload (and its sidecar) over the kept copy; the staging folder goes."""
+    side = sidecar_path(staged)
+    if side.is_file():
+        os.replace(side, sidecar_path(target))  # the same groups as the kept copy's: its folder says so
+    else:  # the public folder: a sidecar there would restrict what its folder says is public
+        sidecar_path(target).unlink(missing_ok=True)
+    os.replace(staged, target)
+    discard_staged(staged)
+
+
+def discard_staged(staged: Path) -> None:
+    shutil.rmtree(staged.parent, ignore_errors=True)
 
 
 def remove_upload(path: Path) -> None:
@@ -310,29 +358,55 @@ class Library:
                              self.analyzer)
 
     def ingest_uploads(self, files: Sequence[tuple[str, bytes]], groups: Sequence[str],
-                       known_sources: set[str] | frozenset[str] = frozenset(),
                        progress: Progress | None = None) -> IngestReport:
-        """Keep the files (name, bytes) and sync them into the index; nothing else in the index changes.
+        """Keep the files (name, bytes) for `groups` and put them into the index; nothing else in the index
+        changes.
 
-        Unsupported types and unusable names are skipped with their reason without being written. A file the
-        pipeline skipped is not kept (it would fail again on every ingest) unless it is in `known_sources` (the
-        index still holds an earlier version of it). Raises IndexLocked / IndexMismatch like `sync`.
-        """
-        refused: list[tuple[str, str]] = []
-        saved: list[Path] = []
-        for name, data in files:
+        Each file is kept in the uploads' sub-folder of its group set (`upload_key`): the same name uploaded for
+        other groups is another document, and a re-upload never changes the access groups of what is kept. A file
+        is first written to a staging folder and loaded there; only a file that loads replaces the kept copy, so a
+        broken re-upload leaves the good copy (file and index) as it was and is reported skipped with its reason.
+        Unsupported types and unusable names are skipped with their reason without being written. Raises
+        IndexLocked / IndexMismatch like `sync` (a file that loaded is then kept, and indexed by the next
+        ingest)."""
+        started = time.perf_counter()
+        report = IngestReport(files_seen=len(files))
+        known = {rec.source: rec.content_hash for rec in KnowledgeIndex.read_documents(Path(self.index_dir))}
+        docs: list[Document] = []
+        for done, (name, data) in enumerate(files, start=1):
+            if progress is not None:
+                progress("read", done, len(files))
             if not supported(name):
-                refused.append((name, unsupported_reason(name)))
+                report.skipped.append((name, unsupported_reason(name)))
                 continue
             try:
-                saved.append(save_upload(Path(self.upload_dir), name, data, groups))
+                staged, target = stage_upload(Path(self.upload_dir), name, data, groups)
             except ValueError as exc:
-                refused.append((name, str(exc)))
-        report = self.sync(saved, delete=False, progress=progress) if saved else IngestReport()
-        for file, _reason in report.skipped:
-            if file not in known_sources:
-                remove_upload(Path(file))
-        report.skipped = refused + report.skipped
+                report.skipped.append((name, str(exc)))
+                continue
+            source = source_of(target)
+            try:
+                if target.is_file() and known.get(source) == fingerprint(staged):
+                    report.unchanged += 1  # the same bytes and groups as the kept copy, which is indexed
+                    discard_staged(staged)
+                    continue
+                doc = load(staged, self.options.max_bytes, self.options.ocr)
+            except (IngestError, OSError) as exc:
+                discard_staged(staged)  # the kept copy, if any, stays as it was, and so does the index
+                report.skipped.append((source, exc.reason if isinstance(exc, IngestError) else str(exc)))
+                continue
+            keep_upload(staged, target)
+            # Loaded from the staging folder; it is the kept file now (same bytes, same sidecar, same mtime).
+            docs.append(replace(doc, doc_id=doc_id_for(source), source=source))
+            report.pages_not_read += [(source, int(p["page"]), str(p["reason"]))
+                                      for p in doc.meta.get("ocr", {}).get("unreadable", [])]
+        if docs:
+            put = self.put(docs, progress=progress)
+            report.added, report.updated, report.unchanged = put.added, put.updated, report.unchanged + put.unchanged
+            report.chunks_written, report.reanalyzed = put.chunks_written, put.reanalyzed
+            report.total_documents, report.total_chunks, report.index_version = (
+                put.total_documents, put.total_chunks, put.index_version)
+        report.seconds = round(time.perf_counter() - started, 3)
         return report
 
     def delete(self, doc_ids: Sequence[str]) -> list[str]:

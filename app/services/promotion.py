@@ -4,7 +4,7 @@ the new state atomically, and records the change (or the refusal) in the audit l
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rerank.errors import RerankerParameterError
@@ -36,13 +36,18 @@ def promote(store: RolloutStore, path: str | Path, default: str, who: Caller, au
             golden: str | Path | None = None, options: RerankerOptions | None = None,
             limits: GateLimits | None = None) -> Promotion:
     """Run the gate on the folder `path` against the model serving now (`default`: the `reranker` setting, when no
-    promotion is on record) and, only when it passes, make it the serving reranker."""
+    promotion is on record) and, only when it passes, make it the serving reranker. The serving model's folder
+    may be promoted again when its weights changed since its promotion (`check_promoted_weights` refuses to load
+    it): its new weights are gated against the model that served before it, and replace its entry."""
     model = _folder(path)
     with store.locked():
         state = store.read()
         serving = state.serving_model(default)
         if model == serving:
-            raise KbError("conflict", f"{model} is already the serving reranker")
+            if state.current is None or state.current.digest in (None, weights_digest(model)):
+                raise KbError("conflict", f"{model} is already the serving reranker")
+            state = replace(state, serving=state.serving[:-1])  # its changed weights: a new candidate
+            serving = state.serving_model(default)
         try:
             report = gate(model, serving, golden, options, limits)
         except RerankerParameterError as exc:  # the golden file: the caller's to fix

@@ -19,13 +19,14 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
+
+from ingest.files import atomic_write
 
 from ..errors import KbError
 
@@ -177,14 +178,9 @@ class RolloutStore:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     def write(self, state: RolloutState) -> None:
-        """Replace the file atomically (a reader sees the old state or the new one, never a part)."""
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(state.to_dict(), fh, ensure_ascii=False, indent=2)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        """Replace the file atomically (a reader sees the old state or the new one, never a part); it keeps its
+        mode."""
+        atomic_write(self.path, json.dumps(state.to_dict(), ensure_ascii=False, indent=2) + "\n")
 
 
 def weights_digest(folder: str | Path) -> str | None:
@@ -202,6 +198,22 @@ def weights_digest(folder: str | Path) -> str | None:
             while block := fh.read(1 << 20):
                 h.update(block)
     return h.hexdigest()[:16]
+
+
+def check_promoted_weights(state: RolloutState, name: str) -> None:
+    """Before the model `name` loads to serve: when it is a promoted model whose weights' digest was recorded,
+    the folder must still hash to it. KbError (conflict) naming the folder, both digests and the fix when it does
+    not: a folder changed after its promotion serves weights no gate has seen. Other names (the `reranker`
+    setting, a hub name, a canary or shadow never promoted) are not checked."""
+    release = next((r for r in reversed(state.serving) if r.model == name), None)
+    if release is None or release.digest is None:
+        return
+    found = weights_digest(name)
+    if found != release.digest:
+        raise KbError("conflict", f"reranker folder {name} was promoted with weights digest {release.digest} but "
+                                  f"now has {found or 'no weight files'}: its weights changed after the promotion "
+                                  "and are refused. Restore the folder's weights, or check and record the new ones "
+                                  f"with `kb models promote {name}` (or `kb models rollback`)")
 
 
 def model_id(name: str) -> str:

@@ -50,13 +50,26 @@ PRESETS = {"strict": 0.75, "balanced": 0.5, "recall": 0.4}
 
 def result_dict(r: Scored, reranker: str | None = None) -> dict[str, Any]:
     """One search result as the API and `kb search --json` give it (DESIGN's CLI contract); `reranker`: the model
-    that scored it (None: recall-only)."""
+    that scored it (None: recall-only). `retrieval_score` is what `as_seen_by` left the caller."""
     c = r.hit.chunk
     return {"rank": r.rank, "chunk_id": c.chunk_id, "doc_id": c.doc_id, "source": c.meta.get("source", ""),
             "title": c.title, "section": c.section, "page": c.page, "text": c.text,
             "retrieval_score": r.hit.retrieval_score, "leg": r.hit.leg,
             "raw_score": r.raw_score, "score": r.score, "band": r.band, "reranker": reranker,
             "reranked": r.score is not None}
+
+
+def as_seen_by(hits: list[Hit], groups: Sequence[str] | None) -> list[Hit]:
+    """The recall list as a caller restricted to `groups` may see it (None: unrestricted, every hit as it is).
+
+    BM25's term statistics (document frequency, average length) cover every chunk of the index; the caller's groups
+    only choose which chunks are scored. A raw score therefore moves with text the caller may not read (the same
+    public chunk scores differently when an hr document contains the query's word), so a restricted caller gets
+    each hit's `retrieval_score` as 1 / its position in the recall list: the order, which it needs, and nothing
+    more. The same for every mode, so a client never has to know which leg's number it was given."""
+    if groups is None:
+        return hits
+    return [replace(h, retrieval_score=1.0 / position) for position, h in enumerate(hits, start=1)]
 
 
 def in_canary(query: str, share: float) -> bool:
@@ -91,7 +104,9 @@ class SearchResult:
     reranked: int = 0  # how many of the `candidates` the reranker scored (fewer under a latency budget)
     preview: bool = False  # `recall_preview`: recall order only, the reranked result is still to come
 
-    def to_dict(self, include_hidden: bool = False) -> dict[str, Any]:
+    def to_dict(self, include_hidden: bool = False, show_cached: bool = True) -> dict[str, Any]:
+        """The JSON shape of the API and `kb search --json`. `show_cached` False (a caller who is not an admin)
+        leaves out `cached`: the cache is shared, so it would tell that someone else asked the same question."""
         out = {"query": self.query, "query_id": self.query_id, "embedder": self.embedder, "reranker": self.reranker,
                "device": self.device, "dtype": self.dtype, "timings_ms": self.timings_ms, "params": self.params,
                "reranker_role": self.reranker_role,
@@ -100,6 +115,8 @@ class SearchResult:
                "more": len(self.not_shown), "also_searched": self.also_searched,
                "index_version": self.index_version, "cached": self.cached, "calibrated": self.calibrated,
                "reranked": self.reranked, "candidates": self.candidates}
+        if not show_cached:
+            del out["cached"]
         if self.preview:
             out["preview"] = True
         if self.warnings:
@@ -321,8 +338,9 @@ class SearchService:
         while fewer than `top_n` are shown the rest follow in recall order with None scores (`result.reranked` of
         `result.candidates`, and a warning). Repeated identical searches on the same index version and vocabulary
         come from an LRU cache (`result.cached`); a result the budget cut short is never cached, so a complete one
-        is never replaced by it. Raises KbError: validation for bad parameters, an unknown filter key or a bad
-        date, or an empty query; not_ready when there is no index.
+        is never replaced by it. A caller restricted to groups gets each hit's `retrieval_score` as 1 / its recall
+        position, never the raw BM25 or fused score (`as_seen_by`). Raises KbError: validation for bad parameters,
+        an unknown filter key or a bad date, or an empty query; not_ready when there is no index.
         """
         p = self._plan(query, caller, top_k, top_n, threshold, mode, max_per_doc, merge, filters, rerank_budget_ms)
         query, index, reranker, role, calibrator = p.query, p.index, p.reranker, p.role, p.calibrator
@@ -429,12 +447,15 @@ class SearchService:
                      budget_ms or None, reranker, role, calibrator, key, params)
 
     def _recall(self, p: _Plan):
+        """Recall for the plan, with the scores the caller may see (`as_seen_by`): every face (API, CLI, app, the
+        cache) gets its hits from here."""
         d = self.defaults
         try:
-            return recall(p.index, self.embedder, p.query, p.top_k, p.mode, p.groups, d.dense_weight,
-                          d.lexical_weight, d.rrf_k, filters=p.filters, also=self.vocabulary.synonyms.expand(p.query))
+            rec = recall(p.index, self.embedder, p.query, p.top_k, p.mode, p.groups, d.dense_weight,
+                         d.lexical_weight, d.rrf_k, filters=p.filters, also=self.vocabulary.synonyms.expand(p.query))
         except FilterError as exc:
             raise KbError("validation", str(exc)) from None
+        return replace(rec, hits=as_seen_by(rec.hits, p.groups))
 
     def _empty(self, p: _Plan, query_id: str) -> SearchResult:
         return SearchResult(p.query, query_id, self.embedder.name, p.reranker.name if p.reranker else None,

@@ -7,11 +7,10 @@ new text has: those lines are skipped by the reader, and the page that saved it 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Literal
 
+from ingest.files import atomic_write
 from retrieval.analyzer import parse_user_dict
 from retrieval.synonyms import parse_synonyms
 
@@ -37,14 +36,6 @@ def save_words(kind: Kind, path: Path, text: str) -> list[str]:
     """Replace the file at `path` with `text` (UTF-8, ending in a newline) in one step; the problems of the new
     text (`check_words`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     body = text.replace("\r\n", "\n").rstrip("\n") + "\n" if text.strip() else ""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(body)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, body)  # keeps the file's mode
     return check_words(kind, body, str(path))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app.api.limits import Admission, active_limit
 from app.components import LiveSearch, audit_log, make_search, open_events
 from app.services.audit import AuditLog
 from app.settings import Settings, get_settings
@@ -42,3 +43,15 @@ def live() -> LiveSearch:
 def audit() -> AuditLog:
     """Where this app records admin actions and refused attempts."""
     return audit_log(get_settings())
+
+
+@st.cache_resource(show_spinner=False)
+def _admission(max_active: int, max_waiting: int) -> Admission:
+    return Admission(max_active, max_waiting)
+
+
+def admission() -> Admission:
+    """How many reranks this app process runs at once and lets wait, for every browser session together: the
+    API's `api_max_concurrency` and `api_max_queue` (`Admission.slot()` raises KbError overloaded past them)."""
+    s = get_settings()
+    return _admission(active_limit(s.api_max_concurrency, s.rerank_batching), s.api_max_queue)

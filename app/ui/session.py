@@ -2,17 +2,90 @@
 they are in the admin group), or everyone in open mode (no provider configured).
 
 Streamlit's own `st.login()` does the OIDC login (Authlib) and keeps the identity in a signed cookie; `kb ui`
-writes the provider settings as Streamlit's `[auth]` secrets. Groups come from the token only: nothing a person
+writes the provider settings as Streamlit's `[auth]` secrets. Groups come from the provider only: nothing a person
 can change in the page widens what they see.
+
+The cookie lives for 30 days and holds the ID token's groups as they were at login, so the provider is asked
+again (`recheck`): at the first page of a browser session, every `auth.recheck_s` seconds after that, and when the
+ID token expires, at its userinfo endpoint with the access token the login kept (`expose_tokens`). Its groups
+claim then replaces the token's; a refused token (expired, revoked, the account disabled), another subject or a
+provider that cannot be asked signs the person out.
 """
 
 from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import streamlit as st
 
 from app.identity import OPEN, Caller, caller_from_claims
-from app.settings import Settings
+from app.settings import AuthSettings, Settings
+
+RECHECK_KEY = "kb_auth_recheck"  # st.session_state: this browser session's last answer from the provider
+
+
+@dataclass(frozen=True)
+class Recheck:
+    """The provider's last good answer for this browser session's login."""
+
+    sub: str
+    at: float  # when (time.time())
+    claims: dict[str, Any]  # its userinfo claims
+
+
+def recheck_due(last: Recheck | None, sub: str, now: float, interval_s: float, expires: Any) -> bool:
+    """Whether the provider must be asked now: never asked for this subject, `interval_s` passed since, or the ID
+    token's `expires` (its `exp` claim, epoch seconds) passed since the last answer."""
+    if last is None or last.sub != sub or now - last.at >= interval_s:
+        return True
+    return isinstance(expires, (int, float)) and last.at < expires <= now
+
+
+@st.cache_data(ttl=300, show_spinner=False)
+def _userinfo_endpoint(discovery_url: str) -> str:
+    """The provider's userinfo endpoint from its discovery document (failures raise, so they are not cached)."""
+    r = httpx.get(discovery_url, timeout=5.0, follow_redirects=True)
+    r.raise_for_status()
+    endpoint = r.json()["userinfo_endpoint"]
+    if not isinstance(endpoint, str) or not endpoint:
+        raise ValueError("the discovery document names no userinfo_endpoint")
+    return endpoint
+
+
+def userinfo(auth: AuthSettings, access_token: str) -> dict[str, Any] | None:
+    """The provider's claims now for the holder of `access_token`, or None when it refuses the token or cannot be
+    asked (both mean: sign out; a provider that is down is never a reason to keep old groups)."""
+    try:
+        r = httpx.get(_userinfo_endpoint(auth.discovery_url), headers={"Authorization": f"Bearer {access_token}"},
+                      timeout=5.0)
+        claims = r.json() if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return None
+    return claims if isinstance(claims, dict) else None
+
+
+def recheck(auth: AuthSettings, claims: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The login's claims with the groups the provider gives now (asked when `recheck_due`; the answer is kept in
+    the browser session), or None: sign the person out. A userinfo answer without the groups claim (Entra ID's, for
+    one) leaves the ID token's groups, which then last as long as the access token is accepted."""
+    sub = str(claims.get("sub") or "")
+    last = st.session_state.get(RECHECK_KEY)
+    now = time.time()
+    if recheck_due(last, sub, now, auth.recheck_s, claims.get("exp")):
+        token = (claims.get("tokens") or {}).get("access")
+        info = userinfo(auth, token) if token else None
+        if info is None or str(info.get("sub") or "") != sub:
+            st.session_state.pop(RECHECK_KEY, None)
+            return None
+        last = st.session_state[RECHECK_KEY] = Recheck(sub, now, info)
+    fresh = dict(claims)
+    if auth.groups_claim in last.claims:
+        fresh[auth.groups_claim] = last.claims[auth.groups_claim]
+    return fresh
 
 
 def signed_in() -> bool:
@@ -21,12 +94,17 @@ def signed_in() -> bool:
 
 
 def caller(s: Settings) -> Caller | None:
-    """The caller of this session: OPEN in open mode, the signed-in user with sign-in, None before login."""
+    """The caller of this session: OPEN in open mode, the signed-in user with sign-in (groups as the provider gives
+    them now: `recheck`), None before login or once the re-check has signed them out."""
     if not s.auth.configured:
         return OPEN
     if not signed_in():
         return None
-    return caller_from_claims(st.user.to_dict(), s.auth.groups_claim, s.auth.admin_group, via="app")
+    claims = recheck(s.auth, st.user.to_dict())
+    if claims is None:
+        st.logout()  # ends the cookie too; the next run shows the sign-in page
+        return None
+    return caller_from_claims(claims, s.auth.groups_claim, s.auth.admin_group, via="app")
 
 
 @st.cache_data(ttl=30, show_spinner=False)

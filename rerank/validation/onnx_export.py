@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ingest.files import atomic_write
 from rerank.errors import RerankerLoadError
 from rerank.validation.agreement import Agreement, check_set, compare
 
@@ -99,9 +100,7 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
 
 
 def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
-    tmp = folder / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-    os.replace(tmp, folder / MANIFEST)
+    atomic_write(folder / MANIFEST, json.dumps(manifest, indent=1))
 
 
 def onnx_scores(file: Path, tokenizer, pairs, names, max_length: int, batch_size: int = 16) -> list[float]:

@@ -78,7 +78,8 @@ def test_streamlit_secrets_file_is_private_and_complete(tmp_path):
     auth = tomllib.loads(path.read_text(encoding="utf-8"))["auth"]
     assert auth == {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "c00kie",
                     "client_id": "kb", "client_secret": SECRET,
-                    "server_metadata_url": "https://idp.example.com/.well-known/openid-configuration"}
+                    "server_metadata_url": "https://idp.example.com/.well-known/openid-configuration",
+                    "expose_tokens": ["access"]}  # for the app's re-check of groups at userinfo
     s2 = s.model_copy(update={"auth": s.auth.model_copy(update={"redirect_uri": "https://kb.example.com/oauth2callback"})})
     again = tomllib.loads(write_auth_secrets(s2.auth, "0.0.0.0", 8501, folder=tmp_path).read_text())["auth"]
     assert again["redirect_uri"] == "https://kb.example.com/oauth2callback"

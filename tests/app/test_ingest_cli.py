@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from app.cli import app
 from retrieval.index import KnowledgeIndex
+from retrieval.storage import current_version
 
 runner = CliRunner()
 
@@ -76,3 +78,27 @@ def test_missing_index_and_bad_arguments_are_clear_errors(isolated_settings):
     for name in ("serve", "ui", "demo", "bench", "tune", "eval", "rerank", "models"):  # the DESIGN's commands, real
         helped = runner.invoke(app, [name, "--help"])
         assert helped.exit_code == 0 and "not implemented" not in helped.output.lower(), name
+
+
+def test_symbolic_links_are_skipped_with_their_reason_and_never_indexed(tmp_path, isolated_settings):
+    """Issue 32: share/notes.txt → kb.toml (0600, a client secret) was indexed as a public document."""
+    secret = tmp_path / "kb-secret.toml"
+    secret.write_text('[auth]\nclient_secret = "s3cr3t-value"\n')
+    secret.chmod(0o600)
+    outside = tmp_path / "hr-only"
+    outside.mkdir()
+    (outside / "salaries.md").write_text("# Salaries\n\nThe salary bands are confidential.\n")
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "vpn.md").write_text("# VPN\n\nReset your VPN token in the self-service portal.\n")
+    (share / "notes.txt").symlink_to(secret)
+    (share / "more").symlink_to(outside, target_is_directory=True)
+    result = ingest(share)
+    assert result.exit_code == 3, result.output  # some files skipped
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["added"] == [(share / "vpn.md").resolve().as_posix()]
+    reasons = {os.path.basename(s["file"]): s["reason"] for s in report["skipped"]}
+    assert set(reasons) == {"notes.txt", "more"} and all("symbolic link" in r for r in reasons.values())
+    texts = (current_version(isolated_settings.index_dir) / "chunks.jsonl").read_text(encoding="utf-8")
+    assert "s3cr3t" not in texts and "salary" not in texts.lower()
+    assert [Path(r.source).name for r in KnowledgeIndex.read_documents(isolated_settings.index_dir)] == ["vpn.md"]

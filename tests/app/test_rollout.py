@@ -266,3 +266,34 @@ def test_a_damaged_rollout_file_is_named_and_the_setting_serves(kb, settings, em
     live = LiveSearch(settings, service)
     live.reload_models()
     assert str(settings.rollout_file) in live.models_error and live.service.reranker_name == settings.reranker
+
+
+def test_a_promoted_folder_whose_weights_changed_is_refused_loudly_and_the_old_model_keeps_serving(
+        kb, settings, embedder, tmp_path):
+    """Issue 32: weights were hashed at promotion but never checked at load, so a swapped folder served."""
+    import shutil
+
+    _, models, _ = kb
+    folder = shutil.copytree(models[2], tmp_path / "reranker_prod")
+    store = rollout_store(settings)
+    live = LiveSearch(settings, make_search(settings, embedder, open_index(settings, embedder)))
+    assert live.service.reranker_name == str(models[1])
+    promoted = promotion.promote(store, folder, settings.reranker, ROOT_ONLY, limits=PERMISSIVE)
+    digest = promoted.state.current.digest
+    shutil.copyfile(models[1] / "model.safetensors", folder / "model.safetensors")  # swapped after promotion
+
+    assert live.check_models()  # the rollout file changed: the promoted model would load now
+    assert live.service.reranker_name == str(models[1])  # refused: what served keeps serving
+    why = live.models_error
+    assert str(folder) in why and digest in why and "kb models promote" in why and "keeps serving" in why
+    assert live.service.search("annual leave", caller=OPERATOR).reranker == str(models[1])
+
+    fresh = make_search(settings, embedder, open_index(settings, embedder))  # a process starting now
+    assert fresh.reranker is None and str(folder) in fresh.reranker_error and digest in fresh.reranker_error
+
+    again = promotion.promote(store, folder, settings.reranker, ROOT_ONLY, limits=PERMISSIVE)  # the fix it names
+    assert again.state is not None and again.state.current.digest != digest
+    assert [r.model for r in again.state.serving] == [str(folder)]  # its entry replaced, not stacked
+    assert live.check_models() and live.service.reranker_name == str(folder) and live.models_error is None
+    with pytest.raises(KbError, match="already the serving reranker"):
+        promotion.promote(store, folder, settings.reranker, ROOT_ONLY, limits=PERMISSIVE)

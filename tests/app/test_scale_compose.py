@@ -32,10 +32,26 @@ def test_scale_profile_services_and_documented_uris():
                         reranker=env["KB_RERANKER"], _env_file=None)
     assert store_factory(settings).config.uri == "http://milvus:19530"
     milvus = urlparse(settings.milvus_uri)
-    assert milvus.hostname in services and f"{milvus.port}:{milvus.port}" in services["milvus"]["ports"]
+    assert milvus.hostname in services and milvus.port == 19530
     assert is_remote(settings.reranker)
     tei = urlparse(rerank_url(settings.reranker))
     assert tei.hostname == "reranker" and tei.port == 80  # TEI listens on 80 inside its container
     assert services["reranker"]["command"][:2] == ["--model-id", "BAAI/bge-reranker-v2-m3"]
     assert services["reranker"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     assert "[milvus]" in (ROOT / "Dockerfile").read_text()  # the image can talk to Milvus
+
+
+def test_milvus_is_reachable_only_inside_and_needs_a_password():
+    """The chunks' access groups live in Milvus's rows and recall trusts its filter first: Milvus is not published
+    on the host, runs with authentication on, and gets no default root password (it refuses to start without
+    MILVUS_ROOT_PASSWORD); the API and the app get KB_MILVUS_TOKEN."""
+    text = (ROOT / "docker-compose.yml").read_text()
+    services = yaml.safe_load(text)["services"]
+    milvus = services["milvus"]
+    assert "ports" not in milvus and not any("19530" in str(p) for s in services.values() for p in s.get("ports", ()))
+    assert milvus["environment"]["COMMON_SECURITY_AUTHORIZATIONENABLED"] == "true"
+    assert milvus["environment"]["COMMON_SECURITY_DEFAULTROOTPASSWORD"] == "${MILVUS_ROOT_PASSWORD:-}"
+    assert "test -n" in milvus["command"][-1] and "$$COMMON_SECURITY_DEFAULTROOTPASSWORD" in milvus["command"][-1]
+    for name in ("api", "ui"):
+        assert "KB_MILVUS_TOKEN" in services[name]["environment"]
+    assert "KB_MILVUS_TOKEN=root:$MILVUS_ROOT_PASSWORD" in text  # the header says how to set both

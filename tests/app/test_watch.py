@@ -209,3 +209,20 @@ def test_a_change_made_while_the_first_sync_runs_is_not_lost(tmp_path, library):
     finally:
         stop.set()
         thread.join(timeout=DEADLINE_S)
+
+
+def test_a_watch_round_skips_symbolic_links_with_their_reason(tmp_path, library):
+    """Issue 32: `kb watch` syncs through the same discovery as `kb ingest`: a link is reported, never read."""
+    from app.services.watch import sync_round
+
+    secret = tmp_path / "kb.toml"
+    secret.write_text('client_secret = "s3cr3t-value"\n')
+    secret.chmod(0o600)
+    folder = tmp_path / "kb"
+    folder.mkdir()
+    (folder / "vpn.md").write_text("# VPN\n\nReset your VPN token in the self-service portal.\n")
+    (folder / "notes.txt").symlink_to(secret)
+    done = sync_round(library, [folder], set(), "start")
+    assert done.ok and [(Path(f).name, "symbolic link" in why) for f, why in done.report.skipped] == \
+        [("notes.txt", True)]
+    assert sources(library.index_dir) == {"vpn.md"}

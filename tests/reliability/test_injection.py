@@ -100,7 +100,7 @@ HOSTILE_NAMES = [
 
 @pytest.mark.parametrize("name", HOSTILE_NAMES, ids=range(len(HOSTILE_NAMES)))
 def test_upload_names_cannot_escape_the_upload_folder(service, client, name):
-    uploads = Path(service.settings.upload_dir).resolve()
+    uploads = Path(service.settings.upload_dir).resolve() / "public"  # files uploaded without access groups
     body, ctype = _multipart(name)
     r = client.post("/ingest", content=body, headers={"content-type": ctype})
     assert r.status_code in (200, 400, 422), (r.status_code, r.text[:200])
@@ -109,8 +109,8 @@ def test_upload_names_cannot_escape_the_upload_folder(service, client, name):
         assert p.parent == uploads and p.is_file(), p  # flat: no folder was created or reached through
         assert "\x00" not in p.name and "/" not in p.name and not p.name.startswith(".")
     # this test's own folder, and the folder `../../` would reach (not other tests' folders beside it)
-    escaped = [p for p in uploads.parent.rglob("*scape*") if p.parent != uploads]
-    escaped += [p for p in uploads.parent.parent.glob("*scape*") if p.is_file()]
+    escaped = [p for p in uploads.parent.parent.rglob("*scape*") if p.parent != uploads]
+    escaped += [p for p in uploads.parent.parent.parent.glob("*scape*") if p.is_file()]
     escaped += [p for p in (Path("/etc/escape.md"), Path.cwd() / "escape.md", REPO / "escape.md") if p.exists()]
     assert escaped == []
     if r.status_code == 400:

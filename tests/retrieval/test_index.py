@@ -110,3 +110,23 @@ def test_kill_9_mid_save_leaves_old_or_new_index(tmp_path):
             index.save()
         assert not list(root.glob(".tmp-*"))
     assert outcomes  # at least one kill landed; which state survived depends on timing
+
+
+def test_lexical_masks_are_kept_for_a_bounded_number_of_group_sets(tmp_path):
+    """With sign-in every distinct set of a user's groups asks for its own lexical mask (one float per chunk): the
+    index keeps the most recently used MASKS_KEPT of them, so memory follows the corpus, not the organisation."""
+    from retrieval.index import MASKS_KEPT
+
+    index = KnowledgeIndex(tmp_path, EMB, {})
+    rng = np.random.default_rng(0)
+    for d, acl in enumerate([[], ["g1"], ["g2"]]):
+        doc = Document(doc_id=f"d{d}", source=f"/kb/{d}.md", title="t", text="x",
+                       meta={"content_hash": f"h{d}", "format": "md", "acl": acl})
+        index.replace_document(doc, [Chunk(chunk_id=f"d{d}-0", doc_id=doc.doc_id, text=f"text {d}",
+                                           meta={"acl": acl, "position": 0})], rng.standard_normal((1, 8)))
+    index.save()
+    for i in range(MASKS_KEPT + 50):
+        index.lexical_mask([f"user-set-{i}"])
+    assert len(index._masks) == MASKS_KEPT
+    by_id = dict(zip(index.lexical.chunk_ids, index.lexical_mask(["g1", "other"])))
+    assert by_id == {"d0-0": 1.0, "d1-0": 1.0, "d2-0": 0.0}  # a mask made again after eviction is still right

@@ -132,3 +132,33 @@ def test_milvus_lite_file_held_by_another_process_says_what_to_do(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.mark.parametrize("mode", ["dense", "hybrid"])
+def test_recall_drops_a_chunk_the_store_should_have_filtered_out(tmp_path, embedder, mode):
+    """Anyone who reaches Milvus can rewrite a row's access fields. Here the hr chunk's row is made public in the
+    collection itself: the store then answers alice with it, and recall still refuses it, because the published
+    version's chunk table says it is hr's."""
+    from ingest import chunk
+    from retrieval.recall import recall
+
+    index = KnowledgeIndex(tmp_path / "idx", embedder.info(), {}, MilvusStoreFactory(MilvusConfig(index_type="FLAT")))
+    texts = {"vpn": ("To reset a forgotten VPN token, open the self-service portal.", []),
+             "salary": ("Salary band B3 pays between 60k and 80k a year.", ["hr"])}
+    for key, (text, acl) in texts.items():
+        doc = Document(doc_id=key, source=f"/kb/{key}.md", title=key, text=text,
+                       meta={"acl": acl, "content_hash": key, "format": "md"})
+        cs = chunk(doc, embedder.count_tokens, max_tokens=128)
+        index.replace_document(doc, cs, embedder.embed_passages([c.context_text() for c in cs]))
+    index.save()
+    store = index.dense
+    client = store._conn()  # the collection as anyone on port 19530 sees it without authentication
+    rows = client.query(store.collection, filter='doc_id == "salary"', output_fields=["*"])
+    client.upsert(store.collection, [{**r, "acl": [], "public": True} for r in rows])
+    leaked = store.search(embedder.embed_queries(["salary band pay"]), 10, groups=[])[0]
+    assert any(cid.startswith("salary") for cid, _ in leaked)  # the store's own filter no longer holds
+
+    res = recall(index, embedder, "salary band pay", 10, mode, groups=[])
+    assert res.hits and all(h.chunk.doc_id == "vpn" for h in res.hits)
+    assert [h.chunk.doc_id for h in recall(index, embedder, "salary band pay", 10, mode, groups=["hr"]).hits][0] \
+        == "salary"

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import html
 import mimetypes
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import streamlit as st
 
 from app.identity import Caller
+from ingest.files import read_nofollow
 
 from .highlight import highlight
 from .rows import Row
@@ -108,11 +110,24 @@ def card_html(row: Row, query: str) -> str:
             f'<div class="kb-text">{highlight(row.text, query)}</div>{source}</div>')
 
 
-def _download(row: Row, key: str, caller: Caller) -> None:
+def source_file(row: Row, caller: Caller) -> Path | None:
+    """The source file of `row` that `caller` may download, or None: not a local file, not theirs to read, or
+    reached through a symbolic link (a source is stored as its resolved path, so a link anywhere on it now means
+    the file was swapped for one since it was indexed; a link could lead to any file this server may read)."""
     path = Path(row.source) if row.source else None
-    if path is None or not caller.may_read(row.acl) or not path.is_file():
+    if path is None or not caller.may_read(row.acl) or not path.is_absolute():
+        return None
+    if os.path.realpath(path) != str(path) or not path.is_file():
+        return None
+    return path
+
+
+def _download(row: Row, key: str, caller: Caller) -> None:
+    path = source_file(row, caller)
+    if path is None:
         return
-    st.download_button(f"Download {path.name}", data=path.read_bytes, file_name=path.name,
+    # O_NOFOLLOW at the read too: a link put in its place after the check above is refused, never served.
+    st.download_button(f"Download {path.name}", data=lambda: read_nofollow(path), file_name=path.name,
                        mime=mimetypes.guess_type(path.name)[0] or "application/octet-stream", key=key,
                        on_click="ignore", type="tertiary", icon=":material/download:")
 

@@ -20,7 +20,9 @@ def show_table(data: Sequence[Row], key: str, file_name: str) -> None:
             "Normalized Score": cfg.ProgressColumn("Normalized Score", format="%.4f", min_value=0.0, max_value=1.0,
                                                    color="auto", help="sigmoid of the raw score; green above 0.5"),
             "Retrieval Score": cfg.NumberColumn("Retrieval Score", format="%.4f",
-                                                help="fused (RRF), cosine or BM25 score from recall"),
+                                                help="fused (RRF), cosine or BM25 score from recall; "
+                                                "1/position in the recall list for whoever may not read "
+                                                "every document"),
             "Rank": cfg.NumberColumn("Rank", width="small"),
         })
     st.download_button("Download CSV", data=to_csv(data), file_name=file_name, mime="text/csv", key=f"{key}-csv",

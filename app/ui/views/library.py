@@ -21,7 +21,8 @@ s = live.settings
 library = live.library()
 
 st.title("Library")
-st.caption(f"Index {s.index_dir} · uploaded files are kept in {s.upload_dir} · supported: "
+st.caption(f"Index {s.index_dir} · uploaded files are kept in {s.upload_dir}, one folder per set of access "
+           "groups (the same name for other groups is another document) · supported: "
            f"{', '.join(sorted(SUPPORTED_SUFFIXES))} (up to {s.max_file_mb:g} MB each)")
 
 # ---- upload ------------------------------------------------------------------------------------------------
@@ -42,9 +43,8 @@ if submitted and files:
 
     try:
         with st.spinner("Embedding the new passages…"):
-            known = {rec.source for rec in svc.index.documents.values()} if svc.index is not None else set()
             report = library.ingest_uploads([(f.name, f.getvalue()) for f in files], parse_groups(groups_text),
-                                            known, progress)
+                                            progress=progress)
     except (IndexLocked, IndexMismatch) as exc:
         bar.empty()
         st.error(str(exc))

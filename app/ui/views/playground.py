@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app.errors import KbError
+from app.services.limits import RerankLimits
+from app.settings import get_settings
 from app.ui import resources, session
 from app.ui.components import controls, rows
 from app.ui.components.cards import render_cards
@@ -37,6 +40,9 @@ with st.form("kb-playground", border=False):
     st.text_area("Candidates, one per line", key="kb_pg_candidates", height=180)
     submitted = st.form_submit_button("Rerank", type="primary", icon=":material/sort:")
 
+limits = RerankLimits.of(get_settings())
+st.caption(f"At most {limits.max_documents} candidates and {limits.max_text_chars:,} characters of them, as for the "
+           "API's /rerank.")
 if submitted:
     query = st.session_state["kb_pg_query"].strip()
     candidates = [line.strip() for line in st.session_state["kb_pg_candidates"].splitlines() if line.strip()]
@@ -45,9 +51,16 @@ if submitted:
     elif not candidates:
         st.error("No candidates: write one passage per line.")
     else:
-        with st.spinner(f"Scoring {len(candidates)} candidates…"):
-            st.session_state["kb_playground"] = {"query": query, "scored": rerank(query, candidates, svc.reranker),
-                                                 "reranker": svc.reranker.name}
+        # The same limits and the same admission as POST /rerank: the reranker is shared with every other
+        # session's searches, so one person's paste must neither hold it for minutes nor queue without bound.
+        try:
+            limits.check(query, candidates)
+            with resources.admission().slot(), st.spinner(f"Scoring {len(candidates)} candidates…"):
+                scored = rerank(query, candidates, svc.reranker)
+        except KbError as exc:
+            st.error(exc.message, icon=":material/block:")
+        else:
+            st.session_state["kb_playground"] = {"query": query, "scored": scored, "reranker": svc.reranker.name}
 
 played = st.session_state.get("kb_playground")
 if played is not None:

@@ -133,7 +133,7 @@ with st.container():
                          f"{params.threshold:.2f}"):
             render_cards(hidden, query, key="search-hidden", caller=searcher)
 
-    t = res.timings_ms
+    t = res.timings_ms  # "(cached)" for admins: the cache is shared, it tells that someone asked before
     st.caption(f"Timings — embed {t['embed']:.0f} ms · recall {t['recall']:.0f} ms · rerank {t['rerank']:.0f} ms · "
-               f"total {t['total']:.0f} ms{' (cached)' if getattr(res, 'cached', False) else ''} · "
+               f"total {t['total']:.0f} ms{' (cached)' if who.admin and getattr(res, 'cached', False) else ''} · "
                f"device {res.device}, {res.dtype} · embedder {res.embedder} · reranker {res.reranker or 'none'}")

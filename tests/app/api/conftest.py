@@ -45,6 +45,9 @@ def make_service(root: Path, embedder, reranker: Path | str, **overrides) -> Ser
     (root / "kb").mkdir(parents=True, exist_ok=True)
     for name, text in DOCS.items():
         (root / "kb" / name).write_text(text, encoding="utf-8")
+    # TestClient calls itself "testserver": named like any host an operator serves under (open mode answers only
+    # loopback names otherwise)
+    overrides = {"allowed_hosts": ["testserver"]} | overrides
     settings = Settings(index_dir=root / "index", embedder=embedder.name, reranker=str(reranker),
                         upload_dir=root / "uploads", **overrides)
     sync([root / "kb"], settings.index_dir, embedder)

@@ -48,7 +48,7 @@ def test_delete_document_removes_it_and_its_upload(fresh):
     r = c.delete(f"/documents/{doc['doc_id']}")
     assert r.status_code == 200 and r.json()["deleted"] == doc["doc_id"]
     assert "parking.md" not in sources(c)
-    assert not (svc.settings.upload_dir / "parking.md").exists()
+    assert not (svc.settings.upload_dir / "public" / "parking.md").exists()
     res = c.post("/search", json={"query": "garage P2 visitors", "top_k": 10, "threshold": 0.0}).json()
     assert all("garage P2" not in x["text"] for x in res["results"])
     assert c.delete(f"/documents/{doc['doc_id']}").status_code == 404
@@ -66,7 +66,7 @@ def test_bad_uploads_are_refused_with_reasons_and_not_kept(fresh):
     assert mixed.status_code == 200 and mixed.json()["added"] == ["parking.md"]
     assert [s["file"] for s in mixed.json()["skipped"]] == ["broken.pdf"] and mixed.json()["skipped"][0]["reason"]
     assert sources(c) == before | {"parking.md"}
-    assert sorted(p.name for p in svc.settings.upload_dir.iterdir()) == ["parking.md"]
+    assert sorted(p.name for p in (svc.settings.upload_dir / "public").iterdir()) == ["parking.md"]
 
 
 @pytest.mark.parametrize("name", ["../../escape.md", "..\\..\\escape.md", "/etc/escape.md", "sub/dir/escape.md"])
@@ -74,9 +74,10 @@ def test_upload_names_cannot_escape_the_upload_folder(fresh, name, tmp_path):
     svc, c = fresh
     r = c.post("/ingest", files=[("files", (name, io.BytesIO(NEW_DOC), "text/markdown"))])
     assert r.status_code == 200 and r.json()["added"] == ["escape.md"]
-    assert (svc.settings.upload_dir / "escape.md").is_file()
-    assert [p.name for p in svc.settings.upload_dir.iterdir()] == ["escape.md"]  # flat: no sub/dir/
-    assert [p for p in tmp_path.rglob("escape.md") if p.parent != svc.settings.upload_dir] == []
+    public = svc.settings.upload_dir / "public"  # files without access groups
+    assert (public / "escape.md").is_file()
+    assert [p.name for p in public.iterdir()] == ["escape.md"]  # no sub/dir/
+    assert [p for p in tmp_path.rglob("escape.md") if p.parent != public] == []
     assert not (tmp_path.parent / "escape.md").exists() and not Path("/etc/escape.md").exists()
 
 

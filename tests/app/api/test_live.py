@@ -83,10 +83,13 @@ def test_overload_answers_429_quickly(served):
 
 
 def test_request_body_limit(served):
-    settings = served.settings.model_copy(update={"api_max_request_mb": 0.01})
+    settings = served.settings.model_copy(update={"api_max_json_mb": 0.01, "api_max_text_chars": 1000})
     with live_server(served.app(settings)) as base:
+        r = httpx.post(base + "/search", json={"query": "q" * 20_000})
+        assert r.status_code == 413 and "0.01 MB" in r.json()["error"] and "api_max_json_mb" in r.json()["error"]
+        # /rerank has room for api_max_text_chars of UTF-8 text on top: 0.01 MB + 3,000 bytes
         r = httpx.post(base + "/rerank", json={"query": "q", "documents": ["x" * 20_000]})
-        assert r.status_code == 413 and "0.01 MB" in r.json()["error"]
+        assert r.status_code == 413 and "api_max_text_chars" in r.json()["error"]
 
         def chunks():  # no Content-Length: the limit holds while streaming too
             for _ in range(10):

@@ -89,7 +89,7 @@ def test_admin_routes_need_the_admin_group_and_refusals_are_audited(api, provide
     r = c.post("/ingest", files=files, headers=alice)
     assert r.status_code == 403 and "kb-admin" in r.json()["error"]
     assert c.delete("/documents/whatever", headers=alice).status_code == 403
-    assert not (served.settings.upload_dir / "parking.md").exists()
+    assert not (served.settings.upload_dir / "public" / "parking.md").exists()
     r = c.post("/ingest", files=files, headers=bearer(provider.id_token("root")))
     assert r.status_code == 200 and r.json()["added"] == ["parking.md"]
     from app.components import audit_log

@@ -91,3 +91,25 @@ def test_playground_rows_keep_input_order_as_id_and_apply_threshold_and_top_n():
     assert [int(r["ID"]) for r in table] == [1, 2, 3, 4, 5]
     assert [float(r["Normalized Score"]) for r in table] == pytest.approx(scores)
     assert to_csv(rows).startswith(b"\xef\xbb\xbf")  # spreadsheet programs then read Chinese correctly
+
+
+def test_a_source_file_is_offered_for_download_only_when_it_is_not_a_link(tmp_path):
+    """Issue 32: the download button served whatever a symbolic link at a document's source led to."""
+    from app.identity import Caller
+    from app.ui.components.cards import source_file
+
+    secret = tmp_path / "kb.toml"
+    secret.write_text('client_secret = "s3cr3t-value"\n')
+    share = (tmp_path / "share").resolve()
+    share.mkdir()
+    real = share / "policy.md"
+    real.write_text("# Policy\n")
+    anyone = Caller("bob", ())
+    assert source_file(_row(0.9, source=str(real)), anyone) == real
+    assert source_file(_row(0.9, source=str(real), acl=("hr",)), anyone) is None  # not theirs to read
+    real.unlink()
+    real.symlink_to(secret)  # swapped for a link after it was indexed
+    assert source_file(_row(0.9, source=str(real)), anyone) is None
+    (tmp_path / "alias").symlink_to(share, target_is_directory=True)
+    (share / "other.md").write_text("# Other\n")
+    assert source_file(_row(0.9, source=str(tmp_path / "alias" / "other.md")), anyone) is None  # a linked folder

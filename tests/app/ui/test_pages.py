@@ -84,7 +84,8 @@ def test_library_uploads_lists_skips_and_deletes(app_test, kb, embedder, tmp_pat
     assert "unsupported" in skipped.set_index("File").loc["tool.exe", "Reason"]
     row = docs.set_index("File").loc["wifi.md"]
     assert row["Chunks"] >= 1 and row["Status"] == "added" and row["Access"] == "it, ops"
-    assert sorted(p.name for p in kb.uploads.iterdir()) == ["wifi.md", "wifi.md.meta.json"]  # broken ones not kept
+    assert [p.name for p in kb.uploads.iterdir()] == ["groups-it+ops"]  # one folder per set of access groups
+    assert sorted(p.name for p in (kb.uploads / "groups-it+ops").iterdir()) == ["wifi.md", "wifi.md.meta.json"]
 
     # the new document is searchable at once, for its groups only
     at.switch_page("views/search.py").run()
@@ -102,7 +103,7 @@ def test_library_uploads_lists_skips_and_deletes(app_test, kb, embedder, tmp_pat
     assert not at.exception
     docs = at.dataframe[-1].value
     assert list(docs["File"]) == ["vpn.md"]
-    assert not (kb.uploads / "wifi.md").exists()
+    assert not (kb.uploads / "groups-it+ops" / "wifi.md").exists()
     assert [r.source for r in _index(index, embedder).documents.values()][0].endswith("vpn.md")
 
 

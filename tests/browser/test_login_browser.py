@@ -9,6 +9,7 @@ import os
 import secrets
 import shutil
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -120,13 +121,26 @@ def nav_links(page) -> set[str]:
 
 def format_choices(page) -> set[str]:
     """The values the sidebar's format filter offers."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     side = page.locator('[data-testid="stSidebar"]')
-    side.get_by_text("Filter documents").click()
     box = side.locator('[data-testid="stMultiSelect"]').filter(has_text="format")
-    box.scroll_into_view_if_needed()
-    box.locator("input").click()
     options = page.get_by_role("option")
-    options.first.wait_for()
+    # A rerun of the app (the search just made, a session check) redraws the sidebar and closes an open list or
+    # expander; on a busy machine it can land after any fixed pause. So: open what is closed, until the list shows.
+    deadline = time.monotonic() + 90
+    while True:
+        if not box.locator("input").is_visible():
+            side.get_by_text("Filter documents").click()
+            box.locator("input").wait_for()
+        box.scroll_into_view_if_needed()
+        box.locator("input").click()
+        try:
+            options.first.wait_for(timeout=5000)
+            break
+        except PlaywrightTimeout:
+            if time.monotonic() > deadline:
+                raise
     found = set(options.all_inner_texts()) - {"Select all"}
     page.keyboard.press("Escape")
     return found

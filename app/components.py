@@ -4,41 +4,45 @@ so a setting means the same everywhere and is read in one place.
 
 Parts are built once and handed over whole; a service never loads anything itself. Command-line overrides
 (`--index`, `--embedder`, `--reranker`) are applied to the settings first (`Settings.model_copy(update=...)`).
+Nothing outside this module constructs an embedder, a reranker or the serving supervisor (`build_live`): every
+reranker a process loads is held by its one `POOL`.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from dataclasses import replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from ingest import OcrOptions
 from ingest.files import private_dir
-from rerank.engines.factory import get_reranker, is_disabled, release
+from rerank.calibration import Calibrator, load_calibrator
+from rerank.engines.factory import create_reranker, is_disabled
+from rerank.engines.pool import ModelPool
 from rerank.protocol import Reranker
 from rerank.types import RerankerOptions
 from retrieval.analyzer import Analyzer
 from retrieval.embedder import Embedder
-from retrieval.index import IndexNotFound, KnowledgeIndex
-from retrieval.storage import current_version
+from retrieval.index import IndexNotFound, IndexOpener, KnowledgeIndex
 from retrieval.stores.base import StoreFactory
 from retrieval.stores.faiss import FaissStoreFactory
-from retrieval.vocabulary import Vocabulary, file_stamp, load_vocabulary
+from retrieval.vocabulary import Vocabulary, load_vocabulary
 
 from .errors import KbError
-from .quality.calibration import Calibrator, load_calibrator
 from .services.audit import AuditLog
 from .services.events import EventLog, who_key
 from .services.library import IngestOptions, Library
-from .services.model_stats import ModelStats
+from .services.live import LiveSearch
+from .services.request import SearchDefaults
 from .services.rollout import RolloutState, RolloutStore, check_promoted_weights, model_id
-from .services.rollout import stamp as rollout_stamp
-from .services.search import QueryCache, SearchDefaults, SearchService
-from .services.shadow import ShadowRunner
+from .services.search import QueryCache, SearchService
 from .settings import Settings
 
 log = logging.getLogger(__name__)
+
+# The rerankers this process has loaded, shared by every search built here and released only by the serving
+# supervisor (a model no role uses any more): one owner of model lifetime per process.
+POOL = ModelPool()
 
 
 # ---- options: settings unpacked once ---------------------------------------------------------------------------
@@ -125,14 +129,25 @@ def load_vocab(s: Settings) -> Vocabulary:
     return vocab
 
 
+def index_opener(s: Settings, analyzer: Analyzer | None = None) -> IndexOpener:
+    """How indexes are made and opened here: the settings' vector store, BM25 read with `analyzer` (default: the
+    settings' user dictionary). Everything that reads or writes an index gets one from here."""
+    return IndexOpener(store_factory(s), analyzer if analyzer is not None else load_vocab(s).analyzer)
+
+
+def eval_opener(s: Settings, analyzer: Analyzer | None = None) -> IndexOpener:
+    """How labelled sets' eval indexes are made and opened (`kb eval`, `kb tune`, the Tuning page): FAISS in their
+    own folders whatever the serving store (they must never write into a shared Milvus collection), BM25 read
+    with the user dictionary in use."""
+    return IndexOpener(None, analyzer if analyzer is not None else load_vocab(s).analyzer)
+
+
 def open_index(s: Settings, embedder: Embedder, create: bool = False,
                analyzer: Analyzer | None = None) -> KnowledgeIndex:
     """The live version of the index at `s.index_dir` (IndexNotFound unless `create`, IndexMismatch when built
     with another embedder or vector store), its BM25 read with `analyzer` (default: the settings' user
     dictionary)."""
-    analyzer = analyzer if analyzer is not None else load_vocab(s).analyzer
-    return KnowledgeIndex.open(Path(s.index_dir), embedder.info(), {}, store_factory(s), create=create,
-                               analyzer=analyzer)
+    return index_opener(s, analyzer).open(Path(s.index_dir), embedder.info(), {}, create=create)
 
 
 def load_reranker(s: Settings, options: RerankerOptions | None = None,
@@ -151,11 +166,26 @@ def load_reranker(s: Settings, options: RerankerOptions | None = None,
     return None, error
 
 
+def open_reranker(s: Settings, name: str | None = None, options: RerankerOptions | None = None) -> Reranker:
+    """The loaded reranker `name` (default: the one serving) with `options` (default: the settings'), from the
+    process's `POOL`: loaded once, shared. Raises what the load raises (ModelNotAvailable, RerankerLoadError,
+    RerankerParameterError; KbError for a promoted folder whose weights changed since), for a caller that must
+    not go on without it (`kb rerank`)."""
+    name = name if name is not None else serving_reranker(s)
+    check_promoted_weights(read_rollout(s)[0], name)  # a promoted folder changed since: refused, named
+    return POOL.get(name, options if options is not None else reranker_options(s))
+
+
+def load_unshared(name: str, options: RerankerOptions) -> Reranker:
+    """The reranker `name` loaded for one use and not kept in the pool: the promotion gate's comparison with the
+    serving model, on the gate's own (CPU) options, freed once the gate is done."""
+    return create_reranker(name, options).load()
+
+
 def _try_load(s: Settings, name: str, options: RerankerOptions | None = None) -> tuple[Reranker | None, str | None]:
     """(the shared loaded reranker, None) or (None, "reranker NAME could not be loaded (why)")."""
     try:
-        check_promoted_weights(read_rollout(s)[0], name)  # a promoted folder changed since: refused, named
-        return get_reranker(name, options if options is not None else reranker_options(s)), None
+        return open_reranker(s, name, options), None
     except Exception as exc:  # noqa: BLE001 — any load failure is reported by the caller, never raised
         return None, f"reranker {name!r} could not be loaded ({exc})"
 
@@ -254,8 +284,7 @@ def read_index(s: Settings) -> KnowledgeIndex | None:
     manifest = KnowledgeIndex.read_manifest(Path(s.index_dir))
     if manifest is None:
         return None
-    return KnowledgeIndex.open(Path(s.index_dir), manifest["embedder"], {}, store_factory(s), create=False,
-                               analyzer=load_vocab(s).analyzer)
+    return index_opener(s).open(Path(s.index_dir), manifest["embedder"], {}, create=False)
 
 
 def events_url(s: Settings) -> str:
@@ -284,277 +313,69 @@ def open_events(s: Settings) -> EventLog | None:
 def make_library(s: Settings, embedder: Embedder, analyzer: Analyzer | None = None) -> Library:
     """Ingest and delete for the index at `s.index_dir`; BM25 analysed with `analyzer` (default: the settings'
     user dictionary)."""
-    analyzer = analyzer if analyzer is not None else load_vocab(s).analyzer
-    return Library(Path(s.index_dir), embedder, ingest_options(s), store_factory(s), Path(s.upload_dir), analyzer)
+    return Library(Path(s.index_dir), embedder, ingest_options(s), index_opener(s, analyzer), Path(s.upload_dir))
 
 
+# ---- the serving supervisor ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LiveParts:
+    """What `LiveSearch` builds with (`app.services.live.Parts`): this module's builders over one settings object,
+    rerankers from the process's `POOL`."""
 
-def _when_changed(changed, reload, what: str) -> bool:
-    """`reload()` when `changed()`; whether it did. A watcher must outlive one bad reload: a failure is logged
-    ("could not <what>") and reported as False."""
-    if not changed():
-        return False
+    s: Settings
+
+    def open_index(self, embedder: Embedder, create: bool, analyzer: Analyzer) -> KnowledgeIndex:
+        return open_index(self.s, embedder, create, analyzer)
+
+    def load_vocabulary(self) -> Vocabulary:
+        return load_vocab(self.s)
+
+    def vocabulary_paths(self) -> tuple[Path, Path]:
+        return vocabulary_paths(self.s)
+
+    def rollout(self) -> RolloutStore:
+        return rollout_store(self.s)
+
+    def read_rollout(self) -> tuple[RolloutState, str | None]:
+        return read_rollout(self.s)
+
+    def load_reranker(self, name: str) -> tuple[Reranker | None, str | None]:
+        return _try_load(self.s, name)
+
+    def release_reranker(self, name: str) -> None:
+        POOL.release(name, reranker_options(self.s))
+
+    def load_calibration(self, reranker: Reranker | None) -> tuple[Calibrator | None, str | None]:
+        return load_calibration(self.s, reranker)
+
+    def library(self, embedder: Embedder, analyzer: Analyzer) -> Library:
+        return make_library(self.s, embedder, analyzer)
+
+
+def live_search(s: Settings, service: SearchService) -> LiveSearch:
+    """The serving supervisor over `service`, not started: nothing reloaded or watched yet (`build_live` starts
+    one; tests drive its checks by hand). The service's events store stays its owner's to close."""
+    return LiveSearch(s, service, LiveParts(s))
+
+
+def build_live(s: Settings, service: SearchService | None = None, embedder: Embedder | None = None,
+               create: bool = False, quiet: bool = True) -> LiveSearch:
+    """What a long-running process serves (the API, the app), started: `service` when given (its events store is
+    its owner's), else one built here over the embedder (loaded unless given), the events store (closed by the
+    supervisor's `stop()`) and the serving reranker; then the index's live version (an empty new index with
+    `create`; without one the service has none and `index_error` says why, raised too unless `quiet`), followed
+    from now on with the vocabulary and rollout files (`LiveSearch.watch`). When it raises nothing is left
+    running."""
+    events = None
+    if service is None:
+        embedder = embedder if embedder is not None else load_embedder(s)
+        events = open_events(s)
+        service = make_search(s, embedder, None, events=events)
+    live = LiveSearch(s, service, LiveParts(s), owns_events=events is not None)
     try:
-        reload()
-    except Exception:  # noqa: BLE001
-        log.exception("could not %s", what)
-        return False
-    return True
-
-def batched(s: Settings, model: Reranker | None) -> Reranker | None:
-    """What a long-running process (API, app) serves for `model`: with `rerank_batching`, a `BatchingReranker`
-    over it, so the rerank work of concurrent requests shares forward passes (`rerank.coalesce`); else, or for an
-    engine that cannot batch (LLM, remote TEI: it batches on its own side), `model` itself."""
-    from rerank.coalesce import BatchingReranker, can_batch
-
-    if model is None or not s.rerank_batching or not can_batch(model):
-        return model
-    return BatchingReranker(model, s.rerank_batch_wait_ms, s.rerank_batch_tokens)
-
-
-class LiveSearch:
-    """The `SearchService` a long-running process (API, app) serves. `reload_index` opens the index's newest
-    version, `reload_vocabulary` rereads the user dictionary and synonyms, `reload_models` follows the rollout file
-    (promotion, rollback, canary, shadow); each swaps in a new service, so a search running meanwhile finishes on
-    what it started with and nobody sees a half-changed service. `watch()` does all three whenever something
-    changes, whoever changed it: a version published by any process (`index_reload_s`), the vocabulary files
-    (`vocabulary_reload_s`), the rollout file (`models_reload_s`). `stats` holds the per-model figures of this
-    process. With `rerank_batching` the serving and canary rerankers are wrapped here (`batched`), and a wrapper
-    swapped out is closed once what was queued on it is scored."""
-
-    def __init__(self, settings: Settings, service: SearchService):
-        self.settings = settings
-        self.stats = service.stats if service.stats is not None else ModelStats()
-        self._batchers: list = []  # the BatchingRerankers made here, closed when swapped out or at stop()
-        self._service = replace(service, stats=self.stats, reranker=self._batched(service.reranker),
-                                canary=self._batched(service.canary))
-        self._lock = threading.Lock()
-        self._models_lock = threading.Lock()
-        self.index_error: str | None = None
-        self.models_error: str | None = None  # why the rollout file's choice is not (all) being served
-        self._models_stamp: tuple[int, ...] | None = None
-        self._index_stamp: str | None = None  # the published version last served (or tried)
-        self._stop = threading.Event()
-        self._watchers: list[threading.Thread] = []
-
-    @property
-    def service(self) -> SearchService:
-        return self._service
-
-    def _batched(self, model: Reranker | None) -> Reranker | None:
-        wrapped = batched(self.settings, model)
-        if wrapped is not model:
-            self._batchers.append(wrapped)
-        return wrapped
-
-    @property
-    def vocabulary(self) -> Vocabulary:
-        return self._service.vocabulary
-
-    def library(self) -> Library:
-        """Ingest and delete with the embedder and user dictionary being served."""
-        return make_library(self.settings, self._service.embedder, self._service.vocabulary.analyzer)
-
-    def published_version(self) -> str | None:
-        """The version the index folder's CURRENT pointer names now, whoever published it (None: no index yet)."""
-        folder = current_version(Path(self.settings.index_dir))
-        return folder.name if folder is not None else None
-
-    def index_changed(self) -> bool:
-        """Whether a version other than the one served (or last tried) has been published since."""
-        return self.published_version() != self._index_stamp
-
-    def reload_index(self, create: bool = False, quiet: bool = True) -> SearchService:
-        """Swap in the live index version (an empty new index when there is none and `create`); returns the new
-        service. When the index cannot be opened the service has none and `index_error` says why; unless `quiet`
-        the error (IndexNotFound, IndexMismatch) is raised too. Any other failure (a version removed while it was
-        read, because two more were published meanwhile) raises and changes nothing served. The query cache is
-        emptied on a new version: its keys name the version, so nothing of the old one could be served again, and
-        its memory is freed at once."""
-        from retrieval.index import IndexMismatch
-
-        with self._lock:
-            current = self._service
-            published = self.published_version()
-            failure: Exception | None = None
-            try:
-                index = open_index(self.settings, current.embedder, create=create,
-                                   analyzer=current.vocabulary.analyzer)
-                self.index_error = None
-            except IndexNotFound as exc:
-                index, failure = None, exc
-                self.index_error = (f"No index at {self.settings.index_dir} yet. Upload documents on the Library "
-                                    f"page, or run `kb ingest PATH --index {self.settings.index_dir}` "
-                                    "(or `kb demo`).")
-            except IndexMismatch as exc:  # a rebuild with another embedder: nothing of the old version is served
-                index, failure = None, exc
-                self.index_error = str(exc)
-            self._index_stamp = index.version if index is not None and index.version else published
-            self._service = current.with_index(index)
-            if (index.version if index else None) != (current.index.version if current.index else None):
-                self._service.cache.clear()
-                log.info("index version %s now serves (was %s)", index.version if index else None,
-                         current.index.version if current.index else None)
-        if failure is not None and not quiet:
-            raise failure
-        return self._service
-
-    def check_index(self) -> bool:
-        """Serve the version published last when it is not the one served; whether it did. Never raises: a version
-        that cannot be read is logged, the one served stays, and it is tried again at the next check."""
-        return _when_changed(self.index_changed, self.reload_index,
-                             "open the newly published index version; the version served stays")
-
-    def vocabulary_changed(self) -> bool:
-        """Whether the user dictionary or synonyms file changed (or appeared, or went) since it was read."""
-        return file_stamp(*vocabulary_paths(self.settings)) != self._service.vocabulary.stamp
-
-    def reload_vocabulary(self) -> SearchService:
-        """Reread both files and swap in a service that uses them. A changed user dictionary re-analyses the
-        served index's BM25 from its stored text (no re-embedding) before the swap; searches meanwhile are served
-        by the old one."""
-        with self._lock:
-            current = self._service
-            vocab = load_vocab(self.settings)
-            index = current.index
-            if index is not None and index.analyzer.fingerprint != vocab.analyzer.fingerprint:
-                index = index.with_analyzer(vocab.analyzer)
-            self._service = replace(current, index=index, vocabulary=vocab)
-            log.info("vocabulary reloaded: %d user dictionary words, %d synonym sets, %d lines skipped",
-                     vocab.counts["user_dict"], vocab.counts["synonyms"], len(vocab.problems))
-        return self._service
-
-    def check_vocabulary(self) -> bool:
-        """Reload the vocabulary when its files changed; whether it did. Never raises: a failure is logged and the
-        current vocabulary stays."""
-        return _when_changed(self.vocabulary_changed, self.reload_vocabulary,
-                             "reload the user dictionary and synonyms; the previous ones stay in use")
-
-    # ---- reranker versions ----------------------------------------------------------------------------------
-    def models_changed(self) -> bool:
-        """Whether the rollout file changed (or appeared, or went) since it was last applied."""
-        return rollout_stamp(rollout_store(self.settings).path) != self._models_stamp
-
-    def reload_models(self) -> SearchService:
-        """Serve what the rollout file says: the serving model, the canary and the shadow. A model that is not
-        loaded yet is loaded beside the one serving, then the service is swapped (with an emptied query cache:
-        its results name the models that scored them); a model no longer used is released. A model that fails to
-        load changes nothing of its role (the old one keeps serving, a shadow keeps running) and `models_error`
-        says why (as do `/info`, the Status page and the log); it is tried again at the next check. A rollout file
-        that cannot be read changes nothing at all."""
-        s = self.settings
-        with self._models_lock:
-            path = rollout_store(s).path
-            self._models_stamp = rollout_stamp(path)
-            state, error = read_rollout(s)
-            if error is not None:
-                self.models_error = f"{error}; the models serving now stay"
-                log.warning("%s", self.models_error)
-                return self._service
-            errors: list[str] = []
-            current = self._service
-            changes: dict = {}
-            want = state.serving_model(s.reranker)
-            if want != current.reranker_name:
-                model, load_error = (None, None) if is_disabled(want) else _try_load(s, want)
-                if load_error is None:
-                    model = self._batched(model)
-                    calibrator, calibration_error = load_calibration(s, model)
-                    changes.update(reranker=model, reranker_name=want, reranker_error=None, calibrator=calibrator,
-                                   calibration_error=calibration_error)
-                    log.info("reranker %s now serves (was %s)", want, current.reranker_name)
-                else:
-                    errors.append(f"{load_error}; {current.reranker_name} keeps serving")
-            trial = state.canary
-            canary_name = current.canary.name if current.canary is not None else None
-            if trial is None and canary_name is not None:
-                changes.update(canary=None, canary_share=0.0)
-            elif trial is not None and (trial.model != canary_name or trial.share != current.canary_share):
-                model, load_error = (current.canary, None) if trial.model == canary_name else \
-                    _try_load(s, trial.model)
-                if load_error is None and model is not current.canary:
-                    model = self._batched(model)
-                if load_error is None:
-                    changes.update(canary=model, canary_share=trial.share)
-                else:
-                    errors.append(f"canary not started: {load_error}")
-            shadow_name = current.shadow.name if current.shadow is not None else None
-            want_shadow = state.shadow.model if state.shadow is not None else None
-            if want_shadow is None and shadow_name is not None:
-                changes["shadow"] = None
-            elif want_shadow is not None and want_shadow != shadow_name:
-                model, load_error = _try_load(s, want_shadow)
-                if load_error is None:
-                    changes["shadow"] = ShadowRunner(model, self.stats, s.shadow_queue)
-                else:
-                    errors.append(f"shadow not started: {load_error}")
-            if changes:
-                with self._lock:
-                    self._service = replace(self._service, **changes)
-                self._service.cache.clear()  # cached results name the models that scored them
-                self._release(current, self._service)
-            self.models_error = "; ".join(errors) or None
-            if errors:
-                self._models_stamp = None  # try again at the next check (a load may fail for want of memory)
-                log.warning("rollout file %s: %s", path, self.models_error)
-            return self._service
-
-    def _release(self, old: SearchService, new: SearchService) -> None:
-        """Free what `old` used and `new` does not: a stopped shadow's thread, and the shared model instances
-        (called under the models lock, so a concurrent reload cannot be handed a model being released)."""
-        if old.shadow is not None and old.shadow is not new.shadow:
-            old.shadow.stop()
-        for m in (old.reranker, old.canary):  # a swapped-out batcher: what began on it finishes on it
-            if m in self._batchers and m is not new.reranker and m is not new.canary:
-                self._batchers.remove(m)
-                m.close(drain=True)
-        in_use = {m.name for m in (new.reranker, new.canary, new.shadow.reranker if new.shadow else None) if m}
-        options = reranker_options(self.settings)
-        for m in (old.reranker, old.canary, old.shadow.reranker if old.shadow else None):
-            if m is not None and m.name not in in_use:
-                release(m.name, options)
-
-    def check_models(self) -> bool:
-        """Follow the rollout file when it changed; whether it did. Never raises (a failure is logged)."""
-        return _when_changed(self.models_changed, self.reload_models,
-                             "apply the rollout file; the models serving stay")
-
-    def watch(self) -> None:
-        """Apply the rollout file now (a shadow starts only in a long-running process), then look for a newly
-        published index version every `index_reload_s` seconds, for changes to the rollout file every
-        `models_reload_s` and to the vocabulary files every `vocabulary_reload_s`, in daemon threads, until
-        `stop()` (no thread for an interval of 0)."""
-        if self._watchers:
-            return
-        self.check_models()
-        for interval, check, name in ((self.settings.index_reload_s, self.check_index, "kb-index"),
-                                      (self.settings.vocabulary_reload_s, self.check_vocabulary, "kb-vocabulary"),
-                                      (self.settings.models_reload_s, self.check_models, "kb-models")):
-            if interval <= 0:
-                continue
-
-            def run(interval: float = interval, check=check) -> None:
-                while not self._stop.wait(interval):
-                    check()
-
-            thread = threading.Thread(target=run, name=name, daemon=True)
-            thread.start()
-            self._watchers.append(thread)
-
-    @property
-    def watching(self) -> bool:
-        """Whether a watcher thread is running."""
-        return any(t.is_alive() for t in self._watchers)
-
-    def stop(self) -> None:
-        self._stop.set()
-        for thread in self._watchers:
-            thread.join(timeout=5)
-        self._watchers = []
-        if self._service.shadow is not None:
-            self._service.shadow.stop()
-        # drained, not failed: a request that still reaches this service (an in-process client that runs the
-        # app's lifespan once per request, a search begun during shutdown) is scored by the engine alone
-        for batcher in self._batchers:
-            batcher.close(drain=True)
-        self._batchers = []
+        live.reload_index(create=create, quiet=quiet)
+    except BaseException:
+        live.stop()
+        raise
+    live.watch()
+    return live

@@ -5,7 +5,7 @@
   OIDC token's claims do (`caller_from_claims`, see `app.oidc`).
 - The app: the signed-in user's ID-token claims (`caller_from_claims`), or `OPEN` in open mode.
 
-Groups decide what recall may return (`SearchService.search(..., caller=...)`); `admin` decides who may ingest,
+Groups decide what recall may return (`SearchService.search(request, caller)`); `admin` decides who may ingest,
 delete, write defaults and see the admin pages. An admin sees every document unless narrowed ("view as").
 """
 

@@ -38,6 +38,7 @@ def main() -> None:
     from app.quality.latency import percentiles
     from app.services.events import EventLog
     from app.services.library import sync
+    from app.services.request import SearchRequest
     from app.settings import Settings
     from retrieval.embedder import Embedder
     from retrieval.models import PACKAGED_MINILM
@@ -52,7 +53,7 @@ def main() -> None:
         plain = make_search(settings, emb, index)
         logged = make_search(settings, emb, index, events=events)
         who = Caller.member_of(["hr"], who="someone@example.com", via="oidc")
-        results = [plain.search(q, caller=who) for q in QUERIES]
+        results = [plain.search(SearchRequest.of(q), who) for q in QUERIES]
         record_us, with_ms, without_ms = [], [], []
         for i in range(args.searches):
             res = replace(results[i % len(results)], query_id=uuid.uuid4().hex)  # each search has its own id
@@ -65,7 +66,7 @@ def main() -> None:
             for svc, out in ((plain, without_ms), (logged, with_ms)) if i % 2 else ((logged, with_ms),
                                                                                   (plain, without_ms)):
                 t0 = time.perf_counter()
-                svc.search(q, caller=who)
+                svc.search(SearchRequest.of(q), who)
                 out.append((time.perf_counter() - t0) * 1000)
         events.close()
         report = {"searches_recorded": args.searches, "record_search_us": percentiles(record_us, 1),

@@ -36,6 +36,7 @@ def main() -> None:
     from app.components import build_search, load_embedder
     from app.identity import OPERATOR
     from app.services.library import sync
+    from app.services.request import SearchRequest
     from app.settings import Settings
     from benchmarks.rerank_cpu import build_m3_sized
     from rerank.budget import Meters
@@ -56,7 +57,7 @@ def main() -> None:
 
         def run(label: str, svc, query: str, budget: int) -> None:
             t0 = time.perf_counter()
-            res = svc.search(query, caller=OPERATOR, top_k=args.top_k, rerank_budget_ms=budget)
+            res = svc.search(SearchRequest.of(query, top_k=args.top_k, rerank_budget_ms=budget), OPERATOR)
             wall = (time.perf_counter() - t0) * 1000
             rate = svc.meters.of(res.reranker).rate
             runs.append({"run": label, "query": query, "budget_ms": budget or None, "wall_ms": round(wall),

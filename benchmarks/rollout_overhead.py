@@ -50,12 +50,13 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    from app.components import LiveSearch, make_search, open_index, rollout_store
+    from app.components import live_search, load_unshared, make_search, open_index, rollout_store
     from app.identity import OPERATOR
     from app.quality.bench import machine
     from app.quality.latency import percentiles
     from app.services import promotion
     from app.services.library import sync
+    from app.services.request import SearchRequest
     from app.services.search import in_canary
     from app.settings import Settings
     from rerank.validation.gate import GateLimits
@@ -73,9 +74,9 @@ def main() -> None:
                             models_reload_s=0, _env_file=None)
         emb = Embedder(PACKAGED_MINILM).load()
         sync([ROOT / "data" / "samples" / "docs"], settings.index_dir, emb)
-        live = LiveSearch(settings, make_search(settings, emb, open_index(settings, emb)))
+        live = live_search(settings, make_search(settings, emb, open_index(settings, emb)))
         for q in QUERIES:  # warm both paths
-            live.service.search(q, caller=OPERATOR, threshold=0.0)
+            live.service.search(SearchRequest.of(q, threshold=0.0), OPERATOR)
 
         store = rollout_store(settings)
         before = rss_mb()
@@ -94,7 +95,7 @@ def main() -> None:
             for svc, sink in ((plain, off_ms), (with_shadow, on_ms)):
                 for i in range(block, min(block + BLOCK, args.searches)):
                     t = time.perf_counter()
-                    svc.search(QUERIES[i % len(QUERIES)], caller=OPERATOR, threshold=0.0)
+                    svc.search(SearchRequest.of(QUERIES[i % len(QUERIES)], threshold=0.0), OPERATOR)
                     sink.append((time.perf_counter() - t) * 1000)
                     time.sleep(args.gap_ms / 1000)
                 with_shadow.shadow.join(600)
@@ -103,7 +104,7 @@ def main() -> None:
         live.reload_models()
 
         t0 = time.perf_counter()
-        promotion.promote(store, v2, settings.reranker, OPERATOR,
+        promotion.promote(store, v2, settings.reranker, OPERATOR, load=load_unshared,
                           limits=GateLimits(min_top_overlap=0.0, max_score_shift=1.0))
         gate_s = time.perf_counter() - t0
         t0 = time.perf_counter()

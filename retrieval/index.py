@@ -285,3 +285,23 @@ class KnowledgeIndex:
     def stats(self) -> dict[str, Any]:
         return {"documents": len(self.documents), "chunks": len(self.chunks), "dense_index": self.dense.kind,
                 "version": self.version, "embedder": self.embedder["name"], "updated": self.updated}
+
+
+@dataclass(frozen=True)
+class IndexOpener:
+    """How this installation makes and opens indexes: the store its vectors go to (`stores`; None: FAISS inside
+    each version) and the analyzer its BM25 reads text with (the user dictionary). Built once from the settings
+    (`app.components.index_opener`) and handed to whatever reads or writes an index (the Library, evaluation,
+    benchmarks), so that nobody else decides either."""
+
+    stores: StoreFactory | None = None
+    analyzer: Analyzer = DEFAULT
+
+    def new(self, root: Path, embedder: dict[str, Any], chunker: dict[str, Any]) -> KnowledgeIndex:
+        """An empty index at `root` (nothing read from disk: a rebuild, or a synthetic index)."""
+        return KnowledgeIndex(Path(root), embedder, chunker, self.stores, self.analyzer)
+
+    def open(self, root: Path, embedder: dict[str, Any], chunker: dict[str, Any],
+             create: bool = True) -> KnowledgeIndex:
+        """The live version at `root` (see `KnowledgeIndex.open`)."""
+        return KnowledgeIndex.open(Path(root), embedder, chunker, self.stores, create=create, analyzer=self.analyzer)

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from ..errors import KbError
 from ..identity import Caller
-from ..services.search import PRESETS
+from ..services.request import PRESETS
 from .deps import METRICS_READER, CallerDep, ServiceDep, StateDep
 from .errors import error_responses
 

@@ -7,47 +7,31 @@ import uuid
 
 from fastapi import APIRouter
 
-from retrieval.filters import FilterError, from_mapping
-
 from ..errors import KbError
 from ..services.limits import RerankLimits
-from ..services.search import PRESETS
+from ..services.request import PRESETS, SearchRequest
 from .deps import CallerDep, ServiceDep, StateDep
 from .errors import error_responses
-from .schemas import RerankRequest, RerankResponse, SearchRequest, TeiRank
+from .schemas import RerankRequest, RerankResponse, SearchBody, TeiRank
 
 router = APIRouter(responses=error_responses(400, 401, 403, 413, 422, 429, 503))
 RERANK_PATHS = frozenset({"/rerank", "/v1/rerank", "/v2/rerank"})
 ADMITTED_PATHS = RERANK_PATHS | {"/search"}  # the routes that take a slot
 
 
-def _check_query(query: str, limit: int) -> str:
-    query = query.strip()
-    if not query:
-        raise KbError("bad_request", "query is empty; send a question in `query`")
-    if len(query) > limit:
-        raise KbError("too_large", f"query has {len(query)} characters; the limit is {limit} (setting "
-                                   "api_max_query_chars)")
-    return query
-
-
 @router.post("/search", summary="Recall K chunks, rerank, keep those above the threshold, return N")
-def search(body: SearchRequest, st: StateDep, who: CallerDep, service: ServiceDep) -> dict:
-    query = _check_query(body.query, st.settings.api_max_query_chars)
+def search(body: SearchBody, st: StateDep, who: CallerDep, service: ServiceDep) -> dict:
     threshold = body.threshold
     if threshold is None and body.preset is not None:
         threshold = PRESETS[body.preset]
+    request = SearchRequest.of(body.query, top_k=body.top_k, top_n=body.top_n, threshold=threshold, mode=body.mode,
+                               max_per_doc=body.max_per_doc, merge=body.merge_adjacent, filters=body.filters,
+                               rerank_budget_ms=body.rerank_budget_ms, max_query_chars=st.settings.api_max_query_chars)
     caller = who.narrowed(body.groups)
-    try:
-        filters = from_mapping(body.filters)
-    except FilterError as exc:  # 422 naming the key and the fix
-        raise KbError("validation", str(exc)) from None
     with st.admission.slot():
         st.metrics.in_flight.inc()
         try:
-            res = service.search(query, caller=caller, top_k=body.top_k, top_n=body.top_n, threshold=threshold,
-                                 mode=body.mode, max_per_doc=body.max_per_doc, merge=body.merge_adjacent,
-                                 filters=filters, rerank_budget_ms=body.rerank_budget_ms)
+            res = service.search(request, caller)
         finally:
             st.metrics.in_flight.dec()
     st.metrics.observe_search(res.timings_ms, res.reranked, [r.score for r in res.results], res.cached,

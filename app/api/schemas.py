@@ -24,7 +24,9 @@ def _encodable(value: str) -> str:
 Text = Annotated[str, AfterValidator(_encodable)]
 
 
-class SearchRequest(BaseModel):
+class SearchBody(BaseModel):
+    """The body of POST /search; the route turns it into the service's `SearchRequest`."""
+
     model_config = ConfigDict(extra="forbid")
 
     query: Text = Field(..., description="the question, e.g. 试用期员工离职需要办理哪些手续？")

@@ -15,7 +15,6 @@ import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 
-from ..components import LiveSearch
 from ..services.search import SearchService
 from ..settings import Settings, get_settings
 from . import errors
@@ -37,7 +36,7 @@ def create_app(settings: Settings | None = None, service: SearchService | None =
                background: bool = True) -> FastAPI:
     """Build the app. `background=False` loads in the lifespan before serving (tests, scripts)."""
     settings = settings if settings is not None else get_settings()
-    state = ApiState(settings, LiveSearch(settings, service) if service is not None else None)
+    state = ApiState(settings, service)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -8,12 +8,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from ..components import LiveSearch, audit_log, load_embedder, make_search, oidc_verifier, open_events
+from ..components import audit_log, build_live, oidc_verifier
 from ..errors import KbError
 from ..oidc import OidcVerifier
 from ..services.audit import AuditLog
 from ..services.events import EventLog
 from ..services.library import Library
+from ..services.live import LiveSearch
 from ..services.search import SearchService
 from ..settings import Settings
 from .limits import Admission, active_limit
@@ -25,7 +26,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class ApiState:
     settings: Settings
-    live: LiveSearch | None = None  # given (tests, an embedding process) or made by `load()`
+    service: SearchService | None = None  # given (tests, an embedding process): served instead of one built here
+    live: LiveSearch | None = None  # the serving supervisor, made by `load()`
     metrics: Metrics = field(default_factory=Metrics)
     admission: Admission | None = None
     ready: bool = False
@@ -34,7 +36,6 @@ class ApiState:
     ingest_lock: threading.Lock = field(default_factory=threading.Lock)
     verifier: OidcVerifier | None = None  # the sign-in provider's tokens (None: API keys, or open)
     audit: AuditLog | None = None
-    _own_events: EventLog | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.admission is None:
@@ -47,19 +48,15 @@ class ApiState:
         self.metrics.registry.register(AuditCollector(self.audit))  # refusals counted across rotations
 
     def load(self) -> None:
-        """Load models (unless given), then the index: an empty one when none exists yet, so POST /ingest can
-        fill it."""
+        """Load models (unless a service was given), then the index: an empty one when none exists yet, so
+        POST /ingest can fill it; from then on published index versions, the vocabulary and rollout files are
+        followed (`components.build_live`)."""
         try:
-            if self.live is None:
-                s = self.settings
-                self._own_events = open_events(s)
-                self.live = LiveSearch(s, make_search(s, load_embedder(s), None, events=self._own_events))
-            self.live.reload_index(create=True, quiet=False)
+            self.live = build_live(self.settings, self.service, create=True, quiet=False)
             # read at each scrape: the version served changes whenever any process publishes one
             self.metrics.index_chunks.set_function(self._served_chunks)
             self.metrics.registry.register(self.live.stats.collector())  # per-model figures on /metrics
             self.metrics.registry.register(BatchingCollector(lambda: self.live.service))  # rerank rounds
-            self.live.watch()  # published index versions, the vocabulary and rollout files: followed on change
             self.ready = True
         except Exception as exc:  # noqa: BLE001 — reported by /health and in the log, the server keeps answering
             self.error = f"{type(exc).__name__}: {exc}"
@@ -84,12 +81,10 @@ class ApiState:
         return events
 
     def close(self) -> None:
-        """At shutdown: stop watching the vocabulary files and write what the events store this API opened holds
-        queued (a store that came with a given service is its owner's to close)."""
+        """At shutdown: stop following changes and write what the events store opened for this API holds queued
+        (`LiveSearch.stop`; a store that came with a given service is its owner's to close)."""
         if self.live is not None:
             self.live.stop()
-        if self._own_events is not None:
-            self._own_events.close()
 
     def library(self) -> Library:
         self.require_ready()

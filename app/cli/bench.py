@@ -121,7 +121,7 @@ def search_command(
     as_json: JsonOpt = False,
 ) -> None:
     """End-to-end search latency by stage (embed, recall, rerank, total), P50/P95/P99, on synthetic corpora."""
-    from ..components import load_reranker, make_search, store_factory
+    from ..components import index_opener, load_reranker, make_search
     from ..quality.bench import bench_search
     from ..services.search import QueryCache
 
@@ -134,7 +134,7 @@ def search_command(
         fail(loaded[1])
     with guard():
         report = bench_search(lambda index: make_search(s, emb, index, loaded, cache=QueryCache(0)), emb,
-                              store_factory(s), size_list, repeats, s.top_k if top_k is None else top_k,
+                              index_opener(s), size_list, repeats, s.top_k if top_k is None else top_k,
                               progress=_progress(as_json))
     if as_json:
         typer.echo(json.dumps(report, ensure_ascii=False))

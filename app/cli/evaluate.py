@@ -29,12 +29,12 @@ from .common import (
 def open_eval_set(s, dataset: Path, emb, split: str, progress: bool):
     """The labelled set at `dataset` with its cached eval index, kept beside the main index (INDEX/../eval);
     `kb eval` and `kb tune` share it. Errors end the command with the reason."""
-    from ..components import eval_root, ingest_options, load_vocab
+    from ..components import eval_opener, eval_root, ingest_options
     from ..quality.evaluate import open_dataset
 
     with guard():
         return open_dataset(dataset, emb, eval_root(s), ingest_options(s), split, progress=progress,
-                            analyzer=load_vocab(s).analyzer)
+                            opener=eval_opener(s))
 
 
 def eval_(
@@ -59,11 +59,11 @@ def eval_(
     shown for unanswerable questions. The eval index lives beside the main one (INDEX/../eval) and is reused."""
     from rich.progress import Progress
 
+    from rerank.calibration import load_calibrator
     from rerank.params import check_threshold, check_top_n
     from retrieval.types import check_top_k
 
     from ..components import load_reranker, load_vocab
-    from ..quality.calibration import load_calibrator
     from ..quality.evaluate import detect_layout, evaluate_set
 
     quiet_libraries()

@@ -39,10 +39,10 @@ def rerank_command(
     long_passage: str | None = typer.Option(None, "--long-passage", help="max | mean | first: window aggregation"),
 ) -> None:
     """Rerank candidates (one per line) for QUERY: rank, raw_score, score, band, text."""
-    from rerank.engines.factory import create_reranker, is_disabled
+    from rerank.engines.factory import is_disabled
     from rerank.rank import rerank
 
-    from ..components import reranker_options
+    from ..components import open_reranker, reranker_options
 
     s = settings_for(reranker=reranker)
     name = s.reranker
@@ -53,10 +53,9 @@ def rerank_command(
     with guard():
         options = reranker_options(s).replace(device=device, dtype=dtype, batch_size=batch_size,
                                               max_length=max_length, long_passage=long_passage)
-        engine = create_reranker(name, options)
     try:
         with guard():
-            engine.load()
+            engine = open_reranker(s, name, options)
     except typer.Exit:
         err.print(f"RERANKER NOT LOADED: {name!r} — no scores were computed.", highlight=False, soft_wrap=True)
         raise

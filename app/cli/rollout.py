@@ -63,6 +63,7 @@ def add_commands(models_app: typer.Typer) -> None:
         passes, make it the serving reranker."""
         from rerank.validation.gate import GateLimits
 
+        from ..components import load_unshared
         from ..services.promotion import promote as run
 
         s, store, audit, options = _parts(index)
@@ -70,7 +71,7 @@ def add_commands(models_app: typer.Typer) -> None:
             result = run(store, path, s.reranker, operator(), audit, golden=golden,
                          options=options.replace(device="cpu", dtype="auto", backend="torch", quantize=False),
                          limits=GateLimits(top_n=top_n, min_top_overlap=min_overlap,
-                                           max_score_shift=max_shift, tolerance=tolerance))
+                                           max_score_shift=max_shift, tolerance=tolerance), load=load_unshared)
         if as_json:
             print(json.dumps({**result.report.to_dict(), "promoted": result.state is not None}, ensure_ascii=False))
         else:

@@ -65,30 +65,30 @@ def search(
     as_json: JsonOpt = False,
 ) -> None:
     """Search the index: recall K chunks, rerank them, show the N best above the threshold."""
-    from retrieval.filters import parse
-
     from ..components import build_search
     from ..identity import OPERATOR, Caller
+    from ..services.request import SearchRequest
 
     quiet_libraries()
     if (query is None) == (queries is None):
         fail("give either a QUERY or --queries FILE")
-    with guard():
-        filters = parse(filter_ or [])
     if queries is not None and not queries.is_file():
         fail(f"--queries {queries}: no such file")
     items = [query] if query is not None else [
         line.strip() for line in queries.read_text(encoding="utf-8").splitlines() if line.strip()]
+    with guard():  # every request checked before any model loads: a bad value is said at once
+        requests = [SearchRequest.of(q, top_k=top_k, top_n=top_n, threshold=threshold, mode=mode,
+                                     max_per_doc=max_per_doc, merge=merge, filters=filter_ or [],
+                                     rerank_budget_ms=budget_ms) for q in items]
     # the operator's tool: every document, unless --groups says whom to search as
     caller = OPERATOR if groups is None else Caller.member_of(g.strip() for g in groups.split(",") if g.strip())
     s = settings_for(index, embedder, reranker)
     emb = load_embedder(s)
     with guard():
         service = build_search(s, emb, trials=True)  # what people are served, a canary included
-    for q in items:
+    for request in requests:
         with guard():
-            res = service.search(q, caller=caller, top_k=top_k, top_n=top_n, threshold=threshold, mode=mode,
-                                 max_per_doc=max_per_doc, merge=merge, filters=filters, rerank_budget_ms=budget_ms)
+            res = service.search(request, caller)
         _print_result(res, as_json, caller.admin)
 
 

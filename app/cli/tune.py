@@ -61,12 +61,12 @@ def tune(
     """Calibrate reranker scores, recommend the threshold for a target precision or recall, sweep K."""
     from rich.progress import Progress
 
+    from rerank.calibration import METHODS
     from rerank.params import check_top_n
     from retrieval.types import check_top_k
 
     from ..components import audit_log, make_search
     from ..quality import tune as t
-    from ..quality.calibration import METHODS
     from ..quality.evaluate import detect_layout
     from ..settings import config_path, get_settings
     from .evaluate import open_eval_set

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rerank.types import RerankerOptions, sigmoid
-from retrieval.stores.base import StoreFactory
+from retrieval.index import IndexOpener
 
 from .latency import percentiles
 
@@ -240,14 +240,14 @@ _WORDS = ("leave annual sick parental probation resignation notice payroll salar
           "令牌 安全 事件 入职 远程 办公 审批 主管").split()
 
 
-def synthetic_index(n: int, embedder, root: Path, stores: StoreFactory | None = None, words: int = 60, seed: int = 0):
+def synthetic_index(n: int, embedder, root: Path, opener: IndexOpener | None = None, words: int = 60, seed: int = 0):
     """A KnowledgeIndex of `n` synthetic chunks (random words of a mixed Chinese/English HR vocabulary, random unit
-    vectors): recall cost depends on sizes, not meaning. 10% of chunks belong to the group `hr`."""
+    vectors), made by `opener` (None: FAISS): recall cost depends on sizes, not meaning. 10% of chunks belong to the
+    group `hr`."""
     from ingest.types import Chunk
-    from retrieval.index import KnowledgeIndex
 
     rng = np.random.default_rng(seed)
-    index = KnowledgeIndex(root, embedder.info(), {}, stores)
+    index = (opener if opener is not None else IndexOpener()).new(root, embedder.info(), {})
     chunks = [Chunk(chunk_id=f"c{i}", doc_id=f"d{i // 20}", text=" ".join(rng.choice(_WORDS, words)),
                     meta={"acl": ["hr"] if i % 10 == 0 else [], "position": i % 20}) for i in range(n)]
     vecs = rng.standard_normal((n, embedder.dim)).astype(np.float32)
@@ -258,13 +258,14 @@ def synthetic_index(n: int, embedder, root: Path, stores: StoreFactory | None = 
     return index
 
 
-def bench_search(make_service: Callable[[Any], SearchService], embedder, stores: StoreFactory | None = None,
+def bench_search(make_service: Callable[[Any], SearchService], embedder, opener: IndexOpener | None = None,
                  sizes: Sequence[int] = (1_000, 10_000, 100_000), repeats: int = 30, top_k: int = 50,
                  words: int = 60, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """End-to-end `SearchService.search` latency by stage (embed, recall, rerank, total) at each corpus size;
     `make_service(index)` gives the service (with its query cache off) over each synthetic index. P50/P95/P99
     over `repeats` queries."""
     from ..identity import OPERATOR
+    from ..services.request import SearchRequest
 
     if repeats < 1 or not sizes or min(sizes) < 1:
         raise ValueError(f"repeats and every size must be at least 1; got repeats={repeats}, sizes={list(sizes)}")
@@ -275,16 +276,16 @@ def bench_search(make_service: Callable[[Any], SearchService], embedder, stores:
         with tempfile.TemporaryDirectory() as tmp:
             say(f"building a synthetic index of {n} chunks")
             t0 = time.perf_counter()
-            index = synthetic_index(n, embedder, Path(tmp), stores, words)
+            index = synthetic_index(n, embedder, Path(tmp), opener, words)
             svc = make_service(index)
             out["reranker"] = svc.reranker.name if svc.reranker else None
-            svc.search("warm up", caller=OPERATOR, top_k=top_k, top_n=5, threshold=0.0)  # builds FAISS / BM25
+            svc.search(SearchRequest.of("warm up", top_k=top_k, top_n=5, threshold=0.0), OPERATOR)  # FAISS, BM25
             build_s = time.perf_counter() - t0
             stages: dict[str, list[float]] = {"embed": [], "recall": [], "rerank": [], "total": []}
             for r in range(repeats):
                 say(f"{n} chunks: query {r + 1}/{repeats}")
-                res = svc.search(DEFAULT_QUERIES[r % len(DEFAULT_QUERIES)], caller=OPERATOR, top_k=top_k, top_n=5,
-                                 threshold=0.0)
+                res = svc.search(SearchRequest.of(DEFAULT_QUERIES[r % len(DEFAULT_QUERIES)], top_k=top_k, top_n=5,
+                                                  threshold=0.0), OPERATOR)
                 for stage in stages:
                     stages[stage].append(res.timings_ms[stage])
             out["sizes"][str(n)] = {"dense_index": index.dense.kind, "build_s": round(build_s, 3),

@@ -29,9 +29,9 @@ from typing import Any, Literal
 
 from ingest import Chunk, Document, chunk
 from ingest.identity import doc_id_for, source_of
-from retrieval.analyzer import DEFAULT, Analyzer, has_cjk
+from retrieval.analyzer import has_cjk
 from retrieval.embedder import Embedder
-from retrieval.index import KnowledgeIndex
+from retrieval.index import IndexOpener, KnowledgeIndex
 from retrieval.recall import recall
 from retrieval.storage import writer_lock
 from retrieval.synonyms import NONE, Synonyms
@@ -177,15 +177,16 @@ def _fingerprint(*parts: Any) -> str:
 
 
 def build_index(data: BeirData, embedder: Embedder, index_root: Path, max_tokens: int, overlap: int,
-                progress: bool = False, analyzer: Analyzer = DEFAULT) -> KnowledgeIndex:
+                progress: bool = False, opener: IndexOpener | None = None) -> KnowledgeIndex:
     """The BEIR corpus chunked and embedded into a cached index (built once per corpus, embedder and chunker;
-    BM25 read with `analyzer`)."""
+    made and opened by `opener`, None: FAISS and the default analyzer)."""
+    opener = opener if opener is not None else IndexOpener()
     max_tokens = min(max_tokens, embedder.max_seq_length)
     chunker = {"max_tokens": max_tokens, "overlap": overlap, "counter": embedder.name}
     root = Path(index_root) / f"eval-{data.name}-{_fingerprint(sorted(data.corpus.items()), embedder.name, chunker)}"
     if KnowledgeIndex.read_manifest(root) is not None:
-        return KnowledgeIndex.open(root, embedder.info(), chunker, analyzer=analyzer)
-    index = KnowledgeIndex(root, embedder.info(), chunker, analyzer=analyzer)
+        return opener.open(root, embedder.info(), chunker)
+    index = opener.new(root, embedder.info(), chunker)
     docs, all_chunks = [], []
     for doc_id, (title, text) in data.corpus.items():
         doc = Document(doc_id=doc_id, source=f"beir:{data.name}/{doc_id}", title=title, text=text,
@@ -244,9 +245,9 @@ def language_of(text: str) -> str:
 
 
 def open_dataset(folder: Path, embedder: Embedder, index_root: Path, options: IngestOptions | None = None,
-                 split: str = "test", progress: bool = False, analyzer: Analyzer = DEFAULT) -> EvalSet:
-    """Load a labelled folder (BEIR or sample layout), build or reuse its eval index (BM25 read with `analyzer`:
-    the user dictionary in use), judge the queries.
+                 split: str = "test", progress: bool = False, opener: IndexOpener | None = None) -> EvalSet:
+    """Load a labelled folder (BEIR or sample layout), build or reuse its eval index (made and opened by `opener`:
+    the vector store and user dictionary in use; None: FAISS and the default analyzer), judge the queries.
 
     Raises FileNotFoundError for a folder that is neither layout, ValueError (EvidenceNotFound among them) for
     bad labels; each names the file, line or query id.
@@ -256,15 +257,15 @@ def open_dataset(folder: Path, embedder: Embedder, index_root: Path, options: In
     layout = detect_layout(folder, split)
     if layout == "beir":
         data = load_beir(folder, split)
-        index = build_index(data, embedder, index_root, options.max_tokens, options.overlap, progress, analyzer)
+        index = build_index(data, embedder, index_root, options.max_tokens, options.overlap, progress, opener)
         queries = [EvalQuery(qid, text, data.qrels[qid], lang=language_of(text)) for qid, text in data.queries.items()]
         return EvalSet(data.name, "beir", "doc", queries, index, len(data.corpus))
 
     rows = load_sample_queries(folder / "queries.jsonl")
     name = folder.resolve().name
     root = Path(index_root) / f"eval-{name}-{_fingerprint(source_of(folder), embedder.name)}"
-    report = sync([folder / "docs"], root, embedder, options, analyzer=analyzer)  # exactly as `kb ingest` would
-    index = KnowledgeIndex.open(root, embedder.info(), {}, analyzer=analyzer)
+    report = sync([folder / "docs"], root, embedder, options, opener)  # exactly as `kb ingest` would
+    index = (opener if opener is not None else IndexOpener()).open(root, embedder.info(), {})
     return EvalSet(name, "samples", "chunk", map_evidence(rows, index, folder), index, report.total_documents,
                    list(report.skipped))
 

@@ -22,6 +22,7 @@ from retrieval.index import KnowledgeIndex
 from retrieval.types import Hit
 
 from ..identity import OPERATOR, Caller
+from ..services.request import SearchRequest
 from .evaluate import ranked_run, score_run
 from .tune import Candidate, Collected, QueryScores, sigmoid
 
@@ -95,13 +96,15 @@ def load_judgments(path: Path) -> list[JudgedQuery]:
 def evaluate_judgments(service, judged: list[JudgedQuery], top_k: int, threshold: float, top_n: int) -> dict:
     """hit@1/3/5 and MRR@10 of the current index and reranker over the useful chunks (each query searched as its
     asker), and what the served threshold and N would show: answerable queries left empty, unanswerable ones that
-    still show an answer."""
+    still show an answer. The searches are not recorded as people's (the events store holds what people asked)."""
+    service = service.unrecorded()
     qrels, run = {}, {}
     answers = {"answerable": 0, "answerable_empty": 0, "unanswerable": 0, "unanswerable_shown": 0,
                "threshold": threshold, "top_n": top_n}
     for q in judged:
-        res = service.search(q.query, caller=q.caller, top_k=top_k, top_n=min(top_k, 100), threshold=0.0,
-                             max_per_doc=top_k, merge=False, rerank_budget_ms=0)  # every candidate scored
+        res = service.search(SearchRequest.of(q.query, top_k=top_k, top_n=min(top_k, 100), threshold=0.0,
+                                              max_per_doc=top_k, merge=False, rerank_budget_ms=0),  # all scored
+                             q.caller)
         ranked = res.results + res.not_shown + res.below_threshold
         shown = [r for r in ranked if r.score is None or r.score >= threshold][:top_n]
         if q.answerable:

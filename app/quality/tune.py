@@ -7,7 +7,7 @@ The steps, each a plain function over plain data so that the CLI and the UI shar
 2. `collect(service, labelled, top_k)` → `Collected`: every recalled chunk of every query with its reranker raw
    score (logit), its sigmoid score, its recall rank and its relevance grade, through `SearchService` (threshold
    0, top_n = top_k), so the scores are exactly the ones served.
-3. `fit_calibrator(method, raw, labels)` (Platt or isotonic, see `app.quality.calibration`), `threshold_curve(...)`,
+3. `fit_calibrator(method, raw, labels)` (Platt or isotonic, see `rerank.calibration`), `threshold_curve(...)`,
    `recommend_threshold(...)` for a target precision or recall, `answer_effect(...)` on unanswerable queries,
    `cross_validate(...)` for held-out figures.
 4. `sweep_k(...)` (recall@K and quality after reranking K candidates, from the collected data) and `time_k(...)`
@@ -38,8 +38,10 @@ try:
 except ModuleNotFoundError:  # Python 3.10: the same parser, as a package (pydantic-settings needs it there too)
     import tomli as tomllib
 
+from rerank.calibration import Calibrator, fit_calibrator, fit_isotonic, fit_platt, load_calibrator
+
+from ..services.request import SearchRequest
 from ..settings import Settings, config_path
-from .calibration import Calibrator, fit_calibrator, fit_isotonic, fit_platt, load_calibrator
 from .evaluate import EvalSet, ranked_run, score_run
 from .latency import percentiles
 
@@ -115,11 +117,13 @@ def collect(service: SearchService, labelled: EvalSet, top_k: int = 50, mode: st
         why = service.reranker_error or f"the reranker is {service.reranker_name!r}"
         raise ValueError(f"tuning needs reranker scores, and no reranker is loaded ({why}); pass --reranker with a "
                          "cross-encoder folder (e.g. models/<name>) or hub name")
+    service = service.unrecorded()  # labelled queries are no one's question: kept out of the events store
     out = []
     for n, q in enumerate(labelled.queries, start=1):
         # Every candidate, unmerged and uncapped: calibration learns from the reranker's scores as they are.
-        res = service.search(q.text, caller=q.caller, top_k=top_k, top_n=top_k, threshold=0.0, mode=mode,
-                             max_per_doc=top_k, merge=False, rerank_budget_ms=0)  # every candidate scored
+        res = service.search(SearchRequest.of(q.text, top_k=top_k, top_n=top_k, threshold=0.0, mode=mode,
+                                              max_per_doc=top_k, merge=False, rerank_budget_ms=0),  # all scored
+                             q.caller)
         results = res.results + res.not_shown + res.below_threshold
         rank = {h.chunk.chunk_id: r for r, h in enumerate(recall_order([x.hit for x in results]), start=1)}
         cands = []
@@ -340,17 +344,19 @@ def time_k(service: SearchService, labelled: EvalSet, ks: Sequence[int], n_queri
     change in machine load affects all K alike."""
     queries = labelled.queries[:max(1, n_queries)]
     ks = sorted(set(ks))
+    service = service.unrecorded()
     # A cached result would report the timings of its first search: the cache is emptied before each one.
     service.cache.clear()
-    service.search(queries[0].text, caller=queries[0].caller, top_k=ks[-1], top_n=1, threshold=0.0, mode=mode,
-                   rerank_budget_ms=0)
+    service.search(SearchRequest.of(queries[0].text, top_k=ks[-1], top_n=1, threshold=0.0, mode=mode,
+                                    rerank_budget_ms=0), queries[0].caller)
     total: dict[int, list[float]] = {k: [] for k in ks}
     rerank: dict[int, list[float]] = {k: [] for k in ks}
     for q in queries:
         for k in ks:
             service.cache.clear()
-            res = service.search(q.text, caller=q.caller, top_k=k, top_n=min(k, MAX_TOP_K), threshold=0.0,
-                                 mode=mode, rerank_budget_ms=0)  # what all K cost, whatever budget is set
+            # what all K cost, whatever budget is set
+            res = service.search(SearchRequest.of(q.text, top_k=k, top_n=min(k, MAX_TOP_K), threshold=0.0, mode=mode,
+                                                  rerank_budget_ms=0), q.caller)
             total[k].append(res.timings_ms["total"])
             rerank[k].append(res.timings_ms["rerank"])
     return {k: {"p50_ms": percentiles(total[k])["p50"], "rerank_p50_ms": percentiles(rerank[k])["p50"]} for k in ks}

@@ -63,7 +63,7 @@ from ..errors import KbError
 from ..identity import Caller
 
 if TYPE_CHECKING:
-    from .search import SearchResult
+    from .results import SearchResult
 
 log = logging.getLogger(__name__)
 

@@ -37,11 +37,9 @@ from ingest.files import atomic_write, open_private, private_dir
 from ingest.identity import doc_id_for, source_of
 from ingest.load import SIDECAR_SUFFIX, sidecar_path
 from ingest.loaders import LOADERS
-from retrieval.analyzer import DEFAULT, Analyzer
 from retrieval.embedder import Embedder
-from retrieval.index import KnowledgeIndex
+from retrieval.index import IndexOpener, KnowledgeIndex
 from retrieval.storage import writer_lock
-from retrieval.stores.base import StoreFactory
 
 from ..identity import Caller
 
@@ -112,12 +110,11 @@ def _publish(index: KnowledgeIndex, report: IngestReport, rebuild: bool, tick) -
     report.index_version = index.version
 
 def sync(paths: Sequence[str | Path], index_dir: Path, embedder: Embedder, options: IngestOptions | None = None,
-         stores: StoreFactory | None = None, delete: bool = True, rebuild: bool = False,
-         progress: Progress | None = None, analyzer: Analyzer = DEFAULT) -> IngestReport:
-    """Bring the index at `index_dir` in line with `paths`, its vectors in a store `stores` makes (None: FAISS),
-    its BM25 analysed with `analyzer` (a changed user dictionary is applied to every stored chunk and published
-    even when no file changed). Raises IndexLocked / IndexMismatch for the caller; `rebuild` starts over whatever
-    the index was."""
+         opener: IndexOpener | None = None, delete: bool = True, rebuild: bool = False,
+         progress: Progress | None = None) -> IngestReport:
+    """Bring the index at `index_dir` in line with `paths`, opened by `opener` (None: FAISS, the default analyzer;
+    a changed user dictionary is applied to every stored chunk and published even when no file changed). Raises
+    IndexLocked / IndexMismatch for the caller; `rebuild` starts over whatever the index was."""
     options = options if options is not None else IngestOptions()
     started = time.perf_counter()
     tick = progress or (lambda stage, done, total: None)
@@ -127,12 +124,13 @@ def sync(paths: Sequence[str | Path], index_dir: Path, embedder: Embedder, optio
     report.skipped += [(str(p), f"unsupported file type '{p.suffix or p.name}'") for p in found.unsupported]
     report.skipped += [(str(p), why) for p, why in found.links]
     report.files_seen = len(found.files)
+    opener = opener if opener is not None else IndexOpener()
     chunker = chunker_settings(embedder, options.max_tokens, options.overlap)
     with writer_lock(Path(index_dir)):
         if rebuild:  # not opened: a rebuild is how an index moves to another embedder or vector store
-            index = KnowledgeIndex(Path(index_dir), embedder.info(), chunker, stores, analyzer)
+            index = opener.new(Path(index_dir), embedder.info(), chunker)
         else:
-            index = KnowledgeIndex.open(Path(index_dir), embedder.info(), chunker, stores, analyzer=analyzer)
+            index = opener.open(Path(index_dir), embedder.info(), chunker)
         report.reanalyzed = index.reanalyzed
         rechunk_all = index.chunker != chunker
         index.chunker = chunker
@@ -189,8 +187,8 @@ def _embed_into(index: KnowledgeIndex, docs: Sequence[tuple[Document, Sequence[C
 
 
 def put_documents(docs: Sequence[Document], index_dir: Path, embedder: Embedder, delete: Collection[str] = (),
-                  options: IngestOptions | None = None, stores: StoreFactory | None = None,
-                  progress: Progress | None = None, analyzer: Analyzer = DEFAULT) -> IngestReport:
+                  options: IngestOptions | None = None, opener: IndexOpener | None = None,
+                  progress: Progress | None = None) -> IngestReport:
     """Add or update documents that do not come from files (crawled pages) and delete the documents whose
     source is in `delete`, with the same lock, chunking, embedding and atomic publish as `sync`.
 
@@ -203,7 +201,7 @@ def put_documents(docs: Sequence[Document], index_dir: Path, embedder: Embedder,
     report = IngestReport(files_seen=len(docs))
     chunker = chunker_settings(embedder, options.max_tokens, options.overlap)
     with writer_lock(Path(index_dir)):
-        index = KnowledgeIndex.open(Path(index_dir), embedder.info(), chunker, stores, analyzer=analyzer)
+        index = (opener if opener is not None else IndexOpener()).open(Path(index_dir), embedder.info(), chunker)
         report.reanalyzed = index.reanalyzed
         rechunk_all = index.chunker != chunker
         index.chunker = chunker
@@ -227,10 +225,11 @@ def put_documents(docs: Sequence[Document], index_dir: Path, embedder: Embedder,
 
 
 def remove_documents(index_dir: Path, embedder: Embedder, doc_ids: Sequence[str],
-                     stores: StoreFactory | None = None, analyzer: Analyzer = DEFAULT) -> list[str]:
+                     opener: IndexOpener | None = None) -> list[str]:
     """Delete documents by id and publish a new version; returns the sources removed (unknown ids are ignored)."""
     with writer_lock(Path(index_dir)):
-        index = KnowledgeIndex.open(Path(index_dir), embedder.info(), {}, stores, create=False, analyzer=analyzer)
+        index = (opener if opener is not None else IndexOpener()).open(Path(index_dir), embedder.info(), {},
+                                                                         create=False)
         sources = [index.documents[d].source for d in doc_ids if d in index.documents]
         if index.delete_documents(list(doc_ids)):
             index.save()
@@ -343,19 +342,16 @@ class Library:
     index_dir: Path
     embedder: Embedder
     options: IngestOptions = field(default_factory=IngestOptions)
-    stores: StoreFactory | None = None
+    opener: IndexOpener = field(default_factory=IndexOpener)  # the vector store and BM25's user dictionary
     upload_dir: Path = Path("data/uploads")
-    analyzer: Analyzer = DEFAULT  # BM25's user dictionary
 
     def sync(self, paths: Sequence[str | Path], delete: bool = True, rebuild: bool = False,
              progress: Progress | None = None) -> IngestReport:
-        return sync(paths, self.index_dir, self.embedder, self.options, self.stores, delete, rebuild, progress,
-                    self.analyzer)
+        return sync(paths, self.index_dir, self.embedder, self.options, self.opener, delete, rebuild, progress)
 
     def put(self, docs: Sequence[Document], delete: Collection[str] = (),
             progress: Progress | None = None) -> IngestReport:
-        return put_documents(docs, self.index_dir, self.embedder, delete, self.options, self.stores, progress,
-                             self.analyzer)
+        return put_documents(docs, self.index_dir, self.embedder, delete, self.options, self.opener, progress)
 
     def ingest_uploads(self, files: Sequence[tuple[str, bytes]], groups: Sequence[str],
                        progress: Progress | None = None) -> IngestReport:
@@ -412,7 +408,7 @@ class Library:
     def delete(self, doc_ids: Sequence[str]) -> list[str]:
         """Remove documents from the index (a new version is published) and their uploaded copies; returns
         the sources removed."""
-        sources = remove_documents(self.index_dir, self.embedder, doc_ids, self.stores, self.analyzer)
+        sources = remove_documents(self.index_dir, self.embedder, doc_ids, self.opener)
         uploads = source_of(Path(self.upload_dir)) + "/"
         for src in sources:
             if src.startswith(uploads):  # an uploaded copy would come back with the next ingest of the folder

@@ -4,10 +4,12 @@ the new state atomically, and records the change (or the refusal) in the audit l
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rerank.errors import RerankerParameterError
+from rerank.protocol import Reranker
 from rerank.types import RerankerOptions
 from rerank.validation.check import check_model
 from rerank.validation.gate import GateLimits, GateReport, gate
@@ -33,12 +35,13 @@ def _folder(path: str | Path) -> str:
 
 
 def promote(store: RolloutStore, path: str | Path, default: str, who: Caller, audit: AuditLog | None = None, *,
-            golden: str | Path | None = None, options: RerankerOptions | None = None,
-            limits: GateLimits | None = None) -> Promotion:
+            load: Callable[[str, RerankerOptions], Reranker], golden: str | Path | None = None,
+            options: RerankerOptions | None = None, limits: GateLimits | None = None) -> Promotion:
     """Run the gate on the folder `path` against the model serving now (`default`: the `reranker` setting, when no
     promotion is on record) and, only when it passes, make it the serving reranker. The serving model's folder
     may be promoted again when its weights changed since its promotion (`check_promoted_weights` refuses to load
-    it): its new weights are gated against the model that served before it, and replace its entry."""
+    it): its new weights are gated against the model that served before it, and replace its entry. `load` loads
+    the serving model for the gate's comparison (`app.components.load_unshared`)."""
     model = _folder(path)
     with store.locked():
         state = store.read()
@@ -49,7 +52,7 @@ def promote(store: RolloutStore, path: str | Path, default: str, who: Caller, au
             state = replace(state, serving=state.serving[:-1])  # its changed weights: a new candidate
             serving = state.serving_model(default)
         try:
-            report = gate(model, serving, golden, options, limits)
+            report = gate(model, serving, golden, options, limits, load=load)
         except RerankerParameterError as exc:  # the golden file: the caller's to fix
             raise KbError("validation", str(exc)) from None
         if not report.passed:

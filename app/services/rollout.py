@@ -2,7 +2,7 @@
 
 One JSON file beside the index (`rollout_file`, default INDEX/../rerankers.json), written atomically under a lock
 by `kb models promote | rollback | canary | shadow` and the Status page, and read by every API and app process,
-which follow it without a restart (`app.components.LiveSearch`). It holds:
+which follow it without a restart (`app.services.live.LiveSearch`). It holds:
 
 - `serving`: a stack of promoted models; the last one serves, `rollback` pops it and the one below serves again
   (with an empty stack the `reranker` setting serves, as before any promotion);

@@ -6,15 +6,13 @@ Everything lives in `st.session_state`, so two people using the app see their ow
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import streamlit as st
 
 from app.identity import Caller
-from app.services.search import SearchResult, SearchService
-
-from .components.controls import Params
+from app.services.results import SearchResult
+from app.services.search import Plan
 
 _LATENCY = "kb_latency_ms"
 _LAST = "kb_last_search"
@@ -33,47 +31,24 @@ def latencies() -> list[float]:
 
 @dataclass(frozen=True)
 class Search:
-    params: Params
     caller: Caller  # whom it ran as
     query: str
+    key: tuple  # the plan's cache key: query, knobs, groups, index version, scorer, vocabulary
     result: SearchResult
     wall_ms: float
-    index_version: str | None = None  # the index it ran on: an ingest or delete makes it stale
 
 
-def reusable(service: SearchService, query: str, params: Params, caller: Caller) -> Search | None:
-    """This session's last search when it is the one `search` would run now (same query, parameters, caller and
-    index version), else None."""
+def reusable(plan: Plan) -> Search | None:
+    """This session's last search when it is the one `plan` would run now (the same query, knobs, caller, index
+    version, scorer and vocabulary: a slider moved on another page reruns the script), else None."""
     last: Search | None = st.session_state.get(_LAST)
-    version = getattr(service.index, "version", None)
-    if (last is not None and last.query == query and last.params == params and last.caller == caller
-            and last.index_version == version):
-        return last
-    return None
+    return last if last is not None and last.key == plan.key and last.caller == plan.caller else None
 
 
-def will_wait(service: SearchService, query: str, params: Params, caller: Caller) -> bool:
-    """Whether `search` will rerank now (no reranker, the session's last search or the query cache: at once), so
-    the page shows a recall preview meanwhile."""
-    if service.reranker is None or reusable(service, query, params, caller) is not None:
-        return False
-    return not service.is_cached(query, caller=caller, top_k=params.top_k, top_n=params.top_n,
-                                 threshold=params.threshold, mode=params.mode, filters=params.document_filters())
-
-
-def search(service: SearchService, query: str, params: Params, caller: Caller) -> Search:
-    """The search for `query` with `params`, as `caller`: reused when this session just ran the same one (a slider
-    moved on another page reruns the script), otherwise run, timed and recorded."""
-    last = reusable(service, query, params, caller)
-    if last is not None:
-        return last
-    version = getattr(service.index, "version", None)
-    t0 = time.perf_counter()
-    res = service.search(query, caller=caller, top_k=params.top_k, top_n=params.top_n, threshold=params.threshold,
-                         mode=params.mode, filters=params.document_filters())
-    wall = (time.perf_counter() - t0) * 1000
-    record_latency(wall)
-    st.session_state[_LAST] = found = Search(params, caller, query, res, wall, version)
+def remember(plan: Plan, result: SearchResult, wall_ms: float) -> Search:
+    """Keep `result` as this session's last search and its wall-clock latency (the Status page's percentiles)."""
+    record_latency(wall_ms)
+    st.session_state[_LAST] = found = Search(plan.caller, plan.request.query, plan.key, result, wall_ms)
     return found
 
 

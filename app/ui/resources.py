@@ -3,7 +3,8 @@
 The embedder is cached on its own (by name, device, dtype and models folder) so that several indexes, or a
 restart of the service after a settings change, never load the same model twice. The index may be missing (a
 fresh clone before `kb ingest`) or built by another embedder: the app still starts, says which, and the pages
-that need no index (playground, library, status) keep working. Everything is built by `app.components`.
+that need no index (playground, library, status) keep working. Everything is built by `app.components`
+(`load_embedder`, `build_live`); the wrappers here only keep what it built for the life of the process.
 """
 
 from __future__ import annotations
@@ -11,25 +12,24 @@ from __future__ import annotations
 import streamlit as st
 
 from app.api.limits import Admission, active_limit
-from app.components import LiveSearch, audit_log, make_search, open_events
+from app.components import audit_log, build_live, load_embedder
 from app.services.audit import AuditLog
+from app.services.live import LiveSearch
 from app.settings import Settings, get_settings
 from retrieval.embedder import Embedder
 
 
 @st.cache_resource(show_spinner="Loading the embedding model…")
-def _embedder(name: str, device: str, dtype: str, models_dir: str) -> Embedder:
-    return Embedder(name, device, dtype, models_dir).load()
+def _embedder(name: str, device: str, dtype: str, models_dir: str, _settings: Settings) -> Embedder:
+    """Cached by the four settings `load_embedder` reads, not by the whole settings object."""
+    return load_embedder(_settings)
 
 
 @st.cache_resource(show_spinner="Loading the reranker and the index…")
 def _live(key: str, _settings: Settings) -> LiveSearch:
     s = _settings
-    embedder = _embedder(s.embedder, s.device, s.dtype, str(s.models_dir))
-    live = LiveSearch(s, make_search(s, embedder, None, events=open_events(s)))
-    live.reload_index()
-    live.watch()  # index versions published by any process, the vocabulary and rollout files
-    return live
+    # started: index versions published by any process, the vocabulary and rollout files are followed
+    return build_live(s, embedder=_embedder(s.embedder, s.device, s.dtype, str(s.models_dir), s))
 
 
 def live() -> LiveSearch:

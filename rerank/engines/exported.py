@@ -154,8 +154,12 @@ def load_exported(name: str, path: str, origin: str | None, options: RerankerOpt
         raise RerankerLoadError(f"reranker {name!r}: tokenizer in {path} could not be loaded "
                                 f"({exc.__class__.__name__}: {str(exc)[:200]}); run `kb models check {path}`"
                                 ) from exc
+    def onnx_runtime(file: Path, names: Sequence[str]) -> Scorer:  # the export's checks, whichever backend serves
+        return OnnxScorer(file, tokenizer, names, options.max_length)
+
     folder = export_dir(path, origin, name, options.models_dir)
-    exported = ensure_exported(path, folder, tokenizer, options.max_length, options.allow_remote_code)
+    exported = ensure_exported(path, folder, tokenizer, options.max_length, options.allow_remote_code,
+                               open_scorer=onnx_runtime)
     cls = OnnxScorer if backend == "onnx" else OpenVinoScorer
 
     def open_file(file: Path) -> Scorer:
@@ -165,7 +169,7 @@ def load_exported(name: str, path: str, origin: str | None, options: RerankerOpt
     if options.quantize and backend != "onnx":
         warning = f"quantize applies to backend onnx only; {backend} runs the float32 export"
     elif options.quantize:
-        exported = ensure_quantized(exported, tokenizer, options.max_length)
+        exported = ensure_quantized(exported, open_scorer=onnx_runtime)
         agreement = exported.int8_agreement
         served = decide(name, "int8 model", agreement, open_file(exported.int8_file),
                         lambda: open_file(exported.fp32_file), options, "the float32 ONNX model")

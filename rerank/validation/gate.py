@@ -11,18 +11,20 @@ Three checks, all of which must pass:
    model that moves scores further needs `kb tune` before it serves.
 
 When there is no serving model (reranker "none"), or it cannot be loaded here, 2 and 3 have no baseline: the
-report says so and they do not refuse (the folder check still must pass).
+report says so and they do not refuse (the folder check still must pass). The serving model is loaded by the
+`load` callable the caller hands over (`app.components.load_unshared`): this layer builds no serving model.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rerank.errors import RerankError
+from rerank.protocol import Reranker
 from rerank.types import RerankerOptions, sigmoid
 from rerank.validation.agreement import check_set, top_k_order
 from rerank.validation.check import (
@@ -120,11 +122,13 @@ def _pairs(golden: str | Path | None) -> tuple[list[GoldenPair], str]:
 
 
 def gate(candidate: str | Path, serving: str | None, golden: str | Path | None = None,
-         options: RerankerOptions | None = None, limits: GateLimits | None = None) -> GateReport:
+         options: RerankerOptions | None = None, limits: GateLimits | None = None, *,
+         load: Callable[[str, RerankerOptions], Reranker]) -> GateReport:
     """Check `candidate` (a cross-encoder folder) against `serving` (the reranker name serving now; None or "none":
-    nothing serves) with `options` (default: the CPU). Never raises for a bad model: the report says why it is
-    refused. A golden file that cannot be read raises `RerankerParameterError` (the caller's mistake)."""
-    from rerank.engines.factory import create_reranker, is_disabled
+    nothing serves) with `options` (default: the CPU); `load(name, options)` returns the serving model loaded (its
+    errors become a note: no baseline). Never raises for a bad model: the report says why it is refused. A golden
+    file that cannot be read raises `RerankerParameterError` (the caller's mistake)."""
+    from rerank.engines.factory import is_disabled
 
     options = options if options is not None else RerankerOptions(device="cpu")
     limits = limits if limits is not None else GateLimits()
@@ -140,7 +144,7 @@ def gate(candidate: str | Path, serving: str | None, golden: str | Path | None =
         report.notes.append("no reranker serves now: nothing to compare with")
     else:
         try:
-            old = score_grouped(create_reranker(report.serving, options).load(), pairs)
+            old = score_grouped(load(report.serving, options), pairs)
         except (RerankError, ValueError, RuntimeError, OSError) as exc:
             report.notes.append(f"the serving reranker {report.serving!r} could not be loaded here to compare "
                                 f"with ({exc})")

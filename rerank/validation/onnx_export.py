@@ -15,6 +15,9 @@ Checks, on the built-in check set (`rerank.validation.agreement.CHECK_SET`, batc
 - float32 export against PyTorch: |Δ logit| must stay under `PARITY_TOLERANCE`, else RerankerLoadError.
 - int8 against the float32 export: max |Δ score| and top-10 order per query are recorded in the manifest; the
   engine uses the int8 model only when the order is identical and the shift small (`Agreement.acceptable`).
+
+The checks run the files through the runtime that serves them, which the engine hands over (`open_scorer`:
+`rerank.engines.exported` opens an `OnnxScorer`); this module imports no engine, so the engine may import it.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +49,9 @@ _PROTOBUF_LIMIT = 2 * 1024**3 - 1
 _SOURCE_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                  "sentencepiece.bpe.model", "vocab.txt")
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+# (ONNX file, its input names) -> a scorer of that file: `.predict(pairs)` gives raw logits
+OpenScorer = Callable[[Path, Sequence[str]], Any]
 
 
 def export_dir(model_path: str | Path, origin: str | None, name: str, models_dir: str | Path) -> Path:
@@ -103,11 +110,8 @@ def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     atomic_write(folder / MANIFEST, json.dumps(manifest, indent=1))
 
 
-def onnx_scores(file: Path, tokenizer, pairs, names, max_length: int, batch_size: int = 16) -> list[float]:
-    """Raw logits of `pairs` from an ONNX file, through the scorer that serves it (same session options)."""
-    from rerank.engines.exported import OnnxScorer
-
-    scorer = OnnxScorer(file, tokenizer, names, max_length)
+def onnx_scores(scorer, pairs, batch_size: int = 16) -> list[float]:
+    """Raw logits of `pairs` from `scorer` (an ONNX file opened by the runtime that serves it), in batches."""
     out: list[float] = []
     for start in range(0, len(pairs), batch_size):
         out += scorer.predict(pairs[start:start + batch_size])
@@ -129,8 +133,9 @@ def _torch_scores(model, tokenizer, pairs, names, max_length: int, batch_size: i
 
 
 def ensure_exported(model_path: str | Path, folder: Path, tokenizer, max_length: int = 512,
-                    allow_remote_code: bool = False) -> Exported:
-    """The float32 ONNX export of the model at `model_path` in `folder`, made (and checked) if missing or stale.
+                    allow_remote_code: bool = False, *, open_scorer: OpenScorer) -> Exported:
+    """The float32 ONNX export of the model at `model_path` in `folder`, made (and checked, the file opened with
+    `open_scorer`) if missing or stale.
 
     Raises RerankerLoadError when the export fails or disagrees with PyTorch beyond PARITY_TOLERANCE.
     """
@@ -144,7 +149,7 @@ def ensure_exported(model_path: str | Path, folder: Path, tokenizer, max_length:
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=folder.parent))
     try:
-        manifest = _export(Path(model_path), tmp, tokenizer, max_length, allow_remote_code)
+        manifest = _export(Path(model_path), tmp, tokenizer, max_length, allow_remote_code, open_scorer)
         manifest["source"] = fingerprint
         _write_manifest(tmp, manifest)
         if folder.exists():  # stale (or foreign, unreadable) export made by us: replace it whole
@@ -156,7 +161,8 @@ def ensure_exported(model_path: str | Path, folder: Path, tokenizer, max_length:
     return Exported(folder, manifest)
 
 
-def _export(model_path: Path, out: Path, tokenizer, max_length: int, allow_remote_code: bool) -> dict[str, Any]:
+def _export(model_path: Path, out: Path, tokenizer, max_length: int, allow_remote_code: bool,
+            open_scorer: OpenScorer) -> dict[str, Any]:
     import warnings
 
     import onnx
@@ -193,7 +199,7 @@ def _export(model_path: Path, out: Path, tokenizer, max_length: int, allow_remot
     pairs, groups = check_set()
     reference = _torch_scores(model, tokenizer, pairs, names, max_length)
     del model
-    exported = onnx_scores(out / FP32_FILE, tokenizer, pairs, names, max_length)
+    exported = onnx_scores(open_scorer(out / FP32_FILE, names), pairs)
     parity = compare(reference, exported, groups)
     if not parity.max_raw_diff <= PARITY_TOLERANCE:
         raise RerankerLoadError(f"the ONNX export of {model_path} disagrees with PyTorch (max |Δ logit| "
@@ -205,8 +211,9 @@ def _export(model_path: Path, out: Path, tokenizer, max_length: int, allow_remot
             "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
-def ensure_quantized(exported: Exported, tokenizer, max_length: int = 512) -> Exported:
-    """Add the int8 dynamic-quantised copy (and its agreement with float32 on the check set) if missing."""
+def ensure_quantized(exported: Exported, *, open_scorer: OpenScorer) -> Exported:
+    """Add the int8 dynamic-quantised copy (and its agreement with float32 on the check set, both files opened with
+    `open_scorer`) if missing."""
     if exported.manifest.get("int8") and exported.int8_file.is_file():
         return exported
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -218,8 +225,8 @@ def ensure_quantized(exported: Exported, tokenizer, max_length: int = 512) -> Ex
         quantize_dynamic(str(exported.fp32_file), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
         pairs, groups = check_set()
         names = exported.input_names
-        reference = onnx_scores(exported.fp32_file, tokenizer, pairs, names, max_length)
-        agreement = compare(reference, onnx_scores(tmp, tokenizer, pairs, names, max_length), groups)
+        reference = onnx_scores(open_scorer(exported.fp32_file, names), pairs)
+        agreement = compare(reference, onnx_scores(open_scorer(tmp, names), pairs), groups)
         os.replace(tmp, exported.int8_file)
     except Exception as exc:
         tmp.unlink(missing_ok=True)

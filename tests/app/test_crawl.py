@@ -19,6 +19,9 @@ from app.settings import get_settings
 from retrieval.index import KnowledgeIndex
 from retrieval.storage import writer_lock
 
+pytestmark = pytest.mark.slow  # each crawls a real local site (http.server) end to end: several seconds on 2 cores
+
+
 runner = CliRunner()
 SAMPLES = Path(__file__).resolve().parents[2] / "data" / "samples" / "docs"
 LAST_MODIFIED = "Mon, 02 Dec 2024 09:00:00 GMT"

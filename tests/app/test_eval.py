@@ -60,6 +60,7 @@ def beir(tmp_path):
     return root
 
 
+@pytest.mark.slow
 def test_kb_eval_json(beir, isolated_settings):
     result = CliRunner().invoke(app, ["eval", str(beir), "--mode", "hybrid", "--json"])
     assert result.exit_code == 0, result.output
@@ -86,6 +87,7 @@ def samples(samples_root, embedder):
     return open_dataset(SAMPLES, embedder, samples_root / "eval", IngestOptions(512, 32))
 
 
+@pytest.mark.slow
 def test_sample_set_ingests_whole_and_every_evidence_maps(samples):
     rows = [json.loads(line) for line in (SAMPLES / "queries.jsonl").read_text(encoding="utf-8").splitlines()]
     assert samples.skipped == [] and samples.documents == 37 == len(samples.index.documents)
@@ -102,6 +104,7 @@ def test_sample_set_ingests_whole_and_every_evidence_maps(samples):
     assert len(samples.unanswerable) == sum(not r["answerable"] for r in rows) > 0
 
 
+@pytest.mark.slow
 def test_each_query_is_searched_with_its_own_groups(samples, embedder):
     hr_only = next(q for q in samples.queries if q.groups == ("hr",) and q.answerable)
     as_hr = EvalQuery("as-hr", hr_only.text, hr_only.relevant, ("hr",))
@@ -111,6 +114,7 @@ def test_each_query_is_searched_with_its_own_groups(samples, embedder):
     assert res["recall"]["metrics"]["recall@100"] == 0.5  # found for the hr asker, invisible to the employee
 
 
+@pytest.mark.slow
 def test_kb_eval_on_the_sample_set(samples, samples_root, isolated_settings):
     result = CliRunner().invoke(app, ["eval", str(SAMPLES), "--index", str(samples_root / "index"), "--mode",
                                       "hybrid", "--top-n", "5", "--json"])
@@ -154,13 +158,14 @@ def tiny_set(tmp_path):
     return tmp_path / "set", rows
 
 
+@pytest.mark.slow
 def test_reranked_answers_follow_the_threshold(tiny_set, tmp_path, embedder):
     folder, _ = tiny_set
     es = open_dataset(folder, embedder, tmp_path / "eval")
     assert [q.qid for q in es.unanswerable] == ["u1"] and all(len(q.relevant) == 1 for q in es.queries[:2])
-    from rerank.engines.factory import get_reranker
+    from rerank.engines.factory import create_reranker
 
-    reranker = get_reranker(str(build_tiny_cross_encoder(tmp_path / "tiny", arch="bert", seed=1)), RerankerOptions(device="cpu"))
+    reranker = create_reranker(str(build_tiny_cross_encoder(tmp_path / "tiny", arch="bert", seed=1)), RerankerOptions(device="cpu")).load()
     everything = evaluate_set(es, embedder, "hybrid", top_k=3, reranker=reranker, threshold=0.0)
     assert everything["rerank"]["answers"]["unanswerable_shown"] == 1
     assert everything["rerank"]["metrics"]["recall@10"] == 1.0  # 3 chunks, all recalled and reranked
@@ -185,9 +190,10 @@ def test_evidence_that_matches_no_chunk_names_the_query(tiny_set, tmp_path, embe
         open_dataset(folder, embedder, tmp_path / "eval")
 
 
+@pytest.mark.slow
 def test_kb_eval_applies_the_configured_calibration(tiny_set, tmp_path, isolated_settings, monkeypatch):
-    from app.quality.calibration import Calibrator
     from app.settings import get_settings
+    from rerank.calibration import Calibrator
 
     folder, _ = tiny_set
     model = build_tiny_cross_encoder(tmp_path / "tiny", arch="bert", seed=1)

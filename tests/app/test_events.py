@@ -11,12 +11,11 @@ import threading
 import pytest
 from sqlalchemy import create_engine, text
 
-from app.components import make_search, open_index
+from app.components import make_search
 from app.errors import KbError
 from app.identity import OPERATOR, Caller
 from app.services.events import EventLog, normalize_query
-from app.services.library import sync
-from app.settings import Settings
+from app.services.request import SearchRequest
 
 DOCS = {
     "vpn.md": "# VPN token\n\nTo reset a forgotten VPN token, open the self-service portal and choose Reset.\n",
@@ -27,6 +26,7 @@ KEY = b"k" * 32
 ALICE = Caller.member_of([], who="alice@example.com", via="oidc")
 HANA = Caller.member_of(["hr"], who="hana@example.com", via="oidc")
 BOSS = Caller("boss@example.com", None, admin=True, via="oidc")
+CORPUS_SETTINGS = {"cache_size": 0}  # with DOCS: this module's corpus (the corpus fixture)
 
 
 def urls(tmp_path) -> list[str]:
@@ -34,18 +34,6 @@ def urls(tmp_path) -> list[str]:
     if os.environ.get("KB_TEST_POSTGRES_URL"):
         out.append(os.environ["KB_TEST_POSTGRES_URL"])
     return out
-
-
-@pytest.fixture(scope="module")
-def kb(tmp_path_factory, embedder, tiny_reranker):
-    root = tmp_path_factory.mktemp("events")
-    (root / "kb").mkdir()
-    for name, body in DOCS.items():
-        (root / "kb" / name).write_text(body, encoding="utf-8")
-    settings = Settings(index_dir=root / "index", embedder=embedder.name, reranker=str(tiny_reranker),
-                        cache_size=0, _env_file=None)
-    sync([root / "kb"], settings.index_dir, embedder)
-    return settings, open_index(settings, embedder)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -66,13 +54,13 @@ def store(request, tmp_path):
 
 
 @pytest.fixture
-def service(kb, embedder, store):
-    settings, index = kb
+def service(corpus, embedder, store):
+    settings, index = corpus.settings, corpus.service.index
     return make_search(settings, embedder, index, events=store)
 
 
 def test_searches_are_recorded_and_feedback_is_checked(service, store):
-    mine = service.search("how do I reset my VPN token", caller=ALICE, threshold=0.0)
+    mine = service.search(SearchRequest.of("how do I reset my VPN token", threshold=0.0), ALICE)
     assert mine.query_id and len(mine.query_id) == 32
     chunk = mine.results[0].hit.chunk
     assert store.record_feedback(ALICE, mine.query_id, chunk.chunk_id, True) > 0
@@ -98,11 +86,12 @@ def test_searches_are_recorded_and_feedback_is_checked(service, store):
     assert all(j["query"] == "how do I reset my VPN token" and j["groups"] == [] for j in judged)
 
 
+@pytest.mark.slow
 def test_no_answer_queries_are_grouped_by_their_normalised_text(service, store):
     for q in ("Where is the gym?", "where is the GYM", "where is the gym？"):
-        res = service.search(q, caller=ALICE, threshold=1.0)  # nothing reaches 1.0: no answer
+        res = service.search(SearchRequest.of(q, threshold=1.0), ALICE)  # nothing reaches 1.0: no answer
         assert not res.results
-    service.search("annual leave days", caller=ALICE, threshold=0.0)
+    service.search(SearchRequest.of("annual leave days", threshold=0.0), ALICE)
     store.flush()
     report = store.analytics(30)
     assert report["searches"] == 4 and report["no_answer_share"] == 0.75
@@ -111,6 +100,7 @@ def test_no_answer_queries_are_grouped_by_their_normalised_text(service, store):
     assert normalize_query("试用期员工离职需要办理哪些手续？") == "试用期员工离职需要办理哪些手续"
 
 
+@pytest.mark.slow
 def test_twenty_threads_searching_and_judging_lose_nothing_and_a_restart_keeps_it(service, store):
     errors: list[BaseException] = []
 
@@ -118,7 +108,7 @@ def test_twenty_threads_searching_and_judging_lose_nothing_and_a_restart_keeps_i
         who = Caller.member_of([], who=f"user{i}@example.com", via="oidc")
         try:
             for q in ("vpn token reset", "annual leave days", "salary band"):
-                res = service.search(q, caller=who, threshold=0.0)
+                res = service.search(SearchRequest.of(q, threshold=0.0), who)
                 if res.results:
                     store.record_feedback(who, res.query_id, res.results[0].hit.chunk.chunk_id, i % 2 == 0)
         except BaseException as exc:  # noqa: BLE001 — reported below
@@ -140,12 +130,13 @@ def test_twenty_threads_searching_and_judging_lose_nothing_and_a_restart_keeps_i
         again.close()
 
 
-def test_a_full_queue_drops_and_counts_never_blocks(kb, embedder, tmp_path):
-    settings, index = kb
+@pytest.mark.slow
+def test_a_full_queue_drops_and_counts_never_blocks(corpus, embedder, tmp_path):
+    settings, index = corpus.settings, corpus.service.index
     log = EventLog(f"sqlite:///{tmp_path / 'e.db'}", KEY, queue_size=2)  # not opened: nothing drains the queue
     svc = make_search(settings, embedder, index, events=log)
     for _ in range(5):
-        assert svc.search("vpn token", caller=OPERATOR, threshold=0.0).results  # searches are served regardless
+        assert svc.search(SearchRequest.of("vpn token", threshold=0.0), OPERATOR).results  # searches are served regardless
     assert (log.stats.queued, log.stats.dropped) == (2, 3)
     log.open()
     log.flush()
@@ -153,9 +144,9 @@ def test_a_full_queue_drops_and_counts_never_blocks(kb, embedder, tmp_path):
     log.close()
 
 
-def test_a_database_that_cannot_be_written_warns_and_counts(kb, embedder, tmp_path, caplog):
+def test_a_database_that_cannot_be_written_warns_and_counts(corpus, embedder, tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger="app.services.events")
-    settings, index = kb
+    settings, index = corpus.settings, corpus.service.index
     url = f"sqlite:///{tmp_path / 'e.db'}"
     log = EventLog(url, KEY).open()
     svc = make_search(settings, embedder, index, events=log)
@@ -164,22 +155,23 @@ def test_a_database_that_cannot_be_written_warns_and_counts(kb, embedder, tmp_pa
         conn.execute(text("DROP TABLE kb_feedback"))
         conn.execute(text("DROP TABLE kb_searches"))  # the database breaks behind the service's back
     engine.dispose()
-    res = svc.search("vpn token", caller=OPERATOR, threshold=0.0)
+    res = svc.search(SearchRequest.of("vpn token", threshold=0.0), OPERATOR)
     assert res.results  # the person still gets an answer
     log.flush()
     assert log.stats.write_errors == 1 and "not recorded" in caplog.text
     log.close()
 
 
-def test_retention_purges_old_searches_with_their_feedback(kb, embedder, tmp_path):
-    settings, index = kb
+@pytest.mark.slow
+def test_retention_purges_old_searches_with_their_feedback(corpus, embedder, tmp_path):
+    settings, index = corpus.settings, corpus.service.index
     now = [1_700_000_000.0]
     log = EventLog(f"sqlite:///{tmp_path / 'e.db'}", KEY, retention_days=90, clock=lambda: now[0]).open()
     svc = make_search(settings, embedder, index, events=log)
-    old = svc.search("vpn token", caller=ALICE, threshold=0.0)
+    old = svc.search(SearchRequest.of("vpn token", threshold=0.0), ALICE)
     log.record_feedback(ALICE, old.query_id, old.results[0].hit.chunk.chunk_id, True)
     now[0] += 91 * 86_400
-    svc.search("annual leave", caller=ALICE, threshold=0.0)
+    svc.search(SearchRequest.of("annual leave", threshold=0.0), ALICE)
     log.flush()
     log.purge()  # (the writer also purges once a day of its clock has passed: either way the old search is gone)
     assert log.analytics(3650)["searches"] == 1 and list(log.judgments()) == []
@@ -208,13 +200,14 @@ def test_schema_versions(tmp_path):
     assert newer.value.kind == "conflict"
 
 
-def test_one_bad_row_does_not_cost_the_others_their_record(kb, embedder, tmp_path):
-    settings, index = kb
+@pytest.mark.slow
+def test_one_bad_row_does_not_cost_the_others_their_record(corpus, embedder, tmp_path):
+    settings, index = corpus.settings, corpus.service.index
     log = EventLog(f"sqlite:///{tmp_path / 'e.db'}", KEY)  # queued first, written together when it opens
     svc = make_search(settings, embedder, index, events=log)
-    first = svc.search("vpn token", caller=ALICE, threshold=0.0)
+    first = svc.search(SearchRequest.of("vpn token", threshold=0.0), ALICE)
     log.record_search(first, ALICE)  # the same query_id again: that row cannot be written
-    svc.search("annual leave", caller=ALICE, threshold=0.0)
+    svc.search(SearchRequest.of("annual leave", threshold=0.0), ALICE)
     log.open()
     log.flush()
     assert (log.stats.written, log.stats.write_errors) == (2, 1) and log.analytics(30)["searches"] == 2

@@ -16,13 +16,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 from app.api.metrics import AuditCollector
 from app.components import audit_log, open_events
 from app.identity import Caller
-from app.quality.calibration import fit_platt
 from app.quality.tune import write_config
 from app.services.audit import AuditLog
 from app.services.library import sync
 from app.services.rollout import RolloutState, RolloutStore
 from app.services.vocabulary import save_words
 from app.settings import Settings
+from rerank.calibration import fit_platt
 from retrieval.storage import CURRENT, current_version
 
 

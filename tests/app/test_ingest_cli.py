@@ -50,6 +50,7 @@ def test_bad_files_are_skipped_with_reasons_and_the_rest_ingested(corpus, isolat
     assert "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_reingest_is_a_no_op_then_sync_updates_and_deletes(corpus, isolated_settings, tmp_path):
     index_dir = isolated_settings.index_dir
     ingest(corpus)

@@ -89,6 +89,7 @@ def search(query: str) -> list[dict]:
     return json.loads(result.stdout.strip().splitlines()[-1])["results"]
 
 
+@pytest.mark.slow
 def test_every_office_file_read_exits_0_and_rows_are_found_with_their_header(office_kb, isolated_settings):
     result, report = ingest(office_kb)
     assert result.exit_code == 0, result.output
@@ -118,6 +119,7 @@ def test_a_row_deep_in_a_long_sheet_comes_with_the_column_names(office_kb, isola
     assert "| Person000 |" not in top["text"]
 
 
+@pytest.mark.slow
 def test_speaker_notes_are_found_with_their_slide(office_kb, isolated_settings):
     ingest(office_kb)
     top = search("lost token replaced Zurich")[0]
@@ -126,6 +128,7 @@ def test_speaker_notes_are_found_with_their_slide(office_kb, isolated_settings):
     assert "Speaker notes: Say: a lost token is replaced at the Zurich service desk" in top["text"]
 
 
+@pytest.mark.slow
 def test_bad_office_files_are_skipped_with_reasons_and_the_good_ones_indexed(office_kb, isolated_settings):
     add_bad_files(office_kb)
     result, report = ingest(office_kb)
@@ -141,6 +144,7 @@ def test_bad_office_files_are_skipped_with_reasons_and_the_good_ones_indexed(off
     assert os.path.basename(search("工龄12年年假几天")[0]["source"]) == "休假标准.xlsx"
 
 
+@pytest.mark.slow
 def test_merged_neighbouring_table_chunks_show_the_header_once(office_kb, isolated_settings):
     ingest(office_kb)
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from app.components import LiveSearch, make_search, open_index, rollout_store
+from app.components import live_search, load_unshared, make_search, open_index, rollout_store
 from app.identity import OPERATOR, Caller
 from app.services import promotion
-from app.services.library import sync
+from app.services.request import SearchRequest
 from app.settings import Settings
 from rerank.coalesce import BatchingReranker
 from rerank.validation.gate import GateLimits
+from tests.conftest import index_docs
 from tests.tiny_models import build_tiny_cross_encoder
 
 ROOT_ONLY = Caller("root", None, admin=True, via="cli")
@@ -22,11 +23,9 @@ PERMISSIVE = GateLimits(min_top_overlap=0.0, max_score_shift=1.0)
 @pytest.fixture(scope="module")
 def kb(tmp_path_factory, embedder):
     root = tmp_path_factory.mktemp("live_batching")
-    (root / "kb").mkdir()
-    (root / "kb" / "vpn.md").write_text("# VPN\n\nReset a forgotten VPN token in the self-service portal.\n")
-    (root / "kb" / "leave.md").write_text("# Leave\n\nEmployees get twenty days of annual leave a year.\n")
+    index_docs(root, embedder, {"vpn.md": "# VPN\n\nReset a forgotten VPN token in the self-service portal.\n",
+                                "leave.md": "# Leave\n\nEmployees get twenty days of annual leave a year.\n"})
     models = [build_tiny_cross_encoder(root / "models" / f"v{seed}", arch="bert", seed=seed) for seed in (1, 2, 3)]
-    sync([root / "kb"], root / "index", embedder)
     return root, models
 
 
@@ -37,15 +36,16 @@ def settings(kb, tmp_path):
                     rollout_file=tmp_path / "rerankers.json", cache_size=0, models_reload_s=0, _env_file=None)
 
 
+@pytest.mark.slow
 def test_swaps_wrap_the_new_engine_and_retire_the_old_wrapper(kb, settings, embedder):
     _, models = kb
     plain = make_search(settings, embedder, open_index(settings, embedder))
     assert not isinstance(plain.reranker, BatchingReranker)  # the CLI and evaluation score unbatched
-    live = LiveSearch(settings, plain)
+    live = live_search(settings, plain)
     try:
         first = live.service.reranker
         assert isinstance(first, BatchingReranker) and first.engine is plain.reranker
-        assert live.service.search("vpn token", caller=OPERATOR, threshold=0.0).results
+        assert live.service.search(SearchRequest.of("vpn token", threshold=0.0), OPERATOR).results
         assert first.stats().requests == 1
 
         store = rollout_store(settings)
@@ -54,23 +54,23 @@ def test_swaps_wrap_the_new_engine_and_retire_the_old_wrapper(kb, settings, embe
         canary = live.service.canary
         assert isinstance(canary, BatchingReranker) and canary.name == str(models[2])
 
-        promotion.promote(store, models[1], settings.reranker, ROOT_ONLY, limits=PERMISSIVE)
+        promotion.promote(store, models[1], settings.reranker, ROOT_ONLY, load=load_unshared, limits=PERMISSIVE)
         assert live.check_models()
         second = live.service.reranker
         assert isinstance(second, BatchingReranker) and second.name == str(models[1])
         assert first.closed and not second.closed  # drained: a search begun on it still finishes on it
         assert len(first.score("vpn", ["Reset the token."])) == 1
-        assert live.service.search("annual leave", caller=OPERATOR).reranker in (str(models[1]), str(models[2]))
+        assert live.service.search(SearchRequest.of("annual leave"), OPERATOR).reranker in (str(models[1]), str(models[2]))
     finally:
         live.stop()
     assert second.closed and canary.closed
     # after stop a late request is still answered, by the engine alone
-    assert live.service.search("annual leave", caller=OPERATOR, top_k=3).results
+    assert live.service.search(SearchRequest.of("annual leave", top_k=3), OPERATOR).results
 
 
 def test_batching_off_serves_the_engine_itself(settings, embedder):
     off = settings.model_copy(update={"rerank_batching": False})
     plain = make_search(off, embedder, open_index(off, embedder))
-    live = LiveSearch(off, plain)
+    live = live_search(off, plain)
     assert live.service.reranker is plain.reranker
     live.stop()

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import shutil
 
-from app.components import LiveSearch, make_search, open_index
+import pytest
+
+from app.components import live_search, make_search, open_index
 from app.identity import OPERATOR
 from app.services.library import sync
+from app.services.request import SearchRequest
 from app.settings import Settings
 
 
@@ -23,12 +26,12 @@ def test_live_search_serves_the_version_another_writer_published(tmp_path, embed
     s = Settings(index_dir=tmp_path / "index", embedder=embedder.name, reranker="none", index_reload_s=0,
                  _env_file=None)
     sync([kb], s.index_dir, embedder)
-    live = LiveSearch(s, make_search(s, embedder, open_index(s, embedder)))
+    live = live_search(s, make_search(s, embedder, open_index(s, embedder)))
     live.reload_index()
     old = live.service
-    first = old.search("quokkaberry", caller=OPERATOR, mode="lexical")
+    first = old.search(SearchRequest.of("quokkaberry", mode="lexical"), OPERATOR)
     assert len(sources(first)) == 1 and not live.index_changed()
-    assert old.search("quokkaberry", caller=OPERATOR, mode="lexical").cached
+    assert old.search(SearchRequest.of("quokkaberry", mode="lexical"), OPERATOR).cached
 
     (kb / "a.md").unlink()  # another writer (here: this process's sync, not through `live`) deletes it
     sync([kb], s.index_dir, embedder)
@@ -36,13 +39,14 @@ def test_live_search_serves_the_version_another_writer_published(tmp_path, embed
     assert live.check_index() is True
     new = live.service
     assert new.index.version != old.index.version
-    after = new.search("quokkaberry", caller=OPERATOR, mode="lexical")
+    after = new.search(SearchRequest.of("quokkaberry", mode="lexical"), OPERATOR)
     assert sources(after) == set() and not after.cached and after.index_version == new.index.version
     # a search that began on the old service finishes on the old version
-    assert sources(old.search("quokkaberry", caller=OPERATOR, mode="lexical")) == sources(first)
+    assert sources(old.search(SearchRequest.of("quokkaberry", mode="lexical"), OPERATOR)) == sources(first)
     assert live.check_index() is False  # nothing new published
 
 
+@pytest.mark.slow
 def test_a_version_that_cannot_be_read_leaves_the_served_one(tmp_path, embedder):
     kb = tmp_path / "kb"
     kb.mkdir()
@@ -50,7 +54,7 @@ def test_a_version_that_cannot_be_read_leaves_the_served_one(tmp_path, embedder)
     s = Settings(index_dir=tmp_path / "index", embedder=embedder.name, reranker="none", index_reload_s=0,
                  _env_file=None)
     sync([kb], s.index_dir, embedder)
-    live = LiveSearch(s, make_search(s, embedder, None))
+    live = live_search(s, make_search(s, embedder, None))
     live.reload_index()
     served = live.service.index.version
     (kb / "b.md").write_text("# Beta\n\nParking permits.\n", encoding="utf-8")

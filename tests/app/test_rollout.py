@@ -11,16 +11,17 @@ import pytest
 from typer.testing import CliRunner
 
 from app.cli import app
-from app.components import LiveSearch, make_search, open_index, rollout_store
+from app.components import live_search, load_unshared, make_search, open_index, rollout_store
 from app.errors import KbError
 from app.identity import OPERATOR, Caller
 from app.services import promotion
 from app.services.events import EventLog
-from app.services.library import sync
+from app.services.request import SearchRequest
 from app.services.rollout import Release
 from app.services.search import in_canary
 from app.settings import Settings
 from rerank.validation.gate import GateLimits
+from tests.conftest import index_docs
 from tests.tiny_models import build_tiny_cross_encoder
 
 DOCS = {
@@ -41,14 +42,11 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def kb(tmp_path_factory, embedder):
     root = tmp_path_factory.mktemp("rollout")
-    (root / "kb").mkdir()
-    for name, body in DOCS.items():
-        (root / "kb" / name).write_text(body, encoding="utf-8")
+    index_docs(root, embedder, DOCS)
     models = {seed: build_tiny_cross_encoder(root / "models" / f"reranker_v{seed}", arch="bert", seed=seed)
               for seed in (1, 2)}
     broken = build_tiny_cross_encoder(root / "models" / "broken", arch="bert", seed=3)
     (broken / "model.safetensors").unlink()
-    sync([root / "kb"], root / "index", embedder)
     return root, models, broken
 
 
@@ -71,22 +69,23 @@ def golden_from(model, path, queries=QUERIES[:4]) -> None:
                 fh.write(json.dumps({"query": q, "passage": p, "label": raw}, ensure_ascii=False) + "\n")
 
 
+@pytest.mark.slow
 def test_promote_refuses_a_broken_folder_and_a_golden_regression_and_changes_nothing(kb, settings, tmp_path):
     _, models, broken = kb
     store = rollout_store(settings)
-    refused = promotion.promote(store, broken, settings.reranker, ROOT_ONLY)
+    refused = promotion.promote(store, broken, settings.reranker, ROOT_ONLY, load=load_unshared)
     assert refused.state is None and not store.path.exists()
     assert any("weights_file" in r and "model.safetensors" in r for r in refused.report.reasons)
 
     golden = tmp_path / "golden.jsonl"
     golden_from(models[1], golden)  # the serving model agrees with these labels fully; the candidate cannot
-    regression = promotion.promote(store, models[2], settings.reranker, ROOT_ONLY, golden=golden, limits=PERMISSIVE)
+    regression = promotion.promote(store, models[2], settings.reranker, ROOT_ONLY, load=load_unshared, golden=golden, limits=PERMISSIVE)
     g = regression.report.golden
     assert g.current_agreement == 1.0 and g.candidate_agreement < 1.0 - g.tolerance  # the premise of this test
     assert regression.state is None and any(r.startswith("golden regression") for r in regression.report.reasons)
     assert not store.path.exists()
 
-    too_different = promotion.promote(store, models[2], settings.reranker, ROOT_ONLY,
+    too_different = promotion.promote(store, models[2], settings.reranker, ROOT_ONLY, load=load_unshared,
                                       limits=GateLimits(min_top_overlap=1.0, max_score_shift=1.0))
     c = too_different.report.comparison
     assert c is not None and c.on == "built-in check set" and c.pairs == 48
@@ -94,6 +93,7 @@ def test_promote_refuses_a_broken_folder_and_a_golden_regression_and_changes_not
     assert not store.path.exists() or too_different.state is not None
 
 
+@pytest.mark.slow
 def test_promote_history_and_rollback_through_the_cli(kb, settings, tmp_path, monkeypatch):
     _, models, broken = kb
     for key, value in (("KB_INDEX_DIR", settings.index_dir), ("KB_RERANKER", settings.reranker),
@@ -150,15 +150,16 @@ def test_a_promotion_racing_another_is_refused_and_never_half_applied(kb, settin
     try:
         assert holding.wait(30)
         with pytest.raises(KbError) as busy:
-            promotion.promote(store, models[2], settings.reranker, ROOT_ONLY, limits=PERMISSIVE)
+            promotion.promote(store, models[2], settings.reranker, ROOT_ONLY, load=load_unshared, limits=PERMISSIVE)
         assert busy.value.kind == "conflict" and "under way" in busy.value.message
         assert not store.path.exists()
     finally:
         release.set()
         t.join()
-    assert promotion.promote(store, models[2], settings.reranker, ROOT_ONLY, limits=PERMISSIVE).state is not None
+    assert promotion.promote(store, models[2], settings.reranker, ROOT_ONLY, load=load_unshared, limits=PERMISSIVE).state is not None
 
 
+@pytest.mark.slow
 def test_canary_routes_a_stable_share_of_queries_and_every_result_names_its_model(kb, settings, embedder, tmp_path):
     _, models, _ = kb
     assert in_canary("vpn token", 0.5) == in_canary("  VPN token ", 0.5)  # the same question, the same model
@@ -175,10 +176,10 @@ def test_canary_routes_a_stable_share_of_queries_and_every_result_names_its_mode
     try:
         service = make_search(settings, embedder, open_index(settings, embedder), events=events, trials=True)
         tuning = make_search(settings, embedder, open_index(settings, embedder))  # tuning, evaluation: no canary
-        assert {tuning.search(q, caller=OPERATOR).reranker for q in QUERIES} == {str(models[1])}
+        assert {tuning.search(SearchRequest.of(q), OPERATOR).reranker for q in QUERIES} == {str(models[1])}
         seen = {}
         for q in QUERIES:
-            res = service.search(q, caller=OPERATOR, threshold=0.0)
+            res = service.search(SearchRequest.of(q, threshold=0.0), OPERATOR)
             want = str(models[2]) if in_canary(q, 0.5) else str(models[1])
             assert res.reranker == want and res.reranker_role == ("canary" if want == str(models[2]) else "serving")
             assert {r["reranker"] for r in res.to_dict()["results"]} == {want}
@@ -195,20 +196,21 @@ def test_canary_routes_a_stable_share_of_queries_and_every_result_names_its_mode
         events.close()
     promotion.stop_canary(store, ROOT_ONLY)
     plain = make_search(settings, embedder, open_index(settings, embedder), trials=True)
-    assert {plain.search(q, caller=OPERATOR).reranker for q in QUERIES} == {str(models[1])}
+    assert {plain.search(SearchRequest.of(q), OPERATOR).reranker for q in QUERIES} == {str(models[1])}
 
 
+@pytest.mark.slow
 def test_shadow_scores_every_search_and_accumulates_agreement(kb, settings, embedder):
     _, models, _ = kb
     store = rollout_store(settings)
     promotion.start_shadow(store, models[2], settings.reranker, ROOT_ONLY)
-    live = LiveSearch(settings, make_search(settings, embedder, open_index(settings, embedder)))
+    live = live_search(settings, make_search(settings, embedder, open_index(settings, embedder)))
     try:
         live.watch()  # a long-running process starts the shadow
         shadow = live.service.shadow
         assert shadow is not None and shadow.name == str(models[2])
         for q in QUERIES:
-            res = live.service.search(q, caller=OPERATOR, threshold=0.0)
+            res = live.service.search(SearchRequest.of(q, threshold=0.0), OPERATOR)
             assert res.reranker == str(models[1])  # the shadow never serves
         assert shadow.join(60)
         snap = live.stats.snapshot()
@@ -226,11 +228,12 @@ def test_shadow_scores_every_search_and_accumulates_agreement(kb, settings, embe
         live.stop()
 
 
+@pytest.mark.slow
 def test_a_model_that_fails_to_load_leaves_the_old_one_serving(kb, settings, embedder):
     _, models, _ = kb
     store = rollout_store(settings)
-    promotion.promote(store, models[2], settings.reranker, ROOT_ONLY, limits=PERMISSIVE)
-    live = LiveSearch(settings, make_search(settings, embedder, open_index(settings, embedder)))
+    promotion.promote(store, models[2], settings.reranker, ROOT_ONLY, load=load_unshared, limits=PERMISSIVE)
+    live = live_search(settings, make_search(settings, embedder, open_index(settings, embedder)))
     assert live.service.reranker_name == str(models[2])
     gone = models[2].parent / "reranker_deleted"  # promoted, then its folder was deleted
     with store.locked():
@@ -238,22 +241,22 @@ def test_a_model_that_fails_to_load_leaves_the_old_one_serving(kb, settings, emb
     assert live.check_models()
     assert live.service.reranker_name == str(models[2])
     assert "reranker_deleted" in live.models_error and "keeps serving" in live.models_error
-    assert live.service.search("annual leave", caller=OPERATOR).reranker == str(models[2])
+    assert live.service.search(SearchRequest.of("annual leave"), OPERATOR).reranker == str(models[2])
     promotion.rollback(store, settings.reranker, ROOT_ONLY)  # back to what serves: nothing left to report
     assert live.check_models() and live.models_error is None
 
 
 def test_a_calibration_fitted_on_another_model_is_not_applied_to_the_promoted_one(kb, settings, embedder, tmp_path):
-    from app.quality.calibration import fit_platt
+    from rerank.calibration import fit_platt
 
     _, models, _ = kb
     cal = fit_platt([-2.0, -1.0, 1.0, 2.0], [0, 0, 1, 1], {"reranker": str(models[1])}).save(tmp_path / "cal.json")
     s = settings.model_copy(update={"calibration": cal})
-    assert make_search(s, embedder, open_index(s, embedder)).search("annual leave", caller=OPERATOR).calibrated
-    promotion.promote(rollout_store(s), models[2], s.reranker, ROOT_ONLY, limits=PERMISSIVE)
+    assert make_search(s, embedder, open_index(s, embedder)).search(SearchRequest.of("annual leave"), OPERATOR).calibrated
+    promotion.promote(rollout_store(s), models[2], s.reranker, ROOT_ONLY, load=load_unshared, limits=PERMISSIVE)
     promoted = make_search(s, embedder, open_index(s, embedder))
     assert promoted.calibrator is None and "fitted on the scores of" in promoted.calibration_error
-    assert not promoted.search("annual leave", caller=OPERATOR).calibrated
+    assert not promoted.search(SearchRequest.of("annual leave"), OPERATOR).calibrated
 
 
 def test_a_damaged_rollout_file_is_named_and_the_setting_serves(kb, settings, embedder):
@@ -263,11 +266,12 @@ def test_a_damaged_rollout_file_is_named_and_the_setting_serves(kb, settings, em
     assert bad.value.kind == "unprocessable" and str(settings.rollout_file) in bad.value.message
     service = make_search(settings, embedder, open_index(settings, embedder))
     assert service.reranker_name == settings.reranker  # searches keep being served
-    live = LiveSearch(settings, service)
+    live = live_search(settings, service)
     live.reload_models()
     assert str(settings.rollout_file) in live.models_error and live.service.reranker_name == settings.reranker
 
 
+@pytest.mark.slow
 def test_a_promoted_folder_whose_weights_changed_is_refused_loudly_and_the_old_model_keeps_serving(
         kb, settings, embedder, tmp_path):
     """Issue 32: weights were hashed at promotion but never checked at load, so a swapped folder served."""
@@ -276,9 +280,9 @@ def test_a_promoted_folder_whose_weights_changed_is_refused_loudly_and_the_old_m
     _, models, _ = kb
     folder = shutil.copytree(models[2], tmp_path / "reranker_prod")
     store = rollout_store(settings)
-    live = LiveSearch(settings, make_search(settings, embedder, open_index(settings, embedder)))
+    live = live_search(settings, make_search(settings, embedder, open_index(settings, embedder)))
     assert live.service.reranker_name == str(models[1])
-    promoted = promotion.promote(store, folder, settings.reranker, ROOT_ONLY, limits=PERMISSIVE)
+    promoted = promotion.promote(store, folder, settings.reranker, ROOT_ONLY, load=load_unshared, limits=PERMISSIVE)
     digest = promoted.state.current.digest
     shutil.copyfile(models[1] / "model.safetensors", folder / "model.safetensors")  # swapped after promotion
 
@@ -286,14 +290,14 @@ def test_a_promoted_folder_whose_weights_changed_is_refused_loudly_and_the_old_m
     assert live.service.reranker_name == str(models[1])  # refused: what served keeps serving
     why = live.models_error
     assert str(folder) in why and digest in why and "kb models promote" in why and "keeps serving" in why
-    assert live.service.search("annual leave", caller=OPERATOR).reranker == str(models[1])
+    assert live.service.search(SearchRequest.of("annual leave"), OPERATOR).reranker == str(models[1])
 
     fresh = make_search(settings, embedder, open_index(settings, embedder))  # a process starting now
     assert fresh.reranker is None and str(folder) in fresh.reranker_error and digest in fresh.reranker_error
 
-    again = promotion.promote(store, folder, settings.reranker, ROOT_ONLY, limits=PERMISSIVE)  # the fix it names
+    again = promotion.promote(store, folder, settings.reranker, ROOT_ONLY, load=load_unshared, limits=PERMISSIVE)  # the fix it names
     assert again.state is not None and again.state.current.digest != digest
     assert [r.model for r in again.state.serving] == [str(folder)]  # its entry replaced, not stacked
     assert live.check_models() and live.service.reranker_name == str(folder) and live.models_error is None
     with pytest.raises(KbError, match="already the serving reranker"):
-        promotion.promote(store, folder, settings.reranker, ROOT_ONLY, limits=PERMISSIVE)
+        promotion.promote(store, folder, settings.reranker, ROOT_ONLY, load=load_unshared, limits=PERMISSIVE)

@@ -14,9 +14,8 @@ from typer.testing import CliRunner
 
 from app.api import create_app
 from app.cli import app as kb
-from app.services.library import sync
 from app.settings import Settings
-from tests.conftest import search_service
+from tests.conftest import index_docs, search_service
 
 PUBLIC = {
     "news.md": "# Company news\n\nThe merger with Contoso is expected to close in May.\n",
@@ -35,13 +34,9 @@ def corpora(tmp_path_factory, embedder) -> dict[bool, Settings]:
     out = {}
     for probe in (True, False):
         root = tmp_path_factory.mktemp(f"probe-{probe}")
-        (root / "kb").mkdir()
-        for name, text in {**PUBLIC, "board.md": HR[probe]}.items():
-            (root / "kb" / name).write_text(text, encoding="utf-8")
-        s = Settings(index_dir=root / "index", embedder=embedder.name, reranker="none", upload_dir=root / "up",
-                     api_keys=KEYS, events=False, _env_file=None)
-        sync([root / "kb"], s.index_dir, embedder)
-        out[probe] = s
+        out[probe] = Settings(index_dir=index_docs(root, embedder, {**PUBLIC, "board.md": HR[probe]}),
+                              embedder=embedder.name, reranker="none", upload_dir=root / "up", api_keys=KEYS,
+                              events=False, _env_file=None)
     return out
 
 

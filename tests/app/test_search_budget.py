@@ -16,9 +16,9 @@ from app.components import make_search, open_index, search_defaults
 from app.errors import KbError
 from app.identity import OPERATOR, Caller
 from app.services.events import EventLog
+from app.services.request import SearchRequest
 from app.services.search import QueryCache
 from rerank.budget import Meters, Throughput
-from tests.conftest import indexed_settings, search_service
 
 DOCS = {
     "vpn.md": "# VPN token\n\nTo reset a forgotten VPN token, open the self-service portal and choose Reset.\n",
@@ -32,22 +32,11 @@ DOCS = {
 Q = "how do I reset my VPN token"
 
 
-@pytest.fixture(scope="module")
-def settings(tmp_path_factory, embedder):
-    return indexed_settings(tmp_path_factory.mktemp("budget"), embedder, DOCS)
-
-
-@pytest.fixture(scope="module")
-def loaded(settings, embedder):
-    svc = search_service(settings, embedder)
-    assert svc.reranker_error is None
-    return svc
-
-
 @pytest.fixture
-def service(loaded):
+def service(corpus):
     """The loaded service with its own cache and meters, so tests do not see each other's."""
-    return replace(loaded, cache=QueryCache(64), meters=Meters())
+    assert corpus.service.reranker_error is None
+    return replace(corpus.service, cache=QueryCache(64), meters=Meters())
 
 
 @pytest.fixture
@@ -56,8 +45,14 @@ def slow(monkeypatch):
     monkeypatch.setattr(Throughput, "rate", property(lambda self: 1.0))
 
 
+def preview_of(service, query: str, caller=OPERATOR, top_k: int = 10, top_n: int | None = None):
+    """The recall stage's candidates as the app previews them."""
+    plan = service.plan(SearchRequest.of(query, top_k=top_k, top_n=top_n if top_n is not None else top_k), caller)
+    return service.preview(plan, service.recall(plan))
+
+
 def recall_order(service, caller=OPERATOR, top_k: int = 10) -> list[str]:
-    preview = service.recall_preview(Q, caller=caller, top_k=top_k, top_n=top_k)
+    preview = preview_of(service, Q, caller, top_k)
     assert preview.preview and preview.reranked == 0 and all(r.score is None for r in preview.results)
     return [r.hit.chunk.chunk_id for r in preview.results]
 
@@ -68,7 +63,7 @@ def ids(results) -> list[str]:
 
 def test_budget_reranks_the_best_recalled_and_the_rest_follow_in_recall_order(service, slow):
     order = recall_order(service)
-    res = service.search(Q, caller=OPERATOR, top_k=10, top_n=2, threshold=0.0, rerank_budget_ms=1)
+    res = service.search(SearchRequest.of(Q, top_k=10, top_n=2, threshold=0.0, rerank_budget_ms=1), OPERATOR)
     assert res.candidates == len(order) > 2
     assert res.reranked == 2  # the floor: the shown results are reranked
     assert all(r.score is not None and r.raw_score is not None and r.band for r in res.results)
@@ -85,7 +80,7 @@ def test_budget_reranks_the_best_recalled_and_the_rest_follow_in_recall_order(se
 
 def test_unreranked_results_fill_the_page_after_the_reranked_ones(service, slow):
     order = recall_order(service)
-    res = service.search(Q, caller=OPERATOR, top_k=10, top_n=4, threshold=0.99, rerank_budget_ms=1)
+    res = service.search(SearchRequest.of(Q, top_k=10, top_n=4, threshold=0.99, rerank_budget_ms=1), OPERATOR)
     assert res.reranked == 4 < res.candidates
     scored = [r for r in res.results if r.score is not None]
     unscored = [r for r in res.results if r.score is None]
@@ -99,19 +94,19 @@ def test_unreranked_results_fill_the_page_after_the_reranked_ones(service, slow)
 def test_budget_never_shows_what_the_caller_may_not_read(service, slow):
     public = Caller.member_of([])
     order = recall_order(service, public)
-    res = service.search("salary band B3", caller=public, top_k=10, top_n=2, threshold=0.0, rerank_budget_ms=1)
+    res = service.search(SearchRequest.of("salary band B3", top_k=10, top_n=2, threshold=0.0, rerank_budget_ms=1), public)
     everything = res.results + res.not_shown + res.below_threshold
     assert everything and all("Band B3" not in r.hit.chunk.text for r in everything)
-    preview = service.recall_preview("salary band B3", caller=public, top_k=10, top_n=10)
+    preview = preview_of(service, "salary band B3", public)
     assert all("Band B3" not in r.hit.chunk.text for r in preview.results + preview.not_shown)
     assert len(order) == res.candidates
-    hr = service.recall_preview("salary band B3", caller=Caller.member_of(["hr"]), top_k=10, top_n=10)
+    hr = preview_of(service, "salary band B3", Caller.member_of(["hr"]))
     assert any("Band B3" in r.hit.chunk.text for r in hr.results)  # the same recall, the caller's groups
 
 
 @pytest.mark.parametrize("budget", [None, 0, 600_000])
 def test_without_a_binding_budget_everything_is_reranked(service, budget):
-    res = service.search(Q, caller=OPERATOR, top_k=10, top_n=10, threshold=0.0, rerank_budget_ms=budget)
+    res = service.search(SearchRequest.of(Q, top_k=10, top_n=10, threshold=0.0, rerank_budget_ms=budget), OPERATOR)
     assert res.reranked == res.candidates == len(res.results)
     assert all(r.score is not None for r in res.results)
     assert not any("budget" in w for w in res.warnings)
@@ -119,16 +114,21 @@ def test_without_a_binding_budget_everything_is_reranked(service, budget):
 
 
 def test_a_cut_result_is_never_cached_and_a_complete_one_answers_budgeted_searches(service, slow):
-    kw = {"caller": OPERATOR, "top_k": 10, "top_n": 2, "threshold": 0.0}
-    assert not service.is_cached(Q, rerank_budget_ms=1, **kw)
-    cut = service.search(Q, rerank_budget_ms=1, **kw)
-    again = service.search(Q, rerank_budget_ms=1, **kw)
+    def req(budget: int) -> SearchRequest:
+        return SearchRequest.of(Q, top_k=10, top_n=2, threshold=0.0, rerank_budget_ms=budget)
+
+    def is_cached(budget: int) -> bool:
+        return service.plan(req(budget), OPERATOR).key in service.cache
+
+    assert not is_cached(1)
+    cut = service.search(req(1), OPERATOR)
+    again = service.search(req(1), OPERATOR)
     assert cut.reranked == again.reranked == 2 and not again.cached
-    assert not service.is_cached(Q, rerank_budget_ms=1, **kw)
-    full = service.search(Q, rerank_budget_ms=0, **kw)
+    assert not is_cached(1)
+    full = service.search(req(0), OPERATOR)
     assert full.reranked == full.candidates and not full.cached
-    assert service.is_cached(Q, rerank_budget_ms=1, **kw)
-    served = service.search(Q, rerank_budget_ms=1, **kw)  # complete, at once
+    assert is_cached(1)
+    served = service.search(req(1), OPERATOR)  # complete, at once
     assert served.cached and served.reranked == served.candidates
 
 
@@ -136,7 +136,8 @@ def test_the_preview_is_neither_cached_nor_recorded(tmp_path, settings, embedder
     log = EventLog(f"sqlite:///{tmp_path / 'events.db'}", b"k" * 32).open()
     try:
         svc = make_search(settings, embedder, open_index(settings, embedder), events=log)
-        preview = svc.recall_preview(Q, caller=OPERATOR)
+        plan = svc.plan(SearchRequest.of(Q), OPERATOR)
+        preview = svc.preview(plan, svc.recall(plan))
         assert preview.query_id == "" and len(svc.cache) == 0
         assert preview.to_dict()["preview"] is True
         log.flush()
@@ -150,7 +151,7 @@ def test_budgeted_searches_are_recorded_and_take_feedback(tmp_path, settings, em
     alice = Caller.member_of([], who="alice@example.com", via="oidc")
     try:
         svc = make_search(settings, embedder, open_index(settings, embedder), events=log)
-        res = svc.search(Q, caller=alice, top_k=10, top_n=4, threshold=0.99, rerank_budget_ms=1)
+        res = svc.search(SearchRequest.of(Q, top_k=10, top_n=4, threshold=0.99, rerank_budget_ms=1), alice)
         assert res.reranked == 4 < res.candidates
         unscored = [r for r in res.results if r.score is None] or res.not_shown
         assert log.record_feedback(alice, res.query_id, unscored[0].hit.chunk.chunk_id, True) > 0
@@ -163,7 +164,7 @@ def test_budgeted_searches_are_recorded_and_take_feedback(tmp_path, settings, em
 @pytest.mark.parametrize("bad", [-1, 600_001, 1.5, True])
 def test_a_bad_budget_names_itself(service, bad):
     with pytest.raises(KbError) as exc:
-        service.search(Q, caller=OPERATOR, rerank_budget_ms=bad)
+        service.search(SearchRequest.of(Q, rerank_budget_ms=bad), OPERATOR)
     assert exc.value.kind == "validation" and "rerank_budget_ms" in str(exc.value)
 
 
@@ -192,6 +193,7 @@ def cli_env(settings, monkeypatch):
     get_settings.cache_clear()
 
 
+@pytest.mark.slow
 def test_cli_says_how_many_were_reranked(cli_env, slow):
     table = CliRunner().invoke(app, ["search", Q, "--budget-ms", "1", "--top-n", "3", "--top-k", "10",
                                      "--threshold", "0"])

@@ -14,7 +14,7 @@ from app.components import make_search, open_index
 from app.errors import KbError
 from app.identity import OPERATOR, Caller
 from app.services.library import IngestOptions, sync
-from tests.conftest import indexed_settings, search_service
+from app.services.request import SearchRequest
 
 DOCS = {
     "vpn.md": "# VPN token\n\nTo reset a forgotten VPN token, open the self-service portal and choose Reset.\n",
@@ -24,20 +24,8 @@ DOCS = {
 }
 
 
-@pytest.fixture(scope="module")
-def settings(tmp_path_factory, embedder):
-    return indexed_settings(tmp_path_factory.mktemp("svc"), embedder, DOCS)
-
-
-@pytest.fixture(scope="module")
-def service(settings, embedder):
-    svc = search_service(settings, embedder)  # the shared, already loaded MiniLM
-    assert svc.reranker_error is None
-    return svc
-
-
 def test_results_carry_reranker_scores(service):
-    res = service.search("how do I reset my VPN token", caller=OPERATOR, top_k=10, top_n=10, threshold=0.0)
+    res = service.search(SearchRequest.of("how do I reset my VPN token", top_k=10, top_n=10, threshold=0.0), OPERATOR)
     assert res.reranker and res.embedder and res.device == "cpu" and res.dtype == "float32"
     assert set(res.timings_ms) == {"embed", "recall", "rerank", "total"} and res.timings_ms["rerank"] > 0
     scores = [r.score for r in res.results]
@@ -49,36 +37,38 @@ def test_results_carry_reranker_scores(service):
 
 
 def test_threshold_and_top_n(service):
-    everything = service.search("annual leave days", caller=OPERATOR, top_k=10, top_n=10, threshold=0.0)
+    everything = service.search(SearchRequest.of("annual leave days", top_k=10, top_n=10, threshold=0.0), OPERATOR)
     cut = sorted(r.score for r in everything.results)[len(everything.results) // 2]
-    res = service.search("annual leave days", caller=OPERATOR, top_k=10, top_n=10, threshold=cut)
+    res = service.search(SearchRequest.of("annual leave days", top_k=10, top_n=10, threshold=cut), OPERATOR)
     assert all(r.score >= cut for r in res.results)
     assert len(res.results) + len(res.below_threshold) == len(everything.results)
-    assert len(service.search("annual leave days", caller=OPERATOR, top_k=10, top_n=1, threshold=0.0).results) == 1
+    assert len(service.search(SearchRequest.of("annual leave days", top_k=10, top_n=1, threshold=0.0), OPERATOR).results) == 1
 
 
 def test_groups_are_enforced(service):
-    public = service.search("salary band B3", top_k=10, top_n=10, threshold=0.0, caller=Caller.member_of([]))
+    public = service.search(SearchRequest.of("salary band B3", top_k=10, top_n=10, threshold=0.0), Caller.member_of([]))
     assert all("Band B3" not in r.hit.chunk.text for r in public.results + public.below_threshold)
-    hr = service.search("salary band B3", top_k=10, top_n=10, threshold=0.0, caller=Caller.member_of(["hr"]))
+    hr = service.search(SearchRequest.of("salary band B3", top_k=10, top_n=10, threshold=0.0), Caller.member_of(["hr"]))
     assert any("Band B3" in r.hit.chunk.text for r in hr.results)
 
 
 @pytest.mark.parametrize("kwargs", [{"top_k": 0}, {"top_n": 0}, {"threshold": 1.5}, {"threshold": -0.1}])
-def test_bad_parameters_name_themselves(service, kwargs):
+def test_bad_parameters_name_themselves(kwargs):
+    """Checked where the request is built, before any model or index is needed."""
     name = next(iter(kwargs))
     with pytest.raises(KbError, match=name) as bad:
-        service.search("vpn", caller=OPERATOR, **kwargs)
+        SearchRequest.of("vpn", **kwargs)
     assert bad.value.kind == "validation"
-    with pytest.raises(KbError, match="empty"):
-        service.search("   ", caller=OPERATOR)
+    with pytest.raises(KbError, match="empty") as empty:
+        SearchRequest.of("   ")
+    assert empty.value.kind == "validation"
 
 
 def test_unloadable_reranker_is_loud_and_recall_only(settings, service):
     broken = make_search(settings.model_copy(update={"reranker": "models/does_not_exist"}), service.embedder,
                          service.index)
     assert broken.reranker is None and "could not be loaded" in broken.reranker_error
-    res = broken.search("vpn token", caller=OPERATOR, top_n=3)
+    res = broken.search(SearchRequest.of("vpn token", top_n=3), OPERATOR)
     assert res.reranker is None and res.warnings
     assert all(r.score is None and r.raw_score is None and r.band is None for r in res.results)
 
@@ -122,12 +112,12 @@ def long_service(tmp_path_factory, embedder, settings, service):
 
 
 def test_max_per_doc_caps_each_document(long_service):
-    everything = long_service.search("VPN token reset step", caller=OPERATOR, top_k=20, top_n=20, threshold=0.0)
+    everything = long_service.search(SearchRequest.of("VPN token reset step", top_k=20, top_n=20, threshold=0.0), OPERATOR)
     per_doc = {}
     for r in everything.results:
         per_doc[r.hit.chunk.doc_id] = per_doc.get(r.hit.chunk.doc_id, 0) + 1
     assert max(per_doc.values()) > 2  # the long document has several chunks
-    capped = long_service.search("VPN token reset step", caller=OPERATOR, top_k=20, top_n=20, threshold=0.0, max_per_doc=2)
+    capped = long_service.search(SearchRequest.of("VPN token reset step", top_k=20, top_n=20, threshold=0.0, max_per_doc=2), OPERATOR)
     counts = {}
     for r in capped.results:
         counts[r.hit.chunk.doc_id] = counts.get(r.hit.chunk.doc_id, 0) + 1
@@ -139,8 +129,8 @@ def test_max_per_doc_caps_each_document(long_service):
 
 
 def test_merge_joins_neighbouring_chunks_in_document_order(long_service):
-    plain = long_service.search("VPN token reset step", caller=OPERATOR, top_k=20, top_n=20, threshold=0.0)
-    merged = long_service.search("VPN token reset step", caller=OPERATOR, top_k=20, top_n=20, threshold=0.0, merge=True)
+    plain = long_service.search(SearchRequest.of("VPN token reset step", top_k=20, top_n=20, threshold=0.0), OPERATOR)
+    merged = long_service.search(SearchRequest.of("VPN token reset step", top_k=20, top_n=20, threshold=0.0, merge=True), OPERATOR)
     assert len(merged.results) < len(plain.results)
     big = max(merged.results, key=lambda r: len(r.hit.chunk.meta.get("merged", [])))
     members = big.hit.chunk.meta["merged"]
@@ -161,47 +151,46 @@ def test_cache_hits_and_invalidation_by_index_version(tmp_path, embedder, settin
     settings = settings.model_copy(update={"index_dir": tmp_path / "index"})
     sync([tmp_path / "kb"], settings.index_dir, embedder)
     svc = make_search(settings, embedder, open_index(settings, embedder), (service.reranker, None))
-    first = svc.search("where do staff park", caller=OPERATOR, threshold=0.0)
-    again = svc.search("where do staff park", caller=OPERATOR, threshold=0.0)
+    first = svc.search(SearchRequest.of("where do staff park", threshold=0.0), OPERATOR)
+    again = svc.search(SearchRequest.of("where do staff park", threshold=0.0), OPERATOR)
     assert not first.cached and again.cached and again.results == first.results
-    assert not svc.search("where do staff park", caller=OPERATOR, threshold=0.0, top_n=1).cached  # other parameters, other key
+    assert not svc.search(SearchRequest.of("where do staff park", threshold=0.0, top_n=1), OPERATOR).cached  # other parameters, other key
     (tmp_path / "kb" / "b.md").write_text("# Visitors\n\nVisitors park in garage P1 after registering.\n")
     sync([tmp_path / "kb"], settings.index_dir, embedder)
     svc = svc.with_index(open_index(settings, embedder))  # what a running API does after an ingest
-    after = svc.search("where do staff park", caller=OPERATOR, threshold=0.0)
+    after = svc.search(SearchRequest.of("where do staff park", threshold=0.0), OPERATOR)
     assert not after.cached and after.index_version != first.index_version
     assert any("garage P1" in r.hit.chunk.text for r in after.results)
 
 
 def test_calibration_from_kb_tune_maps_scores_and_bands(tmp_path, settings, service):
-    from app.quality.calibration import Calibrator
+    from rerank.calibration import Calibrator
 
     path = Calibrator("platt", {"a": 2.0, "b": -1.0}).save(tmp_path / "cal.json")
     svc = make_search(settings.model_copy(update={"calibration": path}), service.embedder, service.index)
     assert svc.calibrator is not None and svc.calibration_error is None
-    plain = service.search("how do I reset my VPN token", caller=OPERATOR, top_k=10, top_n=10, threshold=0.0)
-    cal = svc.search("how do I reset my VPN token", caller=OPERATOR, top_k=10, top_n=10, threshold=0.0)
+    plain = service.search(SearchRequest.of("how do I reset my VPN token", top_k=10, top_n=10, threshold=0.0), OPERATOR)
+    cal = svc.search(SearchRequest.of("how do I reset my VPN token", top_k=10, top_n=10, threshold=0.0), OPERATOR)
     assert cal.calibrated and not plain.calibrated
     assert [r.hit.chunk.chunk_id for r in cal.results] == [r.hit.chunk.chunk_id for r in plain.results]
     for r in cal.results:
         assert math.isclose(r.score, 1 / (1 + math.exp(-(2.0 * r.raw_score - 1.0))), rel_tol=1e-9)
         assert r.band == ("strong" if r.score > 0.7 else "review" if r.score >= 0.5 else "weak")
     cut = sorted(r.score for r in cal.results)[len(cal.results) // 2]
-    assert all(r.score >= cut for r in svc.search("how do I reset my VPN token", caller=OPERATOR, top_k=10, top_n=10,
-                                                    threshold=cut).results)
+    assert all(r.score >= cut for r in svc.search(SearchRequest.of("how do I reset my VPN token", top_k=10, top_n=10, threshold=cut), OPERATOR).results)
 
 
 def test_unreadable_calibration_is_loud_and_falls_back_to_sigmoid(tmp_path, settings, service):
     (tmp_path / "cal.json").write_text("{not json")
     svc = make_search(settings.model_copy(update={"calibration": tmp_path / "cal.json"}), service.embedder, service.index)
-    res = svc.search("vpn token", caller=OPERATOR, top_k=5, threshold=0.0)
+    res = svc.search(SearchRequest.of("vpn token", top_k=5, threshold=0.0), OPERATOR)
     assert not res.calibrated and any("cal.json" in w and "kb tune" in w for w in res.warnings)
     assert all(math.isclose(r.score, 1 / (1 + math.exp(-r.raw_score)), rel_tol=1e-6) for r in res.results)
 
 
 def test_every_recalled_chunk_is_accounted_for(service):
     """shown + cut by N + under the threshold = every chunk recalled, each once (the app's raw table needs it)."""
-    res = service.search("annual leave VPN laptop", caller=OPERATOR, top_k=10, top_n=2, threshold=0.3)
+    res = service.search(SearchRequest.of("annual leave VPN laptop", top_k=10, top_n=2, threshold=0.3), OPERATOR)
     ids = [r.hit.chunk.chunk_id for r in res.results + res.not_shown + res.below_threshold]
     assert len(ids) == len(set(ids)) == res.candidates
     assert all(r.score >= 0.3 for r in res.not_shown) and len(res.results) == 2
@@ -210,12 +199,13 @@ def test_every_recalled_chunk_is_accounted_for(service):
     assert d["more"] == len(res.not_shown) and len(d["not_shown"]) == len(res.not_shown)
 
 
+@pytest.mark.slow
 def test_rerank_backend_setting_reaches_the_reranker(settings, service):
     pytest.importorskip("onnxruntime")
     svc = make_search(settings.model_copy(update={"rerank_backend": "onnx", "rerank_threads": 1}), service.embedder, service.index)
     assert svc.reranker_error is None and svc.reranker.info().backend == "onnx"
-    a = svc.search("how do I reset my VPN token", caller=OPERATOR, top_k=10, top_n=10, threshold=0.0)
-    b = service.search("how do I reset my VPN token", caller=OPERATOR, top_k=10, top_n=10, threshold=0.0)
+    a = svc.search(SearchRequest.of("how do I reset my VPN token", top_k=10, top_n=10, threshold=0.0), OPERATOR)
+    b = service.search(SearchRequest.of("how do I reset my VPN token", top_k=10, top_n=10, threshold=0.0), OPERATOR)
     assert [r.hit.chunk.chunk_id for r in a.results] == [r.hit.chunk.chunk_id for r in b.results]
     assert all(math.isclose(x.score, y.score, abs_tol=1e-4) for x, y in zip(a.results, b.results))
 
@@ -230,7 +220,7 @@ def test_rerank_dtype_setting_gives_bfloat16_with_float32_order(settings, servic
     svc = make_search(settings.model_copy(update={"rerank_dtype": "bfloat16", "rerank_exact_top": 5}), service.embedder, service.index)
     info = svc.reranker.info()
     assert svc.reranker_error is None and (info.dtype, info.exact_top) == ("bfloat16", 5)
-    a = svc.search("how do I reset my VPN token", caller=OPERATOR, top_k=10, top_n=5, threshold=0.0)
-    b = service.search("how do I reset my VPN token", caller=OPERATOR, top_k=10, top_n=5, threshold=0.0)
+    a = svc.search(SearchRequest.of("how do I reset my VPN token", top_k=10, top_n=5, threshold=0.0), OPERATOR)
+    b = service.search(SearchRequest.of("how do I reset my VPN token", top_k=10, top_n=5, threshold=0.0), OPERATOR)
     assert [r.hit.chunk.chunk_id for r in a.results] == [r.hit.chunk.chunk_id for r in b.results]
     assert all(abs(x.score - y.score) <= info.exact_margin for x, y in zip(a.results, b.results))

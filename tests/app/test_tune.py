@@ -1,4 +1,4 @@
-"""Calibration and threshold tuning (`app.quality.tune`, `app.quality.calibration`, `kb tune`).
+"""Calibration and threshold tuning (`app.quality.tune`, `rerank.calibration`, `kb tune`).
 
 Synthetic scores: relevant and non-relevant logits drawn from two Gaussians of equal spread, where the true
 probability of relevance is known in closed form (a logistic in the score), so a calibrator can be checked
@@ -18,7 +18,6 @@ from typer.testing import CliRunner
 from app.cli import app
 from app.components import make_search
 from app.identity import OPERATOR
-from app.quality.calibration import fit_isotonic, fit_platt, load_calibrator
 from app.quality.evaluate import evaluate_set, open_dataset
 from app.quality.tune import (
     answer_effect,
@@ -28,9 +27,12 @@ from app.quality.tune import (
     sigmoid,
     sweep_k,
     threshold_curve,
+    time_k,
     write_config,
 )
+from app.services.request import SearchRequest
 from app.settings import Settings, get_settings
+from rerank.calibration import fit_isotonic, fit_platt, load_calibrator
 from tests.tiny_models import build_tiny_cross_encoder
 
 try:
@@ -199,8 +201,7 @@ def test_collect_keeps_every_recalled_chunk_with_served_scores(labelled_service)
     collected = collect(svc, labelled, top_k=8)
     assert [q.qid for q in collected.queries] == list(QUERIES)
     for q in collected.queries:
-        direct = svc.search(QUERIES[q.qid][0], caller=OPERATOR, top_k=8, top_n=8, threshold=0.0, max_per_doc=8,
-                            merge=False)
+        direct = svc.search(SearchRequest.of(QUERIES[q.qid][0], top_k=8, top_n=8, threshold=0.0, max_per_doc=8, merge=False), OPERATOR)
         assert [(c.chunk_id, c.raw_score) for c in q.candidates] == \
             [(r.hit.chunk.chunk_id, r.raw_score) for r in direct.results]
         assert sorted(c.recall_rank for c in q.candidates) == list(range(1, len(q.candidates) + 1))
@@ -241,6 +242,7 @@ def tune_env(world, tmp_path, monkeypatch):
     get_settings.cache_clear()
 
 
+@pytest.mark.slow
 def test_kb_tune_write_is_what_kb_search_then_uses(world, tune_env):
     runner = CliRunner()
     ingest = runner.invoke(app, ["ingest", str(world["docs"]), "--json"])
@@ -279,3 +281,26 @@ def test_kb_tune_refuses_bad_requests(world, tune_env, monkeypatch):
     none = runner.invoke(app, ["tune", str(world["beir"]), "--k-values", "4", "--latency-queries", "0"])
     assert none.exit_code == 2 and "needs reranker scores" in none.output
     assert tomllib.loads((tune_env / "kb.toml").read_text()) == {"recall_mode": "hybrid"}  # nothing written
+
+
+def test_tuning_searches_are_not_recorded_as_peoples(labelled_service, tmp_path):
+    """`kb tune`, the Tuning page and judgments search labelled queries: none of them is a person's question, so the
+    events store (analytics, content gaps) never sees them; a person's search through the same service is."""
+    from dataclasses import replace
+
+    from app.services.events import EventLog
+    from app.services.search import QueryCache
+
+    labelled, svc = labelled_service
+    log = EventLog(f"sqlite:///{tmp_path / 'events.db'}", b"k" * 32).open()
+    try:
+        recorded = replace(svc, events=log, cache=QueryCache(0))
+        collect(recorded, labelled, top_k=8)
+        time_k(recorded, labelled, [4, 8], n_queries=2)
+        log.flush()
+        assert log.analytics()["searches"] == 0
+        recorded.search(SearchRequest.of(QUERIES[next(iter(QUERIES))][0]), OPERATOR)
+        log.flush()
+        assert log.analytics()["searches"] == 1
+    finally:
+        log.close()

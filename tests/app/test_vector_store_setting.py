@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from app.cli import app
 from app.settings import get_settings
 from retrieval.index import KnowledgeIndex
+
+pytestmark = pytest.mark.slow  # Milvus Lite beside FAISS: several seconds on 2 cores
+
 
 runner = CliRunner()
 DOCS = {

@@ -11,11 +11,13 @@ import pytest
 from typer.testing import CliRunner
 
 from app.cli import app
-from app.components import LiveSearch, make_search
+from app.components import live_search, make_search
 from app.identity import OPERATOR
-from app.services.library import sync
+from app.services.live import LiveSearch
+from app.services.request import SearchRequest
 from app.services.vocabulary import check_words, read_words, save_words
 from app.settings import Settings
+from tests.conftest import index_docs
 from tests.tiny_models import build_tiny_cross_encoder
 
 DOCS = {
@@ -28,10 +30,7 @@ DOCS = {
 @pytest.fixture(scope="module")
 def home(tmp_path_factory, embedder):
     root = tmp_path_factory.mktemp("vocab")
-    (root / "kb").mkdir()
-    for name, text in DOCS.items():
-        (root / "kb" / name).write_text(text, encoding="utf-8")
-    sync([root / "kb"], root / "index", embedder)
+    index_docs(root, embedder, DOCS)
     return root
 
 
@@ -41,7 +40,7 @@ def settings_for(home, tmp_path, reranker="none", **extra) -> Settings:
 
 
 def live_for(s: Settings, embedder) -> LiveSearch:
-    live = LiveSearch(s, make_search(s, embedder, None))
+    live = live_search(s, make_search(s, embedder, None))
     live.reload_index()
     return live
 
@@ -49,18 +48,18 @@ def live_for(s: Settings, embedder) -> LiveSearch:
 def test_new_synonyms_are_swapped_in_whole_and_the_cache_follows(home, tmp_path, embedder):
     live = live_for(settings_for(home, tmp_path), embedder)
     old = live.service
-    first = old.search("holiday", caller=OPERATOR, mode="lexical")
+    first = old.search(SearchRequest.of("holiday", mode="lexical"), OPERATOR)
     assert first.also_searched == [] and not first.results
     assert not live.check_vocabulary()  # nothing changed
 
     (tmp_path / "synonyms.txt").write_text("holiday, annual leave\n", encoding="utf-8")
     assert live.vocabulary_changed() and live.check_vocabulary()
-    again = live.service.search("holiday", caller=OPERATOR, mode="lexical")
+    again = live.service.search(SearchRequest.of("holiday", mode="lexical"), OPERATOR)
     assert again.also_searched == ["annual leave"] and not again.cached
     assert {r.hit.chunk.title for r in again.results} == {"Annual leave"}
     assert again.to_dict()["also_searched"] == ["annual leave"]
     # whoever still holds the old service (a search in flight) finishes on the old vocabulary
-    assert old.search("holiday", caller=OPERATOR, mode="lexical").also_searched == []
+    assert old.search(SearchRequest.of("holiday", mode="lexical"), OPERATOR).also_searched == []
 
 
 def test_a_new_user_dictionary_reanalyses_the_served_index(home, tmp_path, embedder):
@@ -73,8 +72,8 @@ def test_a_new_user_dictionary_reanalyses_the_served_index(home, tmp_path, embed
     assert after.analyzer.fingerprint == live.vocabulary.analyzer.fingerprint != ""
     assert any("飞书审批" in toks for toks in after.lexical.tokens)
     assert not any("飞书审批" in toks for toks in before.lexical.tokens)  # the old one untouched
-    assert live.library().analyzer is live.vocabulary.analyzer  # the next ingest saves with it
-    res = live.service.search("飞书审批", caller=OPERATOR, mode="lexical")
+    assert live.library().opener.analyzer is live.vocabulary.analyzer  # the next ingest saves with it
+    res = live.service.search(SearchRequest.of("飞书审批", mode="lexical"), OPERATOR)
     assert res.results[0].hit.chunk.title == "审批"
 
 
@@ -93,7 +92,7 @@ def test_the_watcher_picks_up_changes_and_survives_a_bad_file(home, tmp_path, em
         while not any("cannot be read" in p for p in live.vocabulary.problems):
             assert time.monotonic() < deadline, "the watcher did not notice the unreadable file"
             time.sleep(0.05)
-        assert live.service.search("VPN", caller=OPERATOR).results
+        assert live.service.search(SearchRequest.of("VPN"), OPERATOR).results
     finally:
         live.stop()
     assert not live.watching
@@ -104,11 +103,11 @@ def test_reranker_that_cannot_read_the_query_is_flagged(home, tmp_path, embedder
     bilingual = build_tiny_cross_encoder(tmp_path / "xlmr", arch="xlmr", seed=3)  # trained on Chinese too
     svc = make_search(settings_for(home, tmp_path, reranker=str(english)), embedder, live_for(
         settings_for(home, tmp_path), embedder).service.index)
-    zh = svc.search("员工可以享受年假吗", caller=OPERATOR)
+    zh = svc.search(SearchRequest.of("员工可以享受年假吗"), OPERATOR)
     assert any(w.startswith(f"reranker {english} cannot read this query's Chinese") for w in zh.warnings)
-    assert not any("cannot read" in w and "reranker" in w for w in svc.search("annual leave", caller=OPERATOR).warnings)
+    assert not any("cannot read" in w and "reranker" in w for w in svc.search(SearchRequest.of("annual leave"), OPERATOR).warnings)
     other = make_search(settings_for(home, tmp_path, reranker=str(bilingual)), embedder, svc.index)
-    assert not any(w.startswith("reranker") for w in other.search("员工可以享受年假吗", caller=OPERATOR).warnings)
+    assert not any(w.startswith("reranker") for w in other.search(SearchRequest.of("员工可以享受年假吗"), OPERATOR).warnings)
 
 
 def test_saving_words_is_whole_and_checked(tmp_path):

@@ -139,6 +139,7 @@ def test_cli_watch_rejects_a_missing_folder(tmp_path, isolated_settings):
     assert result.exit_code == 2 and "no such file or folder" in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_cli_watch_logs_each_change_and_stops_on_ctrl_c(tmp_path):
     """The real `kb watch` in its own process: one line per change, a locked index reported once and retried,
     and Ctrl+C (SIGINT) ends it with 130."""

@@ -42,7 +42,7 @@ def browser():
 def served_app(root: Path, index: Path):
     """`kb ui` over `index` in its own process, with a tiny BERT reranker (seed 2: scores fall on both sides of 0.5
     on the sample knowledge base, so both colours show) and the packaged MiniLM; yields its URL, stops it after."""
-    from tests.app.ui.test_cli_ui import free_port, kb_command, start, stop, wait_healthy
+    from tests.processes import free_port, kb_command, start, stop, wait_healthy
     from tests.tiny_models import build_tiny_cross_encoder
 
     reranker = build_tiny_cross_encoder(root / "reranker", arch="bert", seed=2)

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.app.ui.conftest import SAMPLE_SET
-from tests.app.ui.test_cli_ui import kb_command, start, stop, wait_healthy
-from tests.oidc_provider import CLIENT_ID, Provider, free_port
+from tests.oidc_provider import CLIENT_ID, Provider
+from tests.processes import free_port, kb_command, start, stop, wait_healthy
 
 pytestmark = pytest.mark.browser
 

@@ -32,14 +32,10 @@ RECORDER = """
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory, embedder, browser):
-    from app.services.library import sync
+    from tests.conftest import index_docs
 
     root = tmp_path_factory.mktemp("progressive")
-    (root / "kb").mkdir()
-    for name, text in DOCS.items():
-        (root / "kb" / name).write_text(text, encoding="utf-8")
-    sync([root / "kb"], root / "index", embedder)
-    with served_app(root, root / "index") as url:
+    with served_app(root, index_docs(root, embedder, DOCS)) as url:
         yield url
 
 

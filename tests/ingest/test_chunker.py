@@ -23,6 +23,7 @@ def make_doc(text: str, title: str = "Policy") -> Document:
     return Document(doc_id="d" * 16, source="/x/policy.md", title=title, text=text, meta={"acl": []})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("max_tokens", [128, 256, 512])
 def test_no_chunk_exceeds_the_limit_on_real_laws(count_tokens, max_tokens):
     for doc in law_docs():
@@ -33,6 +34,7 @@ def test_no_chunk_exceeds_the_limit_on_real_laws(count_tokens, max_tokens):
             assert c.n_tokens == count_tokens(c.context_text())
 
 
+@pytest.mark.slow
 def test_articles_that_fit_are_never_split(count_tokens):
     for doc in law_docs():
         chunks = chunk(doc, count_tokens, max_tokens=256, overlap=16)

@@ -81,6 +81,7 @@ def top_result(query: str) -> dict:
     return found["results"][0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["rapidocr", "tesseract"])
 def test_scanned_pdf_text_keeps_its_pages_and_confidence(tmp_path, pages, engine):
     engine_or_skip(engine)
@@ -94,6 +95,7 @@ def test_scanned_pdf_text_keeps_its_pages_and_confidence(tmp_path, pages, engine
     assert all(0.6 <= p["confidence"] <= 1.0 for p in doc.meta["ocr"]["pages"])
 
 
+@pytest.mark.slow
 def test_kb_ingest_indexes_scans_and_kb_search_finds_the_fact_on_its_page(tmp_path, pages, isolated_settings):
     engine_or_skip("rapidocr")
     folder = tmp_path / "kb"
@@ -114,6 +116,7 @@ def test_kb_ingest_indexes_scans_and_kb_search_finds_the_fact_on_its_page(tmp_pa
     assert "within one hour" in hit["text"]
 
 
+@pytest.mark.slow
 def test_bad_scans_are_skipped_with_named_reasons_and_good_files_indexed(tmp_path, pages, isolated_settings):
     engine_or_skip("rapidocr")
     folder = tmp_path / "kb"
@@ -185,6 +188,7 @@ def test_ocr_off_refuses_images_and_scans_with_the_setting_to_change(tmp_path, p
     assert all("KB_OCR_ENABLED=true" in r for r in reasons.values())
 
 
+@pytest.mark.slow
 def test_multi_page_tiff_pages_are_numbered(tmp_path, pages):
     engine_or_skip("rapidocr")
     path = tmp_path / "travel.tiff"
@@ -196,6 +200,7 @@ def test_multi_page_tiff_pages_are_numbered(tmp_path, pages):
     assert "六百元" in doc.text[doc.meta["page_offsets"][1]:]
 
 
+@pytest.mark.slow
 def test_kb_bench_ingest_reports_ocr_pages_per_second(tmp_path, pages, isolated_settings):
     engine_or_skip("rapidocr")
     folder = tmp_path / "scans"

@@ -170,6 +170,7 @@ def test_a_damaged_sheet_inside_a_valid_zip_is_refused(tmp_path):
     assert "damaged XLSX" in why and "re-save" in why
 
 
+@pytest.mark.slow
 def test_sheets_over_the_cell_limit_are_refused_naming_sheet_and_row(tmp_path):
     wb = openpyxl.Workbook(write_only=True)
     ws = wb.create_sheet("导出")

@@ -20,15 +20,14 @@ KEYS = {"admin": ["*"], "hr": ["hr"]}
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory, embedder, tiny_reranker):
-    root = tmp_path_factory.mktemp("inject")
-    svc = make_service(root, embedder, tiny_reranker, api_keys=KEYS)
-    return svc
+def served(tmp_path_factory, embedder, tiny_reranker):
+    """Its own corpus (the client uploads to it), served with API keys."""
+    return make_service(tmp_path_factory.mktemp("inject"), embedder, tiny_reranker, api_keys=KEYS)
 
 
 @pytest.fixture(scope="module")
-def client(service):
-    with TestClient(service.app(), raise_server_exceptions=False) as c:
+def client(served):
+    with TestClient(served.app(), raise_server_exceptions=False) as c:
         c.headers["X-API-Key"] = "admin"
         assert c.post("/ingest", files=[("files", ("wiki.txt", f"Wiki rules\n\n{XSS}\n".encode(), "text/plain"))]
                       ).status_code == 200
@@ -99,8 +98,8 @@ HOSTILE_NAMES = [
 
 
 @pytest.mark.parametrize("name", HOSTILE_NAMES, ids=range(len(HOSTILE_NAMES)))
-def test_upload_names_cannot_escape_the_upload_folder(service, client, name):
-    uploads = Path(service.settings.upload_dir).resolve() / "public"  # files uploaded without access groups
+def test_upload_names_cannot_escape_the_upload_folder(served, client, name):
+    uploads = Path(served.settings.upload_dir).resolve() / "public"  # files uploaded without access groups
     body, ctype = _multipart(name)
     r = client.post("/ingest", content=body, headers={"content-type": ctype})
     assert r.status_code in (200, 400, 422), (r.status_code, r.text[:200])

@@ -28,6 +28,7 @@ def _engine(path, **kw):
     return CrossEncoderReranker(str(path), RerankerOptions(device="cpu", max_length=64, **kw)).load()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["bert", "xlmr"])
 def test_onnx_scores_equal_torch_and_the_export_is_cached(arch, tmp_path):
     model = build_tiny_cross_encoder(tmp_path / arch, arch=arch, seed=4, max_position=128)
@@ -61,10 +62,11 @@ def test_export_is_made_again_when_the_weights_change(tmp_path):
 
 
 def _onnx_scores(file, tokenizer, names):
+    from rerank.engines.exported import OnnxScorer
     from rerank.validation.onnx_export import onnx_scores
 
     pairs, _ = check_set()
-    return onnx_scores(file, tokenizer, pairs, names, 64)
+    return onnx_scores(OnnxScorer(file, tokenizer, names, 64), pairs)
 
 
 def test_int8_is_refused_when_it_changes_the_top10_order(tmp_path):
@@ -86,6 +88,7 @@ def test_int8_is_refused_when_it_changes_the_top10_order(tmp_path):
     assert [r for r, _ in engine.score(QUERY, TEXTS)] == pytest.approx([r for r, _ in torch_scores], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_int8_is_served_when_it_keeps_the_order(tmp_path):
     model = build_tiny_cross_encoder(tmp_path / "trained", arch="bert", seed=0, max_position=128,
                                      hidden_size=64, num_heads=4)

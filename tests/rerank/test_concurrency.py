@@ -1,9 +1,13 @@
 """Concurrent score() calls on one reranker: no tokenizer errors, same scores as serial."""
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from rerank.engines.cross_encoder import CrossEncoderReranker
 from rerank.types import RerankerOptions
 from tests.tiny_models import build_tiny_cross_encoder
+
+pytestmark = pytest.mark.slow  # many threads scoring at once: several seconds on 2 cores
 
 
 def test_concurrent_scores_equal_serial(tmp_path):

@@ -145,20 +145,23 @@ def test_bare_encoder_without_head_is_refused(tiny_bert, copy_model):
         CrossEncoderReranker(str(folder), RerankerOptions(device="cpu", max_length=64)).load()
 
 
-def test_factory_picks_engine_and_shares_instances(tiny_bert):
-    from rerank.engines.factory import clear_shared, create_reranker, get_reranker, is_disabled
+def test_factory_picks_engine_and_the_pool_shares_instances_until_released(tiny_bert):
+    from rerank.engines.factory import create_reranker, is_disabled
     from rerank.engines.llm import LLMReranker
+    from rerank.engines.pool import ModelPool
     from rerank.protocol import Reranker
 
     assert isinstance(create_reranker(str(tiny_bert)), CrossEncoderReranker)
     assert isinstance(create_reranker("BAAI/bge-reranker-v2-gemma"), LLMReranker)
     assert isinstance(create_reranker("BAAI/bge-reranker-v2-minicpm-layerwise"), LLMReranker)
     assert is_disabled("none") and is_disabled("None") and is_disabled(None) and not is_disabled("x")
-    clear_shared()
-    a = get_reranker(str(tiny_bert), RerankerOptions(device="cpu", max_length=64))
-    b = get_reranker(str(tiny_bert), RerankerOptions(device="cpu", max_length=64))
-    assert a is b and a.loaded and isinstance(a, Reranker)
-    clear_shared()
+    pool, options = ModelPool(), RerankerOptions(device="cpu", max_length=64)
+    a = pool.get(str(tiny_bert), options)
+    b = pool.get(str(tiny_bert), options)
+    assert a is b and a.loaded and isinstance(a, Reranker) and pool.loaded() == [str(tiny_bert)]
+    assert ModelPool().get(str(tiny_bert), options) is not a  # another pool holds its own
+    pool.release(str(tiny_bert), options)
+    assert pool.loaded() == [] and pool.get(str(tiny_bert), options) is not a  # released: loaded again
 
 
 def test_llm_reranker_chosen_by_causal_lm_config(tmp_path):

@@ -69,6 +69,7 @@ def test_bfloat16_with_re_scoring_ranks_like_float32_on_a_random_model(tmp_path)
     assert stats["calls"] == len(CHECK_QUERIES + MORE) and 0 < stats["rescored"] <= stats["candidates"]
 
 
+@pytest.mark.slow
 def test_a_trained_model_needs_few_re_scorings_and_keeps_bfloat16_alone(tmp_path):
     model = build_tiny_cross_encoder(tmp_path / "trained", arch="bert", seed=0, max_position=128, hidden_size=64,
                                      num_heads=4)

@@ -38,6 +38,7 @@ def test_flagembedding_imports_with_every_reranker_class():
     from FlagEmbedding import FlagLLMReranker, FlagReranker, LayerWiseFlagLLMReranker  # noqa: F401
 
 
+@pytest.mark.slow
 def test_gemma_reranker_scores_are_flagembeddings_own(gemma):
     from FlagEmbedding import FlagLLMReranker
 
@@ -55,6 +56,7 @@ def test_gemma_reranker_scores_are_flagembeddings_own(gemma):
     assert engine.score(QUERY, [TEXTS[2]])[0][0] == pytest.approx(scored[2][0], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_llm_reranker_reads_a_long_passage_as_windows(gemma):
     engine = create_reranker(str(gemma), RerankerOptions(device="cpu", max_length=200, long_passage="max"))
     long_text = " ".join(TEXTS * 30)

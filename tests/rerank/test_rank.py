@@ -4,7 +4,7 @@ import pytest
 
 from ingest.types import Chunk
 from rerank.errors import RerankerParameterError
-from rerank.rank import filter_scored, rerank
+from rerank.rank import rerank, select
 from rerank.types import Scored, band_of
 from retrieval.types import Hit
 
@@ -33,22 +33,46 @@ def test_rerank_hits_keeps_hits(bert_engine):
     assert rerank(QUERY, [], bert_engine) == []
 
 
-def _scored(scores):
-    return [Scored(index=i, text=str(i), raw_score=0.0, score=s, band=band_of(s), rank=i + 1)
-            for i, s in enumerate(scores)]
+def _hits(n: int, doc=lambda i: "d") -> list[Hit]:
+    return [Hit(chunk=Chunk(chunk_id=f"c{i}", doc_id=doc(i), text=f"text {i}", title="t", section="", page=None,
+                            n_tokens=10, meta={"position": i}), retrieval_score=1.0 / (i + 1), leg="dense")
+            for i in range(n)]
 
 
-def test_filter_threshold_and_top_n():
-    items = _scored([0.9, 0.7, 0.5, 0.2, 0.0])
-    assert [s.score for s in filter_scored(items, threshold=0.5)] == [0.9, 0.7, 0.5]
-    assert [s.score for s in filter_scored(items, threshold=0.0)] == [0.9, 0.7, 0.5, 0.2, 0.0]  # 0.0 is a value
-    assert [s.score for s in filter_scored(items, top_n=2)] == [0.9, 0.7]
-    assert [s.score for s in filter_scored(items, threshold=0.6, top_n=5)] == [0.9, 0.7]
-    assert filter_scored(items) == items
+def _scored(hits, scores):
+    """`hits` scored with `scores` (in hit order), sorted best first as the reranker returns them."""
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    return [Scored(index=i, text=hits[i].chunk.text, raw_score=scores[i], score=scores[i], band=band_of(scores[i]),
+                   rank=r, hit=hits[i]) for r, i in enumerate(order, start=1)]
+
+
+def test_select_threshold_and_top_n():
+    hits = _hits(5, doc=str)
+    scored = _scored(hits, [0.2, 0.9, 0.0, 0.7, 0.5])
+    chosen = select(hits, scored, top_n=5, threshold=0.5)
+    assert [s.score for s in chosen.shown] == [0.9, 0.7, 0.5] and [s.rank for s in chosen.shown] == [1, 2, 3]
+    assert [s.score for s in chosen.hidden] == [0.2, 0.0]
+    assert [s.score for s in select(hits, scored, 5, 0.0).shown] == [0.9, 0.7, 0.5, 0.2, 0.0]  # 0.0 is a value
+    cut = select(hits, scored, top_n=2, threshold=0.0)
+    assert [s.score for s in cut.shown] == [0.9, 0.7] and [s.score for s in cut.more] == [0.5, 0.2, 0.0]
+
+
+def test_select_caps_per_document_merges_neighbours_and_fills_with_unscored():
+    hits = _hits(6, doc=lambda i: "a" if i < 4 else "b")
+    scored = _scored(hits[:4], [0.9, 0.8, 0.1, 0.7])  # a budget reranked the first four
+    capped = select(hits, scored, top_n=10, threshold=0.5, max_per_doc=2)
+    assert [s.hit.chunk.chunk_id for s in capped.shown] == ["c0", "c1", "c4", "c5"]  # c3 capped; c4, c5 unscored
+    assert [s.score for s in capped.shown[2:]] == [None, None]
+    merged = select(hits, scored, top_n=10, threshold=0.5, merge=True)
+    first = merged.shown[0]
+    assert first.hit.chunk.meta["merged"] == ["c0", "c1"] and first.hit.chunk.text == "text 0\ntext 1"
+    recall_only = select(hits, None, top_n=3, threshold=0.99)  # no reranker: recall order, nothing hidden
+    assert [s.hit.chunk.chunk_id for s in recall_only.shown] == ["c0", "c1", "c2"] and not recall_only.hidden
 
 
 @pytest.mark.parametrize("kwargs, parameter", [({"threshold": 1.5}, "threshold"), ({"threshold": -0.1}, "threshold"),
                                                ({"top_n": 0}, "top_n"), ({"top_n": 2.5}, "top_n")])
-def test_filter_validates(kwargs, parameter):
+def test_select_validates(kwargs, parameter):
+    hits = _hits(1)
     with pytest.raises(RerankerParameterError, match=parameter):
-        filter_scored(_scored([0.5]), **kwargs)
+        select(hits, _scored(hits, [0.5]), **{"top_n": 5, "threshold": 0.5, **kwargs})

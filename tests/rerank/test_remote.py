@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from app.identity import OPERATOR
+from app.services.request import SearchRequest
 from rerank.engines.factory import create_reranker
 from rerank.engines.remote import RemoteReranker, RemoteRerankError, is_remote, rerank_url
 from rerank.errors import RerankerLoadError, RerankerParameterError
@@ -203,8 +204,8 @@ def test_kb_serve_as_the_remote_reranker_matches_local_scores(tmp_path, embedder
         client = make_service(tmp_path / "client", embedder, "tei+" + url).service
         assert client.reranker_error is None and client.reranker.kind == "remote"
         for query in ("reset VPN token", "how many days of annual leave"):
-            a = local.search(query, caller=OPERATOR, top_k=10, top_n=5, threshold=0.0)
-            b = client.search(query, caller=OPERATOR, top_k=10, top_n=5, threshold=0.0)
+            a = local.search(SearchRequest.of(query, top_k=10, top_n=5, threshold=0.0), OPERATOR)
+            b = client.search(SearchRequest.of(query, top_k=10, top_n=5, threshold=0.0), OPERATOR)
             assert [r.hit.chunk.text for r in b.results] == [r.hit.chunk.text for r in a.results]  # ids: paths
             assert [r.score for r in b.results] == pytest.approx([r.score for r in a.results], abs=1e-6)
             assert b.device == "remote"

@@ -115,6 +115,7 @@ def test_a_collection_of_another_dimension_is_refused_with_a_fix(tmp_path):
         MilvusStore(8, uri, "kb-chunks")
 
 
+@pytest.mark.slow
 def test_milvus_lite_file_held_by_another_process_says_what_to_do(tmp_path):
     uri = str(tmp_path / "m.db")
     holder = textwrap.dedent(f"""
@@ -134,6 +135,7 @@ def test_milvus_lite_file_held_by_another_process_says_what_to_do(tmp_path):
         proc.wait()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["dense", "hybrid"])
 def test_recall_drops_a_chunk_the_store_should_have_filtered_out(tmp_path, embedder, mode):
     """Anyone who reaches Milvus can rewrite a row's access fields. Here the hr chunk's row is made public in the

@@ -70,6 +70,7 @@ def test_exact_search_is_exact(backend):
     assert store.kind in ("flat", "milvus-flat")
 
 
+@pytest.mark.slow
 def test_ann_recall_against_exact_search(backend):
     rng = np.random.default_rng(1)
     vecs, queries = unit(rng, 5000, 48), unit(rng, 50, 48)
@@ -108,6 +109,7 @@ def test_document_ids_with_quotes_and_backslashes(backend):
     assert {c for c, _ in store.search(unit(rng, 1, 8), 10, groups=['g"1'])[0]} == {"plain.md#0", "plain.md#1"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ann", [False, True], ids=["exact", "ann"])
 def test_group_filter_never_leaks(backend, ann):
     rng = np.random.default_rng(3)
@@ -125,6 +127,7 @@ def test_group_filter_never_leaks(backend, ann):
     assert {tuple(acl[c]) for c in seen} == {("hr",), ("it",), ()}  # groups=None: no restriction
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ann", [False, True], ids=["exact", "ann"])
 def test_filter_is_applied_inside_the_search_not_after_top_k(backend, ann):
     """The only chunks a caller may see are the ones least like the query: filtering the global top k afterwards
@@ -141,6 +144,7 @@ def test_filter_is_applied_inside_the_search_not_after_top_k(backend, ann):
     assert store.search(q, 5, groups=["nobody"]) == [[]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ann", [False, True], ids=["exact", "ann"])
 def test_document_filter_fills_k_with_matching_chunks(backend, ann):
     """A metadata filter (a set of allowed documents) is applied inside the search like the groups: the documents

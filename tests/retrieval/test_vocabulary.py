@@ -12,7 +12,7 @@ import pytest
 from app.services.library import sync
 from ingest.types import Chunk
 from retrieval.analyzer import DEFAULT, Analyzer, DictEntry, parse_user_dict
-from retrieval.index import KnowledgeIndex
+from retrieval.index import IndexOpener, KnowledgeIndex
 from retrieval.lexical import EXPANSION_WEIGHT, LexicalIndex
 from retrieval.storage import current_version
 from retrieval.synonyms import parse_synonyms
@@ -105,13 +105,13 @@ def test_a_changed_dictionary_reanalyses_bm25_without_reembedding(tmp_path, embe
                 raise AssertionError("re-analysis must not embed")
             return getattr(embedder, name)
 
-    report = sync([docs], root, NoEmbedding(), analyzer=custom)  # no file changed: published for the dictionary
+    report = sync([docs], root, NoEmbedding(), opener=IndexOpener(analyzer=custom))  # published for the dictionary
     assert report.reanalyzed and report.unchanged == 1 and report.chunks_written == 0
     second = current_version(root)
     assert second != first
     assert json.loads((second / "manifest.json").read_text())["analyzer"] == {"user_dict": custom.fingerprint}
     assert not KnowledgeIndex.open(root, embedder.info(), {}, analyzer=custom).reanalyzed
-    again = sync([docs], root, NoEmbedding(), analyzer=custom)
+    again = sync([docs], root, NoEmbedding(), opener=IndexOpener(analyzer=custom))
     assert not again.reanalyzed and current_version(root) == second  # nothing to do: nothing published
 
     twin = KnowledgeIndex.open(root, embedder.info(), {}, analyzer=custom).with_analyzer(DEFAULT)

@@ -16,9 +16,8 @@ from datetime import date
 import streamlit as st
 
 from app.identity import Caller
-from app.services.search import PRESETS
+from app.services.request import PRESETS, SearchRequest
 from app.settings import Settings
-from retrieval.filters import Filters, from_mapping
 from retrieval.types import MODES
 
 CUSTOM = "custom"
@@ -33,8 +32,10 @@ class Params:
     view_as: tuple[str, ...] | None  # an admin viewing as members of these groups; None: as themselves
     filters: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (key, values chosen), "updated" as (">=DATE",)
 
-    def document_filters(self) -> Filters:
-        return from_mapping({k: list(v) for k, v in self.filters})
+    def request(self, query: str) -> SearchRequest:
+        """The search these settings ask for `query` (KbError validation for an empty query)."""
+        return SearchRequest.of(query, top_k=self.top_k, top_n=self.top_n, threshold=self.threshold, mode=self.mode,
+                                filters={k: list(v) for k, v in self.filters})
 
 
 def searcher(caller: Caller, params: Params) -> Caller:

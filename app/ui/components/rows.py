@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from app.services.search import SearchResult
+from app.services.results import SearchResult
 from rerank.types import Scored
 
 

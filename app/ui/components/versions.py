@@ -8,11 +8,12 @@ from datetime import datetime
 
 import streamlit as st
 
-from app.components import LiveSearch, read_rollout, reranker_options, rollout_store
+from app.components import load_unshared, read_rollout, reranker_options, rollout_store
 from app.errors import KbError
 from app.identity import Caller
 from app.services import promotion
 from app.services.audit import AuditLog
+from app.services.live import LiveSearch
 from rerank.validation.gate import GateLimits
 
 
@@ -95,7 +96,7 @@ def render(live: LiveSearch, who: Caller, audit: AuditLog) -> None:
             with st.spinner("Checking the model against the serving one…"):
                 result = _act(live, f"{path.strip()} passed its checks and now serves.", promotion.promote, store,
                               path.strip(), s.reranker, who, audit, golden=golden.strip() or None, options=options,
-                              limits=GateLimits(min_top_overlap=overlap, max_score_shift=shift))
+                              limits=GateLimits(min_top_overlap=overlap, max_score_shift=shift), load=load_unshared)
             if result is not None:  # refused by the gate
                 st.error("Not promoted: " + "; ".join(result.report.reasons), icon=":material/block:")
                 st.json(result.report.summary(), expanded=False)

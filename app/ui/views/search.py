@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import streamlit as st
 
 from app.errors import KbError
@@ -65,25 +67,31 @@ def _show_preview(res) -> None:
     render_cards(rows.from_search(res), query, key="search-preview", caller=searcher)
 
 
-# Reranking K passages on a CPU takes seconds: the recall results are shown at once (a recall-only pass, the same
-# groups and filters) and replaced in the same place when the reranked ones are ready. A search answered at once
-# (no reranker, this session's last search, the query cache) shows no preview, so nothing flashes.
+# Reranking K passages on a CPU takes seconds: the recall stage's candidates are shown at once and replaced in the
+# same place when the reranker has ranked those same candidates (one recall per question). A search answered at
+# once (no reranker, this session's last search, the query cache) shows no preview, so nothing flashes.
 working = st.empty()
 area = st.empty()
 try:
-    if history.will_wait(svc, query, params, searcher):
-        with area.container():
-            _show_preview(svc.recall_preview(query, caller=searcher, top_k=params.top_k, top_n=params.top_n,
-                                             threshold=params.threshold, mode=params.mode,
-                                             filters=params.document_filters()))
-        budget = svc.defaults.rerank_budget_ms
-        with working.container(), st.spinner(
-                f"Reranking up to {params.top_k} candidates"
-                + (f" within {budget} ms" if budget else "") + "…", show_time=True):
-            found = history.search(svc, query, params, searcher)
-    else:
-        with st.spinner("Searching…"):
-            found = history.search(svc, query, params, searcher)
+    plan = svc.plan(params.request(query), searcher)
+    found = history.reusable(plan)
+    if found is None:
+        t0 = time.perf_counter()
+        res = svc.cached(plan)
+        if res is None:
+            with st.spinner("Searching…"):
+                recalled = svc.recall(plan)
+            if plan.reranker is not None:
+                with area.container():
+                    _show_preview(svc.preview(plan, recalled))
+                budget = plan.request.rerank_budget_ms
+                with working.container(), st.spinner(
+                        f"Reranking up to {len(recalled.hits)} candidates"
+                        + (f" within {budget} ms" if budget else "") + "…", show_time=True):
+                    res = svc.rank(plan, recalled)
+            else:
+                res = svc.rank(plan, recalled)
+        found = history.remember(plan, res, (time.perf_counter() - t0) * 1000)
 except KbError as exc:
     area.empty()
     st.error(str(exc))

@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app.components import eval_root, ingest_options, make_search
+from app.components import eval_opener, eval_root, ingest_options, make_search
 from app.quality import tune
 from app.quality.evaluate import open_dataset, save_uploaded_set
+from app.services.request import SearchRequest
 from app.settings import config_path, get_settings
 from app.ui import history, resources, session
 from app.ui.components import controls
@@ -49,8 +50,9 @@ if last is None or svc.index is None:
 else:
     k = min(params.top_k, tune.MAX_TOP_K)
     with st.spinner("Scoring every recalled passage…"):
-        every = svc.search(last.query, caller=searcher, top_k=k, top_n=k, threshold=0.0, mode=params.mode,
-                           rerank_budget_ms=0)  # every passage scored, whatever the latency budget
+        # every passage scored, whatever the latency budget; no one's question, so not recorded
+        every = svc.unrecorded().search(SearchRequest.of(last.query, top_k=k, top_n=k, threshold=0.0,
+                                                         mode=params.mode, rerank_budget_ms=0), searcher)
     scores = [r.score for r in every.results + every.below_threshold]
     above = sum(x >= params.threshold for x in scores)
     st.caption(f"“{last.query}”: {len(scores)} passages recalled (K = {k}); {above} score at least "
@@ -84,7 +86,7 @@ if st.button("Evaluate", type="primary", disabled=folder is None or svc.embedder
     try:
         with st.spinner("Building or opening the labelled set's index…"):
             labelled = open_dataset(folder, svc.embedder, eval_root(s), ingest_options(s),
-                                    analyzer=svc.vocabulary.analyzer)
+                                    opener=eval_opener(s, svc.vocabulary.analyzer))
         if n_queries:
             labelled = replace(labelled, queries=labelled.queries[:int(n_queries)])
         # the same models over the labelled set's own index

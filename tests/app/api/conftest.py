@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from app.services.library import sync
 from app.services.search import SearchService
-from app.settings import Settings
-from tests.conftest import search_service
+from tests.conftest import Served, serve
+from tests.processes import free_port, live_server
+
+__all__ = ["DOCS", "Served", "free_port", "live_server", "make_service"]
 
 DOCS = {
     "vpn.md": "# VPN token\n\nTo reset a forgotten VPN token, open the self-service portal and choose Reset.\n",
@@ -27,31 +22,12 @@ DOCS = {
 }
 
 
-@dataclass(frozen=True)
-class Served:
-    """What an API under test serves: its settings and the SearchService built from them."""
-
-    settings: Settings
-    service: SearchService
-
-    def app(self, settings: Settings | None = None):
-        from app.api import create_app
-
-        return create_app(settings if settings is not None else self.settings, self.service, background=False)
-
-
 def make_service(root: Path, embedder, reranker: Path | str, **overrides) -> Served:
-    """Settings and a loaded SearchService over DOCS ingested into `root/index`, sharing the session's MiniLM."""
-    (root / "kb").mkdir(parents=True, exist_ok=True)
-    for name, text in DOCS.items():
-        (root / "kb" / name).write_text(text, encoding="utf-8")
+    """Settings and a loaded SearchService over DOCS ingested into `root/index`, sharing the session's MiniLM; a
+    fresh corpus, the caller's own to change."""
     # TestClient calls itself "testserver": named like any host an operator serves under (open mode answers only
     # loopback names otherwise)
-    overrides = {"allowed_hosts": ["testserver"]} | overrides
-    settings = Settings(index_dir=root / "index", embedder=embedder.name, reranker=str(reranker),
-                        upload_dir=root / "uploads", **overrides)
-    sync([root / "kb"], settings.index_dir, embedder)
-    return Served(settings, search_service(settings, embedder))
+    return serve(root, embedder, DOCS, reranker, **({"allowed_hosts": ["testserver"]} | overrides))
 
 
 @pytest.fixture(scope="module")
@@ -70,38 +46,3 @@ def client(served):
 
     with TestClient(served.app()) as c:
         yield c
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def live_server(app, timeout: float = 30.0) -> Iterator[str]:
-    """Run `app` on a real uvicorn in a thread on a free loopback port; yields its base URL."""
-    import httpx
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            server.should_exit = True
-            raise RuntimeError(f"server on {url} did not become ready in {timeout} s")
-        time.sleep(0.1)
-    try:
-        yield url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)

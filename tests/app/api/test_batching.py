@@ -57,6 +57,7 @@ def _run_concurrently(base: str) -> list[list[tuple[object, float]]]:
         return list(pool.map(call, range(len(reqs))))
 
 
+@pytest.mark.slow
 def test_concurrent_answers_with_batching_equal_those_without(served):
     off = served.settings.model_copy(update={"rerank_batching": False})
     with live_server(served.app(off)) as base:

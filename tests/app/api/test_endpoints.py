@@ -124,7 +124,7 @@ def test_metrics_after_traffic(client):
 
 
 @pytest.mark.parametrize("body, status, words", [
-    ({"query": "   "}, 400, "query is empty"),
+    ({"query": "   "}, 422, "query is empty"),
     ({"query": "x", "top_k": 0}, 422, "top_k"),
     ({"query": "x", "top_n": 101}, 422, "top_n"),
     ({"query": "x", "threshold": 1.5}, 422, "threshold"),

@@ -85,6 +85,7 @@ def test_analytics_is_for_admins_and_counts_what_happened(api):
     assert row["searches"] >= 5 and row["up"] >= 3
 
 
+@pytest.mark.slow
 def test_the_cli_reads_exports_and_learns_from_the_judgments(api, tmp_path, monkeypatch):
     served, c = api
     for q in QUERIES[:3]:

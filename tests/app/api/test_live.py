@@ -30,6 +30,7 @@ def test_official_cohere_client(url):
     assert [r.index for r in v2.results] == [r["index"] for r in ours]
 
 
+@pytest.mark.slow
 def test_fifty_parallel_requests_match_serial(url, service):
     queries = ["how do I reset my VPN token", "annual leave days", "laptop first day", "试用期离职要提前几天",
                "salary band B3"]

@@ -117,6 +117,7 @@ def refused(verifier: OidcVerifier, token: str, needle: str) -> None:
     assert err.value.kind == "unauthorized" and needle in err.value.message, err.value.message
 
 
+@pytest.mark.slow
 def test_expired_token(tmp_path):
     short = Provider(free_port(), tmp_path / "idp.log", token_max_age=1).start()
     try:
@@ -137,6 +138,7 @@ def test_wrong_issuer_wrong_audience_broken_signature(provider):
     refused(v, f"{head}.{payload}.{sig[::-1]}", "signature")
 
 
+@pytest.mark.slow
 def test_a_rotated_key_is_fetched_once_and_the_old_one_no_longer_verifies(tmp_path):
     port = free_port()
     idp = Provider(port, tmp_path / "idp.log").start()

@@ -89,6 +89,7 @@ PAYLOADS = st.one_of(st.just("REAL"), HEADER_VALUES, st.dictionaries(
     st.sampled_from(["sub", "iss", "aud", "exp", "iat", "nbf", "groups", "email"]), HEADER_VALUES, max_size=6))
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(alg=ALGS, kid=HEADER_VALUES, payload=PAYLOADS, signature=st.binary(max_size=300),

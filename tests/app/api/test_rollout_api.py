@@ -7,12 +7,15 @@ import time
 import httpx
 import pytest
 
-from app.components import rollout_store
+from app.components import load_unshared, rollout_store
 from app.identity import Caller
 from app.services import promotion
 from rerank.validation.gate import GateLimits
 from tests.app.api.conftest import live_server, make_service
 from tests.tiny_models import build_tiny_cross_encoder
+
+pytestmark = pytest.mark.slow  # a real uvicorn following promotions, canaries and shadows: several seconds on 2 cores
+
 
 ROOT = Caller("root", None, admin=True, via="cli")
 PERMISSIVE = GateLimits(min_top_overlap=0.0, max_score_shift=1.0)
@@ -57,7 +60,7 @@ def test_the_api_switches_on_promotion_and_rollback_without_a_restart(api):
     url, settings, v1, v2 = api
     store = rollout_store(settings)
     assert ask(url)["reranker"] == str(v1)
-    assert promotion.promote(store, v2, settings.reranker, ROOT, limits=PERMISSIVE).state is not None
+    assert promotion.promote(store, v2, settings.reranker, ROOT, load=load_unshared, limits=PERMISSIVE).state is not None
     until(lambda: ask(url)["reranker"] == str(v2), "switch to the promoted model")
     body = ask(url, "how do I reset my VPN token")
     assert {r["reranker"] for r in body["results"]} == {str(v2)}

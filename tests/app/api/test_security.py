@@ -93,6 +93,7 @@ def test_json_routes_take_1_mb_and_uploads_their_own_limit(keyed):
     assert r.status_code == 403
 
 
+@pytest.mark.slow
 def test_a_chunked_body_is_counted_while_it_streams(served):
     settings = served.settings.model_copy(update={"api_max_json_mb": 0.01, "api_keys": KEYS})
     with live_server(served.app(settings)) as url:

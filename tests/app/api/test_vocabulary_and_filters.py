@@ -80,6 +80,7 @@ def test_filter_keys_and_values_never_reveal_documents_outside_the_callers_group
     assert httpx.get(url + "/filters", timeout=10).status_code == 401
 
 
+@pytest.mark.slow
 def test_synonyms_and_user_dictionary_reload_while_serving(api):
     url, root = api
     before = search(url, query="holiday")

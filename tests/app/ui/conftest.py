@@ -34,17 +34,12 @@ class KB:
 
 @pytest.fixture(scope="package")
 def kb(tmp_path_factory, embedder) -> KB:
-    from app.services.library import sync
+    from tests.conftest import index_docs
     from tests.tiny_models import build_tiny_cross_encoder
 
     root = tmp_path_factory.mktemp("ui")
-    docs = root / "kb"
-    docs.mkdir()
-    for name, text in DOCS.items():
-        (docs / name).write_text(text, encoding="utf-8")
     reranker = build_tiny_cross_encoder(root / "models" / "tiny", arch="bert", seed=5)
-    sync([docs], root / "index", embedder)
-    return KB(root, docs, root / "index", reranker, root / "uploads")
+    return KB(root, root / "kb", index_docs(root, embedder, DOCS), reranker, root / "uploads")
 
 
 def point_app_at(monkeypatch, kb: KB, index: Path | None = None, reranker: str | None = None) -> None:

@@ -61,6 +61,7 @@ def run_until(at, done, seconds: float = 30.0):
     return at
 
 
+@pytest.mark.slow
 def test_someone_removed_from_the_admin_group_loses_the_admin_pages_after_the_interval(signed_in_app,
                                                                                        oidc_provider):
     at, sub = signed_in_app(0.05, ["kb-admin"])
@@ -84,6 +85,7 @@ def test_a_token_the_provider_no_longer_accepts_signs_the_person_out(signed_in_a
     assert signed_out(at.run())
 
 
+@pytest.mark.slow
 def test_the_id_token_expiring_asks_again_within_the_interval(signed_in_app, oidc_provider):
     at, sub = signed_in_app(3600, ["kb-admin"])
     httpx.post(f"{oidc_provider.issuer}/users/{sub}/revoke-tokens", timeout=10).raise_for_status()

@@ -6,48 +6,12 @@ import os
 import signal
 import socket
 import subprocess
-import sys
-import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from retrieval.index import KnowledgeIndex
-from tests.app.api.conftest import free_port
-
-
-def kb_command(*args: str) -> list[str]:
-    return [sys.executable, "-c", "from app.cli import main; main()", *args]
-
-
-def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(args, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def wait_healthy(proc: subprocess.Popen, port: int, log: Path, seconds: float = 120) -> None:
-    """Poll the server's health endpoint until it answers, the process dies, or time runs out (then fail)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"the app exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                if r.read() == b"ok":
-                    return
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"the app did not answer on port {port} within {seconds} s:\n{log.read_text()}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)  # the kb process and the streamlit server it started
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+from tests.processes import free_port, kb_command, start, stop, wait_healthy
 
 
 @pytest.fixture
@@ -58,6 +22,7 @@ def env(tmp_path):
     return e
 
 
+@pytest.mark.slow
 def test_kb_ui_serves_the_app(tmp_path, env, kb):
     port = free_port()
     log = tmp_path / "ui.log"
@@ -75,6 +40,7 @@ def test_kb_ui_serves_the_app(tmp_path, env, kb):
     assert f"http://localhost:{port}" in log.read_text()
 
 
+@pytest.mark.slow
 def test_kb_demo_ingests_new_files_skips_unchanged_ones_then_serves(tmp_path, env, kb, embedder):
     from app.services.library import sync
 
@@ -102,6 +68,7 @@ def test_kb_ui_rejects_a_bad_port(env):
     assert out.returncode == 2 and "--port" in out.stderr
 
 
+@pytest.mark.slow
 def test_kb_demo_names_a_missing_docs_folder(env, tmp_path):
     out = subprocess.run(kb_command("demo", "--docs", str(tmp_path / "nope"), "--index", str(tmp_path / "i")),
                          env=env, capture_output=True, text=True, timeout=120)

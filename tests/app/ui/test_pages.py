@@ -9,8 +9,9 @@ import tomllib
 
 from app.identity import OPERATOR
 from app.services.library import sync
+from app.services.request import SearchRequest
 from rerank.rank import rerank
-from tests.app.ui.test_search_page import QUERY, cards, search, set_threshold
+from tests.app.ui.helpers import QUERY, cards, search, set_threshold
 
 
 def test_raw_table_lists_every_scored_passage_in_input_order(app_test, service):
@@ -18,7 +19,7 @@ def test_raw_table_lists_every_scored_passage_in_input_order(app_test, service):
     at.switch_page("views/raw_table.py").run()
     assert not at.exception
     [df] = [d.value for d in at.dataframe]
-    expected = service.search(QUERY, caller=OPERATOR, top_k=50, top_n=5, threshold=0.6)
+    expected = service.search(SearchRequest.of(QUERY, top_k=50, top_n=5, threshold=0.6), OPERATOR)
     every = expected.results + expected.below_threshold
     assert len(df) == len(every)
     assert list(df["ID"]) == sorted(df["ID"]) == list(range(1, len(every) + 1))
@@ -127,6 +128,7 @@ def test_status_shows_device_precision_models_index_and_latency(app_test, kb):
     assert any("loaded" in s.value for s in at.success)
 
 
+@pytest.mark.slow
 def test_status_says_bfloat16_and_its_float32_re_scoring(app_test, monkeypatch):
     monkeypatch.setenv("KB_RERANK_DTYPE", "bfloat16")
     at = search(app_test(), QUERY)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 
-from tests.app.ui.test_search_page import cards
+from tests.app.ui.helpers import cards
 
 LINES = ["Employees get twenty days of annual leave a year.", "Reset the VPN token in the portal.",
          "New employees receive a laptop.", "试用期员工主动离职的，应当提前三日通知公司。"]

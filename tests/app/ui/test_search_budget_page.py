@@ -9,7 +9,7 @@ import pytest
 
 from app.ui.components.cards import NOT_RERANKED
 from rerank.budget import Throughput
-from tests.app.ui.test_search_page import QUERY, cards, search
+from tests.app.ui.helpers import QUERY, cards, search
 
 
 @pytest.fixture

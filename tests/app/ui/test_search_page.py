@@ -4,28 +4,10 @@ scores the search service gives, in its order, with hidden results behind an exp
 from __future__ import annotations
 
 import pytest
-from bs4 import BeautifulSoup
 
 from app.identity import OPERATOR
-from app.services.search import PRESETS
-
-QUERY = "how do I reset my VPN token"
-
-
-def cards(at) -> list[BeautifulSoup]:
-    return [BeautifulSoup(h.value, "html.parser").select_one(".kb-card") for h in at.html
-            if 'class="kb-card"' in h.value]
-
-
-def search(at, query: str):
-    at.text_input(key="kb_query").input(query)
-    next(b for b in at.button if b.label == "Search").click()
-    return at.run()
-
-
-def set_threshold(at, value: float):
-    at.slider(key="kb_threshold").set_value(value)
-    return at.run()
+from app.services.request import PRESETS, SearchRequest
+from tests.app.ui.helpers import QUERY, cards, search, set_threshold
 
 
 def test_cards_match_the_search_service(app_test, service):
@@ -33,7 +15,7 @@ def test_cards_match_the_search_service(app_test, service):
     at.slider(key="kb_top_n").set_value(3)
     at = search(at.run(), QUERY)
     assert not at.exception
-    expected = service.search(QUERY, caller=OPERATOR, top_k=50, top_n=3, threshold=0.0)
+    expected = service.search(SearchRequest.of(QUERY, top_k=50, top_n=3, threshold=0.0), OPERATOR)
     shown = cards(at)
     assert len(shown) == len(expected.results) == 3
     for card, res in zip(shown, expected.results):
@@ -47,10 +29,10 @@ def test_cards_match_the_search_service(app_test, service):
 
 
 def test_results_under_the_threshold_are_counted_behind_an_expander(app_test, service):
-    everything = service.search(QUERY, caller=OPERATOR, top_k=50, top_n=50, threshold=0.0)
+    everything = service.search(SearchRequest.of(QUERY, top_k=50, top_n=50, threshold=0.0), OPERATOR)
     scores = sorted(r.score for r in everything.results)
     cut = round((scores[len(scores) // 2] + scores[len(scores) // 2 - 1]) / 2, 2)
-    expected = service.search(QUERY, caller=OPERATOR, top_k=50, top_n=5, threshold=cut)
+    expected = service.search(SearchRequest.of(QUERY, top_k=50, top_n=5, threshold=cut), OPERATOR)
     assert expected.below_threshold, "the cut must hide something for this test to mean anything"
     at = search(set_threshold(app_test(), cut), QUERY)
     [exp] = [e for e in at.expander if "below the threshold" in e.label]

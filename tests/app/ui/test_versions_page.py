@@ -7,8 +7,10 @@ import json
 
 import pytest
 
-from tests.app.ui.test_search_page import cards, search, set_threshold
+from tests.app.ui.helpers import cards, search, set_threshold
 from tests.tiny_models import build_tiny_cross_encoder
+
+pytestmark = pytest.mark.slow  # promotion and rollback through the app: several seconds on 2 cores
 
 
 @pytest.fixture

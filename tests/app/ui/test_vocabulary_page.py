@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 
-from app.services.library import sync
-from tests.app.ui.test_search_page import cards, search, set_threshold
+import pytest
+
+from tests.app.ui.helpers import cards, search, set_threshold
+from tests.conftest import index_docs
 
 DOCS = {
     "leave.md": "---\ndepartment: hr\n---\n# Annual leave\n\nEmployees get twenty days of annual leave a year.\n",
@@ -19,12 +21,7 @@ DOCS = {
 
 
 def _index(tmp_path, embedder):
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    for name, text in DOCS.items():
-        (docs / name).write_text(text, encoding="utf-8")
-    sync([docs], tmp_path / "index", embedder)
-    return tmp_path / "index"
+    return index_docs(tmp_path, embedder, DOCS)
 
 
 def files(at) -> set[str]:
@@ -48,6 +45,7 @@ def test_sidebar_filters_offer_the_values_present_and_restrict_results(app_test,
     assert cards(at) == [] and any("no document you may read matches" in w.value for w in at.warning)
 
 
+@pytest.mark.slow
 def test_vocabulary_page_saves_reports_and_applies(app_test, kb, tmp_path, monkeypatch):
     monkeypatch.setenv("KB_SYNONYMS", str(tmp_path / "synonyms.txt"))
     monkeypatch.setenv("KB_USER_DICT", str(tmp_path / "userdict.txt"))

@@ -1,0 +1,1 @@
+"""The app's drawing blocks: cards, tables, highlight, controls, banners, rows, status sections."""

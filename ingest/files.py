@@ -35,8 +35,9 @@ class LinkRefused(OSError):
         super().__init__(f"{self.path}: {LINK_REASON}")
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
+def fsync_path(path: str | Path) -> None:
+    """Flush a file or a folder entry to disk."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -84,7 +85,7 @@ def atomic_write(path: str | Path, data: bytes | str, *, private: bool = False, 
         tmp.unlink(missing_ok=True)
         raise
     if fsync:
-        _fsync_dir(path.parent)
+        fsync_path(path.parent)
     return path
 
 

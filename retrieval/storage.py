@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ingest.files import PRIVATE_DIR, atomic_write, make_private, private_dir
+from ingest.files import PRIVATE_DIR, atomic_write, fsync_path, make_private, private_dir
 
 CURRENT = "CURRENT"
 LOCK = ".lock"
@@ -34,15 +34,6 @@ class IndexLocked(RuntimeError):
     """Another process is writing this index."""
 
     kind = "conflict"  # app.errors maps it to an HTTP status and an exit code
-
-
-def fsync_path(path: Path) -> None:
-    """Flush a file or a folder entry to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def fsync_tree(folder: Path) -> None:

@@ -19,13 +19,19 @@ def sources(result) -> set[str]:
     return {r.hit.chunk.doc_id for r in result.results}
 
 
-def test_live_search_serves_the_version_another_writer_published(tmp_path, embedder):
+def published(tmp_path, embedder) -> tuple:
+    """(a folder with one document, settings over an index of it, published by this process's own sync)."""
     kb = tmp_path / "kb"
     kb.mkdir()
     (kb / "a.md").write_text("# Alpha\n\nThe quokkaberry allowance is paid monthly.\n", encoding="utf-8")
     s = Settings(index_dir=tmp_path / "index", embedder=embedder.name, reranker="none", index_reload_s=0,
                  _env_file=None)
     sync([kb], s.index_dir, embedder)
+    return kb, s
+
+
+def test_live_search_serves_the_version_another_writer_published(tmp_path, embedder):
+    kb, s = published(tmp_path, embedder)
     live = live_search(s, make_search(s, embedder, open_index(s, embedder)))
     live.reload_index()
     old = live.service
@@ -48,12 +54,7 @@ def test_live_search_serves_the_version_another_writer_published(tmp_path, embed
 
 @pytest.mark.slow
 def test_a_version_that_cannot_be_read_leaves_the_served_one(tmp_path, embedder):
-    kb = tmp_path / "kb"
-    kb.mkdir()
-    (kb / "a.md").write_text("# Alpha\n\nThe quokkaberry allowance is paid monthly.\n", encoding="utf-8")
-    s = Settings(index_dir=tmp_path / "index", embedder=embedder.name, reranker="none", index_reload_s=0,
-                 _env_file=None)
-    sync([kb], s.index_dir, embedder)
+    kb, s = published(tmp_path, embedder)
     live = live_search(s, make_search(s, embedder, None))
     live.reload_index()
     served = live.service.index.version

@@ -172,8 +172,9 @@ def open_reranker(s: Settings, name: str | None = None, options: RerankerOptions
     RerankerParameterError; KbError for a promoted folder whose weights changed since), for a caller that must
     not go on without it (`kb rerank`)."""
     name = name if name is not None else serving_reranker(s)
-    check_promoted_weights(read_rollout(s)[0], name)  # a promoted folder changed since: refused, named
-    return POOL.get(name, options if options is not None else reranker_options(s))
+    # a promoted folder changed since: refused, named; hashed when its weights are read, not for a model held
+    return POOL.get(name, options if options is not None else reranker_options(s),
+                    before_load=lambda: check_promoted_weights(read_rollout(s)[0], name))
 
 
 def load_unshared(name: str, options: RerankerOptions) -> Reranker:

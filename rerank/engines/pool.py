@@ -10,6 +10,7 @@ and its memory freed once the last search holding it is done. A pool is an objec
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from rerank.protocol import Reranker
 from rerank.types import RerankerOptions
@@ -25,14 +26,18 @@ class ModelPool:
         self._models: dict[tuple[str, RerankerOptions], Reranker] = {}
         self._lock = threading.Lock()
 
-    def get(self, name: str, options: RerankerOptions) -> Reranker:
+    def get(self, name: str, options: RerankerOptions, before_load: Callable[[], None] | None = None) -> Reranker:
         """The loaded reranker `name` with `options`, loaded now if no one holds it (the load's errors are
-        raised: RerankerLoadError, ModelNotAvailable, RerankerParameterError). Loads one at a time: two callers
-        asking for the same model wait for one load instead of making two."""
+        raised: RerankerLoadError, ModelNotAvailable, RerankerParameterError). `before_load` runs only when the
+        model is read from disk (a check of its files; what it raises stops the load), never for a model already
+        held. Loads one at a time: two callers asking for the same model wait for one load instead of making
+        two."""
         key = (name, options)
         with self._lock:
             model = self._models.get(key)
             if model is None:
+                if before_load is not None:
+                    before_load()
                 model = create_reranker(name, options)
                 model.load()
                 self._models[key] = model

@@ -1,8 +1,9 @@
-"""Back-pressure and size limits.
+"""Back-pressure and size limits at the HTTP door.
 
-`Admission` lets `max_active` model-bound requests run at once and `max_waiting` wait; anything beyond is refused
-at once with 429 and a Retry-After, so an overloaded server answers quickly instead of queueing without bound;
-`EarlyReject` gives that 429 before the request is even read while the queue is full.
+`Admission` (`app.services.limits`, shared with the app) lets `max_active` model-bound requests run at once and
+`max_waiting` wait; anything beyond is refused at once with 429 and a Retry-After, so an overloaded server answers
+quickly instead of queueing without bound; `EarlyReject` gives that 429 before the request is even read while the
+queue is full.
 `BodyLimit` refuses request bodies over a byte limit (by route: uploads, /rerank, the rest) with 413 before they are
 read into memory.
 """
@@ -10,61 +11,14 @@ read into memory.
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import NamedTuple
 
 from ..errors import KbError
+from ..services.limits import BATCHED_ACTIVE, Admission, active_limit
 from .errors import body, send_refusal
 
-BATCHED_ACTIVE = 16  # requests computed at once with cross-request batching (see `active_limit`)
-
-
-def active_limit(max_concurrency: int, batching: bool) -> int:
-    """Model-bound requests admitted at once. Without batching, `api_max_concurrency`: each request runs its own
-    forward passes, so more at once would only share the cores. With batching (`rerank.coalesce`) the reranker's
-    one worker serialises the forward passes, so admission no longer guards the cores from parallel passes, and a
-    request can only share a pass with requests that were admitted: at least BATCHED_ACTIVE then, about the
-    /rerank requests of 20 short passages (~1,000 tokens each) that the default 16,384-token budget holds, so a
-    round can fill. What admission still bounds is memory and the embed and recall stages, which run outside the
-    batcher (one short query each)."""
-    return max(max_concurrency, BATCHED_ACTIVE) if batching else max_concurrency
-
-
-class Admission:
-    def __init__(self, max_active: int, max_waiting: int):
-        self._slots = threading.BoundedSemaphore(max_active)
-        self._lock = threading.Lock()
-        self.max_active, self.max_waiting = max_active, max_waiting
-        self.active = 0
-        self.waiting = 0
-
-    @contextmanager
-    def slot(self) -> Iterator[None]:
-        """Hold one compute slot for the block; raises KbError overloaded (429) when the queue is full."""
-        with self._lock:
-            if self.waiting >= self.max_waiting and self.active >= self.max_active:
-                raise KbError("overloaded", f"server busy: {self.active} requests running and {self.waiting} "
-                                            f"waiting (limit {self.max_waiting}); retry shortly",
-                              headers={"Retry-After": "1"})
-            self.waiting += 1
-        self._slots.acquire()
-        with self._lock:
-            self.waiting -= 1
-            self.active += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self.active -= 1
-            self._slots.release()
-
-    def full(self) -> bool:
-        """Whether a request arriving now would be refused (read without the lock: a hint for `EarlyReject`;
-        `slot()` stays the judge of what it lets through)."""
-        return self.waiting >= self.max_waiting and self.active >= self.max_active
-
+__all__ = ["BATCHED_ACTIVE", "Admission", "BodyLimit", "EarlyReject", "Limit", "active_limit"]
 
 class EarlyReject:
     """ASGI middleware: while `admission` is full, requests to `paths` get their 429 on the event loop, before the

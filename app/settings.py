@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from rerank.params import BACKENDS, BUDGET_MS_RANGE, LONG_PASSAGE_MODES, TOP_N_RANGE
@@ -67,8 +67,10 @@ class AuthSettings(BaseModel):
 
 
 class Settings(BaseSettings):
+    # populate_by_name: `database_url` is read by its name from arguments and the config file, by its aliases
+    # (KB_DATABASE_URL, KB_EVENTS_URL) from the environment, and never from a bare DATABASE_URL of other software
     model_config = SettingsConfigDict(env_prefix="KB_", extra="ignore", validate_default=True,
-                                      env_nested_delimiter="_", env_nested_max_split=1)
+                                      env_nested_delimiter="_", env_nested_max_split=1, populate_by_name=True)
 
     index_dir: Path = Field(Path("data/index"), description="where the built index lives (git-ignored)")
     models_dir: Path = Field(Path("models"), description="local model folders, e.g. models/reranker_zh_v2")
@@ -148,27 +150,37 @@ class Settings(BaseSettings):
                                         "waits at most for others to share its forward passes")
     rerank_batch_tokens: int = Field(16384, ge=1, description="with rerank_batching: tokens of (query, passage) "
                                      "pairs scored together at most (one larger request runs alone)")
-    calibration: Path | None = Field(None, description="calibrator JSON from `kb tune --write`: scores become "
-                                     "calibrated probabilities, and threshold and bands apply to them")
+    calibration: Path | None = Field(None, description="a calibrator JSON file: scores become calibrated "
+                                     "probabilities, and threshold and bands apply to them. `kb tune --write` saves "
+                                     "its calibrator (with top_k, top_n, threshold) in the shared database instead, "
+                                     "which then wins over this file and the config file (a KB_* variable wins "
+                                     "over both)")
 
     # ---- reranker versions (docs/MODELS.md) ---------------------------------------------------------------------
-    rollout_file: Path | None = Field(None, description="which reranker serves, the canary and shadow candidates "
-                                      "and the history, written by `kb models promote` and friends [default: "
-                                      "rerankers.json beside the index folder]")
+    rollout_file: Path | None = Field(None, description="deprecated: which reranker serves now lives in the shared "
+                                      "database (KB_DATABASE_URL). A rollout file from before (written by an older "
+                                      "`kb models promote`) is imported from here once, when the database holds "
+                                      "no rollout yet, and never read again [default: rerankers.json beside the "
+                                      "index folder]")
     follow_rollout: bool = Field(True, description="serve the promoted reranker (and its canary) rather than the "
                                  "`reranker` setting; a command's --reranker turns it off for that command")
     models_reload_s: float = Field(5.0, ge=0, description="how often a running API or app looks for a promotion, "
-                                   "rollback, canary or shadow change (0: only at start)")
+                                   "rollback, canary or shadow change, and for settings saved by `kb tune --write`, "
+                                   "in the shared database (0: only at start)")
     shadow_queue: int = Field(64, ge=1, description="searches waiting for the shadow model at most; beyond that "
                               "they are counted as dropped, never waited for")
 
     # ---- the administrators' words (docs/VOCABULARY.md) ----------------------------------------------------
-    user_dict: Path | None = Field(None, description="jieba user dictionary (`word [frequency] [tag]` a line) for "
-                                   "BM25 [default: userdict.txt beside the index folder, when present]")
-    synonyms: Path | None = Field(None, description="synonym sets, one a line, comma-separated (年假, 年休假, "
-                                  "annual leave) [default: synonyms.txt beside the index folder, when present]")
+    user_dict: Path | None = Field(None, description="a jieba user dictionary file (`word [frequency] [tag]` a "
+                                   "line) imported once into the shared database when it holds no user dictionary "
+                                   "yet; from then on the Vocabulary page and `kb vocabulary` edit it there "
+                                   "[default: userdict.txt beside the index folder, when present]")
+    synonyms: Path | None = Field(None, description="a synonyms file (sets one a line, comma-separated: 年假, "
+                                  "年休假, annual leave) imported once into the shared database when it holds no "
+                                  "synonyms yet; from then on the Vocabulary page and `kb vocabulary` edit them "
+                                  "there [default: synonyms.txt beside the index folder, when present]")
     vocabulary_reload_s: float = Field(5.0, ge=0, description="how often a running API or app looks for changes "
-                                       "to the user dictionary and synonyms (0: never)")
+                                       "to the user dictionary and synonyms in the shared database (0: never)")
 
     # ---- following the published corpus (docs/RELIABILITY.md) ----------------------------------------------------
     index_reload_s: float = Field(2.0, ge=0, description="how often a running API or app looks for a version of the "
@@ -204,10 +216,15 @@ class Settings(BaseSettings):
                                 "over this size; the count of entries survives rotation (kb_audit_entries)")
     audit_keep: int = Field(5, ge=0, description="rotated audit logs kept; older ones are deleted")
 
+    # ---- the shared database (docs/SCALING.md) ------------------------------------------------------------------
+    database_url: str | None = Field(
+        None, validation_alias=AliasChoices("kb_database_url", "kb_events_url"),
+        description="an SQLAlchemy URL of the database every process shares: the events, which reranker serves, the "
+        "vocabulary and the settings saved by `kb tune --write`; postgresql+psycopg://user:pw@host/kb for several "
+        "machines (KB_EVENTS_URL, `events_url`: its old name) [default: SQLite events.db beside the index folder]")
+
     # ---- the events store: searches and feedback (docs/ANALYTICS.md) ---------------------------------------
     events: bool = Field(True, description="record searches and feedback for analytics (the API and the app)")
-    events_url: str | None = Field(None, description="an SQLAlchemy URL, e.g. postgresql+psycopg://user:pw@host/kb "
-                                   "for several API replicas [default: SQLite events.db beside the index folder]")
     events_store_user: bool = Field(False, description="keep user ids as they are instead of a keyed hash")
     events_key: SecretStr | None = Field(None, description="the key of the user-id hash; replicas sharing one "
                                          "database share it [default: made once in events.key beside the index]")
@@ -218,6 +235,20 @@ class Settings(BaseSettings):
     allow_open: bool = Field(False, description="let `kb ui` / `kb serve` listen beyond loopback with no sign-in "
                              "and no API keys (everyone who reaches it sees every document)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _old_names(cls, data):
+        # `events_url` (a config file or an argument from before) is database_url's old name; the new one wins
+        if isinstance(data, dict) and "events_url" in data and \
+                not {"database_url", "kb_database_url", "kb_events_url"} & set(data):
+            data = {**data, "database_url": data["events_url"]}
+        return data
+
+    @property
+    def events_url(self) -> str | None:
+        """`database_url`'s old name (the events store lives in the shared database)."""
+        return self.database_url
+
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings],
                                    init_settings: PydanticBaseSettingsSource,
@@ -226,6 +257,13 @@ class Settings(BaseSettings):
                                    file_secret_settings: PydanticBaseSettingsSource):
         # No .env or secrets files; highest priority first: arguments, KB_* variables, the config file.
         return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=config_path())
+
+
+def set_by_environment(name: str) -> bool:
+    """Whether a `KB_*` environment variable sets the setting `name` (it then wins over values saved in the shared
+    database by `kb tune --write`)."""
+    wanted = f"KB_{name}".upper()
+    return any(key.upper() == wanted for key in os.environ)
 
 
 @lru_cache(maxsize=1)

@@ -162,17 +162,22 @@ def load_calibrator(path: str | Path) -> Calibrator:
         data = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise ValueError(f"calibration file {path} is not valid JSON ({exc}); fit it again with `kb tune`") from exc
+    return calibrator_from_dict(data, f"calibration file {path}")
+
+
+def calibrator_from_dict(data: Any, where: str) -> Calibrator:
+    """The calibrator in `data` (`Calibrator.to_dict()`). Raises ValueError naming `where` and the bad field."""
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ValueError(f"calibration file {path}: 'format' must be {FORMAT!r}; is this a file from `kb tune`?")
+        raise ValueError(f"{where}: 'format' must be {FORMAT!r}; is this a file from `kb tune`?")
     method, params = data.get("method"), data.get("params")
     if method not in METHODS:
-        raise ValueError(f"calibration file {path}: 'method' must be one of {', '.join(METHODS)}; got {method!r}")
+        raise ValueError(f"{where}: 'method' must be one of {', '.join(METHODS)}; got {method!r}")
     if not isinstance(params, dict):
-        raise ValueError(f"calibration file {path}: 'params' must be an object")
+        raise ValueError(f"{where}: 'params' must be an object")
     if method == "platt":
         a, b = params.get("a"), params.get("b")
         if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (a, b)) or a < 0:
-            raise ValueError(f"calibration file {path}: Platt needs finite numbers 'a' >= 0 and 'b'; got a={a!r}, "
+            raise ValueError(f"{where}: Platt needs finite numbers 'a' >= 0 and 'b'; got a={a!r}, "
                              f"b={b!r}")
         params = {"a": float(a), "b": float(b)}
     else:
@@ -183,7 +188,7 @@ def load_calibrator(path: str | Path) -> Calibrator:
         except (KeyError, TypeError, ValueError):
             ok = False
         if not ok:
-            raise ValueError(f"calibration file {path}: isotonic needs lists 'x' and 'y' of equal length, both "
+            raise ValueError(f"{where}: isotonic needs lists 'x' and 'y' of equal length, both "
                              "non-decreasing, y within 0..1")
         params = {"x": xs.tolist(), "y": ys.tolist()}
     return Calibrator(method, params, data.get("info") or {})

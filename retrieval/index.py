@@ -24,7 +24,7 @@ from ingest.types import Chunk, Document
 from .analyzer import DEFAULT, Analyzer
 from .filters import Filters, matching
 from .lexical import LexicalIndex
-from .storage import current_version, new_version_dir, publish
+from .storage import current_version, new_version_dir, publish, writer_lock
 from .stores.base import StoreFactory, VectorStore, allowed_by_groups
 from .stores.faiss import FaissStoreFactory
 
@@ -130,6 +130,10 @@ class KnowledgeIndex:
         folder = current_version(root)
         if folder is None:
             if not create:
+                if (root / "milvus.db").exists():
+                    raise IndexNotFound(f"no FAISS index at {root}: it holds a corpus kept in Milvus; set "
+                                        "KB_VECTOR_STORE=milvus to serve it, or build a FAISS one with `kb ingest "
+                                        f"PATH --index {root}`")
                 raise IndexNotFound(f"no index at {root}; build one with `kb ingest PATH --index {root}`")
             return cls(root, embedder, chunker, stores, analyzer)
         manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
@@ -269,6 +273,36 @@ class KnowledgeIndex:
             mask = keep if mask is None else mask * keep
         return mask
 
+    def readable(self, chunk_id: str, groups: Sequence[str] | None, docs: Collection[str] | None) -> bool:
+        """Whether a leg's hit may be returned: its chunk is in this version's chunk table (BM25 is rebuilt at save,
+        so between a change and its save a row may name a deleted chunk), its acl there admits `groups` (None: all)
+        and its document is among `docs` (None: any)."""
+        chunk = self.chunks.get(chunk_id)
+        return (chunk is not None and allowed_by_groups(chunk.meta.get("acl", ()), groups)
+                and (docs is None or chunk.doc_id in docs))
+
+    def dense_hits(self, vectors: np.ndarray, k: int, groups: Sequence[str] | None = None,
+                   docs: Collection[str] | None = None) -> list[tuple[Chunk, float]]:
+        """The dense leg: up to k (chunk, inner product), best first, that `groups` may read among `docs`. The store
+        filters inside its search and the hits are checked again against the chunk table: the published version's
+        table is what says who may read a chunk."""
+        hits = self.dense.search(vectors, k, groups, docs)[0]
+        return [(self.chunks[cid], s) for cid, s in hits if self.readable(cid, groups, docs)]
+
+    def lexical_hits(self, query: str, k: int, groups: Sequence[str] | None = None,
+                     docs: Collection[str] | None = None, also: Sequence[str] = ()) -> list[tuple[Chunk, float]]:
+        """The BM25 leg: up to k (chunk, score), best first, with synonyms `also` weighted below the query's words."""
+        hits = self.lexical.search(query, k, self.lexical_mask(groups, docs), also)
+        return [(self.chunks[cid], s) for cid, s in hits if self.readable(cid, groups, docs)]
+
+    def fetch(self, chunk_ids: Sequence[str]) -> dict[str, Chunk]:
+        """The chunks of this version with these ids (unknown ids are left out)."""
+        return {cid: self.chunks[cid] for cid in chunk_ids if cid in self.chunks}
+
+    def problem(self) -> str | None:
+        """Why searches cannot be served now: never, for a version read whole into memory."""
+        return None
+
     def visible_documents(self, groups: Sequence[str] | None) -> dict[str, DocRecord]:
         """The documents a caller of `groups` may read (None: all)."""
         if groups is None:
@@ -305,3 +339,21 @@ class IndexOpener:
              create: bool = True) -> KnowledgeIndex:
         """The live version at `root` (see `KnowledgeIndex.open`)."""
         return KnowledgeIndex.open(Path(root), embedder, chunker, self.stores, create=create, analyzer=self.analyzer)
+
+    def writing(self, root: Path):
+        """The one writer's hold on `root` while the block runs (IndexLocked at once when another process
+        writes). `retrieval.shared.SharedOpener` holds a lease in the shared database instead."""
+        return writer_lock(Path(root))
+
+    def published(self, root: Path) -> str | None:
+        """The name of the version published at `root` now, whoever published it (None: none yet)."""
+        folder = current_version(Path(root))
+        return folder.name if folder is not None else None
+
+    def read_documents(self, root: Path) -> list[DocRecord]:
+        """The published version's document records, without its chunks."""
+        return KnowledgeIndex.read_documents(Path(root))
+
+    def read_manifest(self, root: Path) -> dict[str, Any] | None:
+        """The published version's manifest (None: none yet)."""
+        return KnowledgeIndex.read_manifest(Path(root))

@@ -12,13 +12,18 @@ from __future__ import annotations
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ingest.types import Chunk
 
 from .embedder import Embedder
 from .filters import Filters
 from .fusion import rrf
 from .index import KnowledgeIndex
-from .stores.base import allowed_by_groups
 from .types import Hit, Mode, check_mode, check_top_k
+
+if TYPE_CHECKING:
+    from .shared import SharedIndex
 
 
 @dataclass(frozen=True)
@@ -32,15 +37,11 @@ class RecallResult:
 
 def readable(index: KnowledgeIndex, chunk_id: str, groups: Sequence[str] | None,
              docs: Collection[str] | None) -> bool:
-    """Whether a leg's hit may be returned: its chunk is in this version's chunk table (BM25 is rebuilt at save,
-    so between a change and its save a row may name a deleted chunk), its acl there admits `groups` (None: all)
-    and its document is among `docs` (None: any)."""
-    chunk = index.chunks.get(chunk_id)
-    return (chunk is not None and allowed_by_groups(chunk.meta.get("acl", ()), groups)
-            and (docs is None or chunk.doc_id in docs))
+    """`KnowledgeIndex.readable`: whether a leg's hit may be returned to `groups` among `docs`."""
+    return index.readable(chunk_id, groups, docs)
 
 
-def recall(index: KnowledgeIndex, embedder: Embedder, query: str, top_k: int = 50, mode: Mode = "hybrid",
+def recall(index: KnowledgeIndex | SharedIndex, embedder: Embedder, query: str, top_k: int = 50, mode: Mode = "hybrid",
            groups: Sequence[str] | None = None, dense_weight: float = 1.0, lexical_weight: float = 1.0,
            rrf_k: int = 60, depth: int | None = None, filters: Filters | None = None,
            also: Sequence[str] = ()) -> RecallResult:
@@ -66,37 +67,35 @@ def recall(index: KnowledgeIndex, embedder: Embedder, query: str, top_k: int = 5
             note = (f"embedder {embedder.name} cannot read this query's {unreadable.describe()}: these dense "
                     "results are close to random; use hybrid or lexical")
     timings: dict[str, float] = {"embed": 0.0, "dense": 0.0, "lexical": 0.0, "fuse": 0.0}
-    dense: list[tuple[str, float]] = []
-    lexical: list[tuple[str, float]] = []
+    dense: list[tuple[Chunk, float]] = []
+    lexical: list[tuple[Chunk, float]] = []
+    # Each leg filters inside its search and checks every hit again against the published version's records
+    # (`dense_hits`, `lexical_hits`): a store is a separate service (Milvus) whose rows anyone who reaches it could
+    # rewrite. A hit the caller may not read is dropped before ranking, so it moves no other hit either.
     if mode in ("hybrid", "dense"):
         t0 = time.perf_counter()
         qvec = embedder.embed_queries([query])
         t1 = time.perf_counter()
-        dense = index.dense.search(qvec, depth if mode == "hybrid" else top_k, groups, docs)[0]
+        dense = index.dense_hits(qvec, depth if mode == "hybrid" else top_k, groups, docs)
         timings["embed"], timings["dense"] = (t1 - t0) * 1000, (time.perf_counter() - t1) * 1000
     if mode in ("hybrid", "lexical"):
         t0 = time.perf_counter()
-        lexical = index.lexical.search(query, depth if mode == "hybrid" else top_k,
-                                       index.lexical_mask(groups, docs), also)
+        lexical = index.lexical_hits(query, depth if mode == "hybrid" else top_k, groups, docs, also)
         timings["lexical"] = (time.perf_counter() - t0) * 1000
-    # The stores filter inside their search, and this is checked again against the chunk table here: a store is
-    # a separate service (Milvus) whose rows anyone who reaches it could rewrite, and the chunk table of the
-    # published version is what says who may read a chunk. A hit the caller may not read is dropped before
-    # ranking, so it moves no other hit either.
-    dense = [(cid, s) for cid, s in dense if readable(index, cid, groups, docs)]
-    lexical = [(cid, s) for cid, s in lexical if readable(index, cid, groups, docs)]
     t0 = time.perf_counter()
-    d_rank = {cid: r for r, (cid, _) in enumerate(dense, start=1)}
-    l_rank = {cid: r for r, (cid, _) in enumerate(lexical, start=1)}
+    chunks = {c.chunk_id: c for c, _ in (*dense, *lexical)}
+    d_rank = {c.chunk_id: r for r, (c, _) in enumerate(dense, start=1)}
+    l_rank = {c.chunk_id: r for r, (c, _) in enumerate(lexical, start=1)}
     if mode == "hybrid":
-        ranked = rrf([[c for c, _ in dense], [c for c, _ in lexical]], [dense_weight, lexical_weight], rrf_k)
+        ranked = rrf([[c.chunk_id for c, _ in dense], [c.chunk_id for c, _ in lexical]],
+                     [dense_weight, lexical_weight], rrf_k)
     else:
-        ranked = dense if mode == "dense" else lexical
+        ranked = [(c.chunk_id, s) for c, s in (dense if mode == "dense" else lexical)]
     hits = []
     for cid, score in ranked[:top_k]:
         in_d, in_l = cid in d_rank, cid in l_rank
         leg = "both" if in_d and in_l else ("dense" if in_d else "lexical")
-        hits.append(Hit(chunk=index.chunks[cid], retrieval_score=float(score), leg=leg,
+        hits.append(Hit(chunk=chunks[cid], retrieval_score=float(score), leg=leg,
                         dense_rank=d_rank.get(cid), lexical_rank=l_rank.get(cid)))
     timings["fuse"] = (time.perf_counter() - t0) * 1000
     used = list(also) if mode != "dense" else []

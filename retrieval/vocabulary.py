@@ -1,9 +1,11 @@
 """The administrators' words: a user dictionary (how BM25 cuts Chinese text) and synonyms (what a query also
-searches), read from two files that may change while the engine runs.
+searches), which may change while the engine runs.
 
-`load_vocabulary` reads both; `Vocabulary.stamp` says which versions of the files it read, so a watcher can tell
-a change by comparing `file_stamp(...)` with it. A missing file means none of those words; a line that cannot be
-read is reported in `problems` (file and line number) and skipped, never failing the rest.
+`parse_vocabulary` makes a `Vocabulary` of their texts (the app keeps them in its shared database) and
+`load_vocabulary` of two files; `Vocabulary.stamp` says which versions it was made from (whatever the caller
+compares: entry versions, or `file_stamp(...)` for files), so a watcher can tell a change. A missing text or file
+means none of those words; a line that cannot be read is reported in `problems` (where and line number) and
+skipped, never failing the rest.
 """
 
 from __future__ import annotations
@@ -11,10 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .analyzer import DEFAULT, Analyzer, read_user_dict
-from .synonyms import NONE, Synonyms, read_synonyms
+from .analyzer import DEFAULT, Analyzer, parse_user_dict, read_user_dict
+from .synonyms import NONE, Synonyms, parse_synonyms, read_synonyms
 
-Stamp = tuple[tuple[int, int] | None, tuple[int, int] | None]
+Stamp = tuple[object, object]  # (user dictionary, synonyms): equal when neither changed; None: there is none
 
 
 def file_stamp(user_dict: Path | None, synonyms: Path | None) -> Stamp:
@@ -60,6 +62,15 @@ def _read(path: Path | None, there: bool, reader, empty, problems: list[str], wh
         return empty
     problems += bad
     return value
+
+
+def parse_vocabulary(user_dict: str, synonyms: str, stamp: Stamp = (None, None),
+                     where: tuple[str, str] = ("user_dict", "synonyms")) -> Vocabulary:
+    """Both texts parsed (either may be empty: none of those words); bad lines are in `problems`, named by
+    `where` and their line number. `stamp` says which versions the texts are."""
+    entries, problems = parse_user_dict(user_dict, where[0]) if user_dict.strip() else ([], [])
+    sets, bad = parse_synonyms(synonyms, where[1]) if synonyms.strip() else (NONE, [])
+    return Vocabulary(Analyzer(entries) if entries else DEFAULT, sets, problems=tuple(problems + bad), stamp=stamp)
 
 
 def load_vocabulary(user_dict: Path | None, synonyms: Path | None) -> Vocabulary:

@@ -16,11 +16,16 @@ from .errors import error_responses
 router = APIRouter(responses=error_responses(401, 403, 503))
 
 
-@router.get("/health", summary="200 when models and index are loaded, 503 before (or if loading failed)")
+@router.get("/health", summary="200 when models and index are loaded and the search store answers, 503 otherwise")
 def health(st: StateDep):
     """For probes, without a credential: only the state (ready | loading | error), nothing about the index (its
     size is for admins, at /info and /metrics)."""
     if st.ready:
+        index = st.live.service.index if st.live is not None else None
+        if index is not None and index.problem() is not None:  # its reason (a server address) is for the log
+            return JSONResponse({"status": "unavailable", "error": "the search store (Milvus) cannot be reached; "
+                                 "searches answer 503 until it is back", "error_type": "not_ready"},
+                                status_code=503, headers={"Retry-After": "2"})
         return {"status": "ready"}
     status, why = ("error", "the server failed to load (see its log)") if st.error else \
         ("loading", "models and index are still loading")
@@ -31,15 +36,15 @@ def health(st: StateDep):
 @router.get("/info", summary="Models, device, dtype, defaults and limits; index, cache and files for admins")
 def info(st: StateDep, who: CallerDep, svc: ServiceDep) -> dict:
     """What a client needs (the models' names, device, defaults, limits, its own groups) for everyone; for admins
-    also the index's size and folder, the cache, the vocabulary files, the models' paths and errors and the
+    also the index's size and folder, the cache, the vocabulary, the models' paths and errors and the
     rollout (counts of documents would tell others about groups they cannot read)."""
-    s = st.settings
+    s, d = st.settings, svc.defaults  # the defaults served: settings with those `kb tune --write` saved applied
     choice = (svc.reranker.device_choice if svc.reranker else svc.embedder.choice)
     out = {
         "embedder": {"name": svc.embedder.name}, "reranker": {"name": svc.reranker.name} if svc.reranker else None,
         "device": choice.device, "dtype": choice.dtype, "max_length": s.rerank_max_length,
-        "defaults": {"top_k": s.top_k, "top_n": s.top_n, "threshold": s.threshold, "mode": s.recall_mode,
-                     "max_per_doc": s.max_per_doc, "merge_adjacent": s.merge_adjacent, "presets": PRESETS},
+        "defaults": {"top_k": d.top_k, "top_n": d.top_n, "threshold": d.threshold, "mode": d.mode,
+                     "max_per_doc": d.max_per_doc, "merge_adjacent": d.merge, "presets": PRESETS},
         "limits": {"max_documents": s.api_max_documents, "max_query_chars": s.api_max_query_chars,
                    "max_text_chars": s.api_max_text_chars, "max_request_mb": s.api_max_request_mb,
                    "max_json_mb": s.api_max_json_mb, "max_file_mb": s.max_file_mb,
@@ -63,7 +68,7 @@ def info(st: StateDep, who: CallerDep, svc: ServiceDep) -> dict:
 
 
 def _models(st, svc, admin: bool) -> dict:
-    """The reranker serving and the canary and shadow candidates; for admins also why the rollout file's choice is
+    """The reranker serving and the canary and shadow candidates; for admins also why the rollout's choice is
     not (all) served, this process's figures per model and the promotion history (for others: whether there is
     such an error)."""
     from ..components import read_rollout
@@ -79,11 +84,12 @@ def _models(st, svc, admin: bool) -> dict:
 
 
 def _vocabulary(v) -> dict:
-    """What the user dictionary and synonyms in use hold, and the lines skipped (file paths and contents)."""
-    return {"user_dict": {"path": str(v.user_dict_path) if v.user_dict_path else None,
-                          "words": v.counts.get("user_dict", 0), "fingerprint": v.analyzer.fingerprint},
-            "synonyms": {"path": str(v.synonyms_path) if v.synonyms_path else None,
-                         "sets": v.counts.get("synonyms", 0), "fingerprint": v.synonyms.fingerprint},
+    """What the user dictionary and synonyms in use hold (their versions in the shared database: None before the
+    first save), and the lines skipped (with their contents)."""
+    return {"user_dict": {"version": v.stamp[0], "words": v.counts.get("user_dict", 0),
+                          "fingerprint": v.analyzer.fingerprint},
+            "synonyms": {"version": v.stamp[1], "sets": v.counts.get("synonyms", 0),
+                         "fingerprint": v.synonyms.fingerprint},
             "problems": list(v.problems)}
 
 

@@ -49,7 +49,7 @@ class ApiState:
 
     def load(self) -> None:
         """Load models (unless a service was given), then the index: an empty one when none exists yet, so
-        POST /ingest can fill it; from then on published index versions, the vocabulary and rollout files are
+        POST /ingest can fill it; from then on published index versions, the vocabulary and the rollout are
         followed (`components.build_live`)."""
         try:
             self.live = build_live(self.settings, self.service, create=True, quiet=False)

@@ -25,7 +25,7 @@ def _events(s):
     with guard():
         store = open_events(s)
     if store is None:
-        fail("the events database cannot be opened (see the warning above); check KB_EVENTS_URL")
+        fail("the events database cannot be opened (see the warning above); check KB_DATABASE_URL")
     return store
 
 

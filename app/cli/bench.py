@@ -127,6 +127,9 @@ def search_command(
 
     quiet_libraries()
     s = settings_for(embedder=embedder, reranker=reranker)
+    if s.vector_store == "milvus":  # its synthetic corpora must never be written into the shared corpus
+        fail("kb bench search builds synthetic corpora in FAISS and never writes into the shared Milvus corpus; run "
+             "it with KB_VECTOR_STORE=faiss, and see docs/SCALING.md for latency on Milvus")
     size_list = _split_ints(sizes, "--sizes")
     emb = load_embedder(s)
     loaded = load_reranker(s)

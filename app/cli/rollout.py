@@ -108,7 +108,7 @@ def add_commands(models_app: typer.Typer) -> None:
             print(json.dumps({"serving": state.serving_model(s.reranker),
                               "source": "promoted" if state.current else "setting", "promoted": data["serving"],
                               "canary": data["canary"], "shadow": data["shadow"], "history": data["history"],
-                              "file": str(store.path)}, ensure_ascii=False))
+                              "store": store.where}, ensure_ascii=False))
             return
         from rich.table import Table
 
@@ -122,9 +122,9 @@ def add_commands(models_app: typer.Typer) -> None:
         if state.shadow:
             out.print(f"shadow: {state.shadow.model} since {_when(state.shadow.at)}", highlight=False, soft_wrap=True)
         if not state.history:
-            err.print(f"no promotion on record in {store.path}", highlight=False)
+            err.print(f"no promotion on record in {store.where}", highlight=False)
             return
-        table = Table(title=f"history ({store.path})")
+        table = Table(title=f"history ({store.where})")
         for col in ("when", "action", "model", "previous", "by", "checks"):
             table.add_column(col)
         for h in state.history:

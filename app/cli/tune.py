@@ -1,5 +1,7 @@
 """`kb tune`: calibrate reranker scores on labelled queries, recommend the threshold for a target precision or
-recall, sweep K for quality against latency, and (with --write) make the choices the defaults.
+recall, sweep K for quality against latency, and (with --write) make the choices the defaults: saved in the shared
+database (`app.services.saved_settings`), where every API and app, on any machine, follows them within
+`models_reload_s` and every later command reads them; `--forget` removes them.
 
 Exit codes: 0 done; 2 a user error (bad option, bad labels, no reranker, a target no threshold reaches with
 --write).
@@ -9,14 +11,11 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import numpy as np
 import typer
-
-from ingest.files import atomic_write
 
 from .common import err, fail, guard, load_embedder, operator, out, quiet_libraries, settings_for, warn
 
@@ -45,10 +44,13 @@ def tune(
     split: Annotated[str, typer.Option("--split", help="BEIR qrels split")] = "test",
     mode: Annotated[Optional[str], typer.Option("--mode", help="hybrid | dense | lexical")] = None,
     calibration_out: Annotated[Optional[Path], typer.Option(
-        "--calibration-out", help="where the fitted calibrator is saved [default: kb-calibration.json beside "
-        "the config file]")] = None,
-    write: Annotated[bool, typer.Option("--write", help="write top_k, top_n, threshold and calibration to the "
-                                                        "config file; the old file is backed up")] = False,
+        "--calibration-out", help="also save the fitted calibrator to this file, for review or for the "
+        "`calibration` setting (what serves after --write is the copy in the shared database)")] = None,
+    write: Annotated[bool, typer.Option("--write", help="save top_k, top_n, threshold and the calibrator in the "
+                                                        "shared database: every API, app and command uses them "
+                                                        "(a KB_* variable still wins)")] = False,
+    forget: Annotated[bool, typer.Option("--forget", help="remove what --write saved (the config file's values "
+                                                          "serve again) and exit")] = False,
     index: Annotated[Optional[Path], typer.Option("--index", help="main index folder; the eval index lives "
                                                   "beside it in ../eval")] = None,
     embedder: Annotated[Optional[str], typer.Option("--embedder", help="hub name or local folder")] = None,
@@ -65,14 +67,24 @@ def tune(
     from rerank.params import check_top_n
     from retrieval.types import check_top_k
 
-    from ..components import audit_log, make_search
+    from ..components import audit_log, control, make_search
     from ..quality import tune as t
     from ..quality.evaluate import detect_layout
-    from ..settings import config_path, get_settings
+    from ..services import saved_settings
+    from ..settings import set_by_environment
     from .evaluate import open_eval_set
 
     quiet_libraries()
     s = settings_for(index, embedder, reranker)
+    if forget:
+        with guard():
+            store = control(s)
+            removed = saved_settings.forget(store, operator().who)
+        if removed:
+            audit_log(s).record(operator(), "forget saved defaults and calibration", store=store.where)
+        typer.echo(f"removed the saved top_k, top_n, threshold and calibrator from {store.where}" if removed else
+                   f"nothing saved in {store.where}")
+        return
     if target_precision is not None and target_recall is not None:
         fail("give --target-precision or --target-recall, not both")
     if target_precision is None and target_recall is None:
@@ -163,22 +175,22 @@ def tune(
             fail(f"no threshold reaches the target on these labels (best precision "
                  f"{max(p.precision or 0 for p in t.threshold_curve(served, grades)):.3f}); nothing written: "
                  "lower --target-precision, or use a better reranker")
-        cal_path = calibration_out if calibration_out is not None else config_path().with_name("kb-calibration.json")
-        # The calibrator replaces the old one only once the config that goes with it is written (the threshold is
-        # in its units); an old calibrator is kept beside it like the old config. Both keep their file's mode.
-        values = {"top_k": chosen_k, "top_n": top_n, "threshold": threshold, "calibration": str(cal_path)}
-        try:
-            path, backup = t.write_config(values)
-        except ValueError as exc:
-            fail(str(exc))
-        if cal_path.is_file():
-            atomic_write(cal_path.with_name(f"{cal_path.name}.{time.strftime('%Y%m%d-%H%M%S')}.bak"),
-                         cal_path.read_bytes(), private=True)
-        calibrator.save(cal_path)
-        audit_log(s).record(operator(), "write defaults and calibration", config=str(path), values=values)
-        get_settings.cache_clear()  # later commands in this process read the new defaults
-        report["written"] = {"config": str(path), "backup": str(backup) if backup else None, "values": values,
-                             "calibrator": str(cal_path)}
+        # The values and the calibrator are saved together, in one write: the threshold is in the calibrator's
+        # units, so a process never serves one without the other.
+        values = {"top_k": chosen_k, "top_n": top_n, "threshold": threshold}
+        with guard():
+            store = control(s)
+            saved = saved_settings.save(store, values, operator().who, calibrator,
+                                        source={"dataset": info["dataset"], "reranker": collected.reranker})
+        if calibration_out is not None:
+            calibrator.save(calibration_out)
+        shadowed = [f"KB_{k.upper()}" for k in (*values, "calibration") if set_by_environment(k)]
+        if shadowed:
+            warn(f"{', '.join(shadowed)} set in the environment win over what was saved; unset them to serve it")
+        audit_log(s).record(operator(), "write defaults and calibration", store=store.where, version=saved.version,
+                            values=values)
+        report["written"] = {"store": store.where, "version": saved.version, "values": values,
+                             "calibrator_file": str(calibration_out) if calibration_out is not None else None}
     if as_json:
         print(json.dumps(report, ensure_ascii=False))
         return
@@ -235,7 +247,9 @@ def _print_report(r: dict, out) -> None:
     out.print(f"chosen: top_k={c['top_k']}, top_n={c['top_n']}, threshold={c['threshold']}", highlight=False)
     if r["written"]:
         w = r["written"]
-        out.print(f"written to {w['config']} (backup: {w['backup'] or 'none, new file'}); calibrator saved to "
-                  f"{w['calibrator']}", highlight=False)
+        out.print(f"saved with the calibrator in {w['store']} (version {w['version']}): every API and app serves "
+                  "them within its models_reload_s, every command uses them; `kb tune --forget` removes them"
+                  + (f"; calibrator also saved to {w['calibrator_file']}" if w["calibrator_file"] else ""),
+                  highlight=False)
     else:
         out.print("run again with --write to make these the defaults", highlight=False)

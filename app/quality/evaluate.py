@@ -33,7 +33,6 @@ from retrieval.analyzer import has_cjk
 from retrieval.embedder import Embedder
 from retrieval.index import IndexOpener, KnowledgeIndex
 from retrieval.recall import recall
-from retrieval.storage import writer_lock
 from retrieval.synonyms import NONE, Synonyms
 
 from ..identity import OPERATOR, Caller
@@ -184,9 +183,8 @@ def build_index(data: BeirData, embedder: Embedder, index_root: Path, max_tokens
     max_tokens = min(max_tokens, embedder.max_seq_length)
     chunker = {"max_tokens": max_tokens, "overlap": overlap, "counter": embedder.name}
     root = Path(index_root) / f"eval-{data.name}-{_fingerprint(sorted(data.corpus.items()), embedder.name, chunker)}"
-    if KnowledgeIndex.read_manifest(root) is not None:
+    if opener.published(root) is not None:
         return opener.open(root, embedder.info(), chunker)
-    index = opener.new(root, embedder.info(), chunker)
     docs, all_chunks = [], []
     for doc_id, (title, text) in data.corpus.items():
         doc = Document(doc_id=doc_id, source=f"beir:{data.name}/{doc_id}", title=title, text=text,
@@ -195,8 +193,9 @@ def build_index(data: BeirData, embedder: Embedder, index_root: Path, max_tokens
         docs.append((doc, chunks))
         all_chunks += chunks
     vectors = embedder.embed_passages([c.context_text() for c in all_chunks], show_progress=progress)
-    index.replace_documents(docs, vectors)
-    with writer_lock(root):
+    with opener.writing(root):
+        index = opener.new(root, embedder.info(), chunker)
+        index.replace_documents(docs, vectors)
         index.save()
     return index
 

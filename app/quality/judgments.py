@@ -55,8 +55,11 @@ class JudgedQuery:
 
 def export_rows(judgments: Iterable[dict[str, Any]], index: KnowledgeIndex | None) -> Iterable[dict[str, Any]]:
     """The lines of an export: each judgment with its chunk's text from `index` ("" when no longer indexed)."""
+    judgments = list(judgments)
+    # one batched read: with a corpus in Milvus each lookup is a query
+    known = index.fetch([j["chunk_id"] for j in judgments if j["chunk_id"]]) if index is not None else {}
     for j in judgments:
-        chunk = index.chunks.get(j["chunk_id"]) if index is not None and j["chunk_id"] else None
+        chunk = known.get(j["chunk_id"]) if j["chunk_id"] else None
         yield {"query": j["query"], "groups": j["groups"], "chunk_id": j["chunk_id"], "doc_id": j["doc_id"],
                "useful": j["useful"], "text": chunk.text if chunk is not None else "", "comment": j["comment"],
                "query_id": j["query_id"]}
@@ -126,11 +129,12 @@ def collect_judgments(reranker, index: KnowledgeIndex, judged: list[JudgedQuery]
     from rerank.rank import rerank
 
     queries, missing = [], 0
+    known = index.fetch(sorted({cid for q in judged for cid in q.chunks}))  # one batched read (Milvus: queries)
     for q in judged:
         ids = sorted(q.chunks)
         hits = []
         for cid in ids:
-            chunk = index.chunks.get(cid)
+            chunk = known.get(cid)
             if chunk is None:
                 missing += 1
                 continue

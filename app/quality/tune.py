@@ -12,7 +12,7 @@ The steps, each a plain function over plain data so that the CLI and the UI shar
    `cross_validate(...)` for held-out figures.
 4. `sweep_k(...)` (recall@K and quality after reranking K candidates, from the collected data) and `time_k(...)`
    (measured latency per K), `choose_k(...)`.
-5. `write_config(values)`: the chosen defaults into the config file (TOML), other keys kept, old file backed up.
+5. what `kb tune --write` chooses is saved in the shared database (`app.services.saved_settings`).
 
 Labels: a pair is relevant when its grade is > 0. On the sample set pairs are chunks judged by evidence passages;
 on BEIR a chunk takes its document's grade. Recall figures of a threshold are relative to the relevant chunks
@@ -21,27 +21,17 @@ that recall found (the ceiling is recall@K, reported by the K sweep).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from ingest.files import atomic_write
+from rerank.calibration import Calibrator, fit_calibrator, fit_isotonic, fit_platt, load_calibrator
 from rerank.params import TOP_N_RANGE
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10: the same parser, as a package (pydantic-settings needs it there too)
-    import tomli as tomllib
-
-from rerank.calibration import Calibrator, fit_calibrator, fit_isotonic, fit_platt, load_calibrator
-
 from ..services.request import SearchRequest
-from ..settings import Settings, config_path
 from .evaluate import EvalSet, ranked_run, score_run
 from .latency import percentiles
 
@@ -52,7 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Calibrator", "fit_calibrator", "fit_platt", "fit_isotonic", "load_calibrator",
            "collect", "Collected", "threshold_curve", "recommend_threshold", "answer_effect", "cross_validate",
-           "sweep_k", "time_k", "choose_k", "write_config", "sigmoid"]
+           "sweep_k", "time_k", "choose_k", "sigmoid"]
 
 MAX_TOP_K = TOP_N_RANGE[1]  # every recalled chunk must come back with its score, and a search shows at most this many
 K_STEPS = (5, 10, 20, 30, 50, 75, 100)  # the K values the Tuning page sweeps
@@ -367,52 +357,6 @@ def choose_k(points: Sequence[KPoint], tolerance: float = 0.01) -> int:
     rerank time linearly and stop paying once the reranker's top N no longer changes."""
     best = max(p.hit for p in points)
     return min(p.k for p in points if p.hit >= best - tolerance)
-
-
-# ---- config --------------------------------------------------------------------------------------------------
-def write_config(values: dict[str, Any], path: Path | None = None) -> tuple[Path, Path | None]:
-    """Merge `values` (settings fields) into the TOML config file and write it atomically; other keys are kept
-    (comments are not: the old file is copied to `<name>.<timestamp>.bak`, mode 0600, first). The file keeps its
-    mode, and one holding secrets (`holds_secrets`, new or not) is 0600 at most. Returns (path, backup or
-    None). Raises ValueError naming the field when a value is not a valid setting."""
-    import tomli_w
-    from pydantic import ValidationError
-
-    path = config_path() if path is None else Path(path)
-    old: dict[str, Any] = {}
-    if path.is_file():
-        try:
-            old = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"config file {path} is not valid TOML ({exc}); fix or move it, then run again") from exc
-    unknown = sorted(set(values) - set(Settings.model_fields))
-    if unknown:
-        raise ValueError(f"not settings fields: {', '.join(unknown)} (see app/settings.py)")
-    merged = {**old, **{k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()}}
-    try:
-        Settings(**{k: v for k, v in merged.items() if k in Settings.model_fields})
-    except ValidationError as exc:
-        raise ValueError(f"refusing to write {path}: {exc}") from exc
-    backup = None
-    if path.is_file():
-        backup = path.with_name(f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}.bak")
-        n = 1
-        while backup.exists():
-            backup = path.with_name(f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}-{n}.bak")
-            n += 1
-        atomic_write(backup, path.read_bytes(), private=True)  # a copy of what may hold secrets: 0600
-    # The file keeps its mode (a 0600 kb.toml stays 0600); one that holds secrets is never wider than 0600.
-    atomic_write(path, tomli_w.dumps(merged), private=holds_secrets(merged))
-    return path, backup
-
-
-SECRET_SECTIONS = ("auth", "api_keys")  # kb.toml tables that hold secrets: client and cookie secrets, API keys
-
-
-def holds_secrets(values: dict[str, Any]) -> bool:
-    """Whether config `values` hold a secret: an [auth] or [api_keys] table, or a `SecretStr` setting's value."""
-    secret_fields = {name for name, f in Settings.model_fields.items() if "SecretStr" in str(f.annotation)}
-    return any(values.get(k) for k in SECRET_SECTIONS) or any(values.get(k) for k in secret_fields)
 
 
 def to_jsonable(obj: Any) -> Any:

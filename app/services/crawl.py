@@ -21,8 +21,6 @@ import httpx
 
 from ingest.crawl import USER_AGENT, CrawlResult, CrawlState, crawl, normalise, origin_of
 from ingest.crawl import Progress as CrawlProgress
-from retrieval.index import KnowledgeIndex
-from retrieval.storage import writer_lock
 
 from .library import IngestReport, Library, Progress
 
@@ -62,9 +60,9 @@ def state_path(index_dir: Path, start: str) -> Path:
     return Path(index_dir) / STATE_FOLDER / f"{readable}-{hashlib.sha256(start.encode()).hexdigest()[:8]}.json"
 
 
-def site_sources(index_dir: Path, origin: str) -> set[str]:
-    """The URLs of `origin`'s pages the live version of the index holds."""
-    return {rec.source for rec in KnowledgeIndex.read_documents(Path(index_dir))
+def site_sources(library: Library, origin: str) -> set[str]:
+    """The URLs of `origin`'s pages the live version of the library's index holds."""
+    return {rec.source for rec in library.opener.read_documents(Path(library.index_dir))
             if rec.source == origin or rec.source.startswith(origin + "/")}
 
 
@@ -78,11 +76,11 @@ def crawl_site(url: str, library: Library, max_pages: int = 200, acl: Sequence[s
     (None: one with a `kb-crawl` user agent and `timeout_s`; a client given must not follow redirects)."""
     start = normalise(url)
     origin = origin_of(start)
-    with writer_lock(Path(library.index_dir)):  # fail before the crawl, not after it, while an ingest runs
+    with library.opener.writing(Path(library.index_dir)):  # fail before the crawl, not after it, while an ingest runs
         pass
     where = state_path(library.index_dir, start)
     state = CrawlState.load(where, origin)
-    indexed = site_sources(library.index_dir, origin)
+    indexed = site_sources(library, origin)
     own = client is None
     # Redirects are not followed by the client: `crawl` checks each target against the host and robots.txt.
     http = client if client is not None else httpx.Client(headers={"User-Agent": USER_AGENT}, timeout=timeout_s)
@@ -97,7 +95,7 @@ def crawl_site(url: str, library: Library, max_pages: int = 200, acl: Sequence[s
     if result.state is not None:
         # Pages this crawl did not reach (cut short by --max-pages) keep what earlier crawls knew of them. Only
         # pages the index now holds keep validators: a 304 for a page it lacks would lose that page for good.
-        held = site_sources(library.index_dir, origin)
+        held = site_sources(library, origin)
         pages = {**state.pages, **result.state.pages}
         CrawlState(origin, {u: p for u, p in pages.items() if u in held}).save(where)
     return CrawlReport(site=origin, index=report, fetched=result.fetched, not_modified=len(result.not_modified),

@@ -1,8 +1,9 @@
 """The events store: what people ask and what they think of the answers, for analytics, evaluation and tuning.
 
-One `EventLog` per process over an SQLAlchemy database: SQLite by default (a file beside the index), any SQLAlchemy
-URL in `KB_EVENTS_URL` (PostgreSQL when several API replicas share it). The schema carries a version; opening a
-database applies the migrations it lacks, in one transaction, and refuses a database written by a newer kb.
+One `EventLog` per process over the shared SQL database: SQLite by default (a file beside the index), any SQLAlchemy
+URL in `KB_DATABASE_URL` (PostgreSQL when several API replicas share it; `KB_EVENTS_URL` is its old name). The
+schema carries a version; opening a database applies the migrations it lacks, in one transaction, and refuses a
+database written by a newer kb.
 
 - **Searches** are recorded by `SearchService.search` through a bounded queue that one background thread writes
   in batches: recording never waits for the database and never fails a search. A full queue drops the event and
@@ -54,13 +55,14 @@ from sqlalchemy import (
     insert,
     select,
 )
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from ingest.files import private_dir, private_file
 
 from ..errors import KbError
 from ..identity import Caller
+from .control import sqlite_file
 
 if TYPE_CHECKING:
     from .results import SearchResult
@@ -183,7 +185,7 @@ class EventLog:
                 version = int(found or 0)
                 if version > SCHEMA_VERSION:
                     raise KbError("conflict", f"the events database {self._safe_url()} has schema version {version}; "
-                                              f"this kb knows {SCHEMA_VERSION}: upgrade kb, or point KB_EVENTS_URL "
+                                              f"this kb knows {SCHEMA_VERSION}: upgrade kb, or point KB_DATABASE_URL "
                                               "elsewhere")
                 for v in range(version + 1, SCHEMA_VERSION + 1):
                     MIGRATIONS[v](conn)
@@ -474,15 +476,6 @@ class EventLog:
                                  "up": v["up"], "down": v["down"], "none_answers": v["none_answers"]}
                                 for k, v in sorted(models.items(), key=lambda kv: (-kv[1]["searches"], kv[0]))],
                 "events": {"dropped": self.stats.dropped, "write_errors": self.stats.write_errors}}
-
-
-def sqlite_file(url: str) -> Path | None:
-    """The database file of a `sqlite:///PATH` URL; None for another database, or SQLite in memory."""
-    made = make_url(url)
-    if made.get_backend_name() != "sqlite" or made.database in (None, "", ":memory:") or \
-            made.database.startswith("file:"):
-        return None
-    return Path(made.database)
 
 
 def who_key(path: Path) -> bytes:

@@ -39,7 +39,6 @@ from ingest.load import SIDECAR_SUFFIX, sidecar_path
 from ingest.loaders import LOADERS
 from retrieval.embedder import Embedder
 from retrieval.index import IndexOpener, KnowledgeIndex
-from retrieval.storage import writer_lock
 
 from ..identity import Caller
 
@@ -124,9 +123,9 @@ def sync(paths: Sequence[str | Path], index_dir: Path, embedder: Embedder, optio
     report.skipped += [(str(p), f"unsupported file type '{p.suffix or p.name}'") for p in found.unsupported]
     report.skipped += [(str(p), why) for p, why in found.links]
     report.files_seen = len(found.files)
-    opener = opener if opener is not None else IndexOpener()
     chunker = chunker_settings(embedder, options.max_tokens, options.overlap)
-    with writer_lock(Path(index_dir)):
+    opener = opener if opener is not None else IndexOpener()
+    with opener.writing(Path(index_dir)):
         if rebuild:  # not opened: a rebuild is how an index moves to another embedder or vector store
             index = opener.new(Path(index_dir), embedder.info(), chunker)
         else:
@@ -200,8 +199,9 @@ def put_documents(docs: Sequence[Document], index_dir: Path, embedder: Embedder,
     tick = progress or (lambda stage, done, total: None)
     report = IngestReport(files_seen=len(docs))
     chunker = chunker_settings(embedder, options.max_tokens, options.overlap)
-    with writer_lock(Path(index_dir)):
-        index = (opener if opener is not None else IndexOpener()).open(Path(index_dir), embedder.info(), chunker)
+    opener = opener if opener is not None else IndexOpener()
+    with opener.writing(Path(index_dir)):
+        index = opener.open(Path(index_dir), embedder.info(), chunker)
         report.reanalyzed = index.reanalyzed
         rechunk_all = index.chunker != chunker
         index.chunker = chunker
@@ -227,9 +227,9 @@ def put_documents(docs: Sequence[Document], index_dir: Path, embedder: Embedder,
 def remove_documents(index_dir: Path, embedder: Embedder, doc_ids: Sequence[str],
                      opener: IndexOpener | None = None) -> list[str]:
     """Delete documents by id and publish a new version; returns the sources removed (unknown ids are ignored)."""
-    with writer_lock(Path(index_dir)):
-        index = (opener if opener is not None else IndexOpener()).open(Path(index_dir), embedder.info(), {},
-                                                                         create=False)
+    opener = opener if opener is not None else IndexOpener()
+    with opener.writing(Path(index_dir)):
+        index = opener.open(Path(index_dir), embedder.info(), {}, create=False)
         sources = [index.documents[d].source for d in doc_ids if d in index.documents]
         if index.delete_documents(list(doc_ids)):
             index.save()
@@ -367,7 +367,7 @@ class Library:
         ingest)."""
         started = time.perf_counter()
         report = IngestReport(files_seen=len(files))
-        known = {rec.source: rec.content_hash for rec in KnowledgeIndex.read_documents(Path(self.index_dir))}
+        known = {rec.source: rec.content_hash for rec in self.opener.read_documents(Path(self.index_dir))}
         docs: list[Document] = []
         for done, (name, data) in enumerate(files, start=1):
             if progress is not None:

@@ -1,5 +1,6 @@
 """The serving supervisor: `LiveSearch`, the `SearchService` a long-running process (the API, the app) serves, swapped
-whole whenever the published index version, the vocabulary files or the rollout file change.
+whole whenever the published index version, the vocabulary, the rollout or the saved settings change (the last
+three live in the shared database: every process on every machine follows the same versions).
 
 It is built in one place (`app.components.build_live`) and builds nothing itself: every part it needs (an index
 version, the vocabulary, a reranker, its calibrator, a library) comes through the `Parts` it was given, which
@@ -11,7 +12,6 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import replace
-from pathlib import Path
 from typing import Protocol
 
 from rerank.calibration import Calibrator
@@ -20,18 +20,20 @@ from rerank.protocol import Reranker
 from retrieval.analyzer import Analyzer
 from retrieval.embedder import Embedder
 from retrieval.index import IndexMismatch, IndexNotFound, KnowledgeIndex
-from retrieval.storage import current_version
-from retrieval.vocabulary import Vocabulary, file_stamp
+from retrieval.vocabulary import Vocabulary
 
+from ..errors import KbError
 from ..settings import Settings
 from .library import Library
 from .model_stats import ModelStats
+from .request import SearchDefaults
 from .rollout import RolloutState, RolloutStore
-from .rollout import stamp as rollout_stamp
 from .search import SearchService
 from .shadow import ShadowRunner
 
 log = logging.getLogger(__name__)
+
+_UNREAD = object()  # a stamp never equal to a version read: the next check reads again
 
 
 class Parts(Protocol):
@@ -43,14 +45,23 @@ class Parts(Protocol):
     def load_vocabulary(self) -> Vocabulary:
         """The user dictionary and synonyms, read now."""
 
-    def vocabulary_paths(self) -> tuple[Path, Path]:
-        """(user dictionary, synonyms): the files `load_vocabulary` reads."""
+    def published_version(self) -> str | None:
+        """The name of the version published now, whoever published it (None: none yet)."""
+
+    def vocabulary_stamp(self) -> tuple[int | None, int | None]:
+        """The versions of the user dictionary and synonyms stored now (what `Vocabulary.stamp` holds)."""
 
     def rollout(self) -> RolloutStore:
-        """The rollout file."""
+        """The rollout state's store."""
 
     def read_rollout(self) -> tuple[RolloutState, str | None]:
-        """(what the rollout file says, None) or (an empty state, why it cannot be read)."""
+        """(the rollout state, None) or (an empty state, why it cannot be read)."""
+
+    def tuning_stamp(self) -> int | None:
+        """The version of the settings saved by `kb tune --write` (None: none saved)."""
+
+    def search_defaults(self) -> SearchDefaults:
+        """The search defaults: the settings with the saved ones applied, read now."""
 
     def load_reranker(self, name: str) -> tuple[Reranker | None, str | None]:
         """(the shared loaded reranker `name`, None) or (None, why it could not be loaded)."""
@@ -66,11 +77,11 @@ class Parts(Protocol):
 
 
 def _when_changed(changed, reload, what: str) -> bool:
-    """`reload()` when `changed()`; whether it did. A watcher must outlive one bad reload: a failure is logged
-    ("could not <what>") and reported as False."""
-    if not changed():
-        return False
+    """`reload()` when `changed()`; whether it did. A watcher must outlive one bad reload and a store that does not
+    answer (the shared database down): a failure of either is logged ("could not <what>") and reported as False."""
     try:
+        if not changed():
+            return False
         reload()
     except Exception:  # noqa: BLE001
         log.exception("could not %s", what)
@@ -91,13 +102,14 @@ def batched(s: Settings, model: Reranker | None) -> Reranker | None:
 
 class LiveSearch:
     """The `SearchService` a long-running process (API, app) serves. `reload_index` opens the index's newest
-    version, `reload_vocabulary` rereads the user dictionary and synonyms, `reload_models` follows the rollout file
+    version, `reload_vocabulary` rereads the user dictionary and synonyms, `reload_models` follows the rollout
     (promotion, rollback, canary, shadow); each swaps in a new service, so a search running meanwhile finishes on
     what it started with and nobody sees a half-changed service. `watch()` does all three whenever something
-    changes, whoever changed it: a version published by any process (`index_reload_s`), the vocabulary files
-    (`vocabulary_reload_s`), the rollout file (`models_reload_s`). `stats` holds the per-model figures of this
-    process. With `rerank_batching` the serving and canary rerankers are wrapped here (`batched`), and a wrapper
-    swapped out is closed once what was queued on it is scored."""
+    changes, whoever changed it: a version published by any process (`index_reload_s`), the vocabulary
+    (`vocabulary_reload_s`), the rollout and the saved settings (`models_reload_s`), the last three in the shared
+    database. `stats` holds the per-model figures of this process. With `rerank_batching` the serving and canary
+    rerankers are wrapped here (`batched`), and a wrapper swapped out is closed once what was queued on it is
+    scored."""
 
     def __init__(self, settings: Settings, service: SearchService, parts: Parts, owns_events: bool = False):
         """Serve `service`, building what changes with `parts`; with `owns_events` the service's events store was
@@ -112,8 +124,10 @@ class LiveSearch:
         self._lock = threading.Lock()
         self._models_lock = threading.Lock()
         self.index_error: str | None = None
-        self.models_error: str | None = None  # why the rollout file's choice is not (all) being served
-        self._models_stamp: tuple[int, ...] | None = None
+        self.models_error: str | None = None  # why the rollout's choice is not (all) being served
+        self._models_stamp: object = _UNREAD
+        self._stamp_error: str | None = None  # the last failure to poll the shared database (logged once)
+        self._tuning_stamp: object = self._stamp(parts.tuning_stamp)  # the service was built with these
         self._index_stamp: str | None = None  # the published version last served (or tried)
         self._stop = threading.Event()
         self._watchers: list[threading.Thread] = []
@@ -137,9 +151,9 @@ class LiveSearch:
         return self.parts.library(self._service.embedder, self._service.vocabulary.analyzer)
 
     def published_version(self) -> str | None:
-        """The version the index folder's CURRENT pointer names now, whoever published it (None: no index yet)."""
-        folder = current_version(Path(self.settings.index_dir))
-        return folder.name if folder is not None else None
+        """The version published now (the index folder's CURRENT, or the shared database's newest revision),
+        whoever published it (None: no index yet)."""
+        return self.parts.published_version()
 
     def index_changed(self) -> bool:
         """Whether a version other than the one served (or last tried) has been published since."""
@@ -154,7 +168,12 @@ class LiveSearch:
         its memory is freed at once."""
         with self._lock:
             current = self._service
-            published = self.published_version()
+            try:
+                published = self.published_version()
+            except Exception as exc:
+                if getattr(exc, "kind", None) != "not_ready":
+                    raise
+                published = None  # the shared database does not answer: opening says so below
             failure: Exception | None = None
             try:
                 index = self.parts.open_index(current.embedder, create, current.vocabulary.analyzer)
@@ -167,6 +186,12 @@ class LiveSearch:
             except IndexMismatch as exc:  # a rebuild with another embedder: nothing of the old version is served
                 index, failure = None, exc
                 self.index_error = str(exc)
+            except Exception as exc:
+                if getattr(exc, "kind", None) != "not_ready" or current.index is not None:
+                    raise  # a version that cannot be read now: the one served stays, tried again next tick
+                # the shared database or Milvus does not answer at start: serve 503s saying why, and keep trying
+                index, failure, published = None, exc, None
+                self.index_error = f"the corpus cannot be read yet: {exc}"
             self._index_stamp = index.version if index is not None and index.version else published
             self._service = current.with_index(index)
             if (index.version if index else None) != (current.index.version if current.index else None):
@@ -183,14 +208,30 @@ class LiveSearch:
         return _when_changed(self.index_changed, self.reload_index,
                              "open the newly published index version; the version served stays")
 
+    def _stamp(self, read) -> object:
+        """`read()` (a version in the shared database), or _UNREAD when the database cannot be read: logged once
+        per outage; the watcher keeps what it serves and tries again."""
+        try:
+            found = read()
+        except KbError as exc:
+            if exc.message != self._stamp_error:
+                log.warning("%s; what is served stays until it can be read", exc.message)
+            self._stamp_error = exc.message
+            return _UNREAD
+        if self._stamp_error is not None:
+            log.warning("the shared database can be read again")
+            self._stamp_error = None
+        return found
+
     def vocabulary_changed(self) -> bool:
-        """Whether the user dictionary or synonyms file changed (or appeared, or went) since it was read."""
-        return file_stamp(*self.parts.vocabulary_paths()) != self._service.vocabulary.stamp
+        """Whether the user dictionary or synonyms were saved (by any process) since they were read."""
+        stamp = self._stamp(self.parts.vocabulary_stamp)
+        return stamp is not _UNREAD and stamp != self._service.vocabulary.stamp
 
     def reload_vocabulary(self) -> SearchService:
-        """Reread both files and swap in a service that uses them. A changed user dictionary re-analyses the
-        served index's BM25 from its stored text (no re-embedding) before the swap; searches meanwhile are served
-        by the old one."""
+        """Reread both from the shared database and swap in a service that uses them. A changed user dictionary
+        re-analyses the served index's BM25 from its stored text (no re-embedding) before the swap; searches
+        meanwhile are served by the old one."""
         with self._lock:
             current = self._service
             vocab = self.parts.load_vocabulary()
@@ -203,27 +244,28 @@ class LiveSearch:
         return self._service
 
     def check_vocabulary(self) -> bool:
-        """Reload the vocabulary when its files changed; whether it did. Never raises: a failure is logged and the
+        """Reload the vocabulary when it changed; whether it did. Never raises: a failure is logged and the
         current vocabulary stays."""
         return _when_changed(self.vocabulary_changed, self.reload_vocabulary,
                              "reload the user dictionary and synonyms; the previous ones stay in use")
 
     # ---- reranker versions ----------------------------------------------------------------------------------
     def models_changed(self) -> bool:
-        """Whether the rollout file changed (or appeared, or went) since it was last applied."""
-        return rollout_stamp(self.parts.rollout().path) != self._models_stamp
+        """Whether the rollout changed (its version in the shared database) since it was last applied."""
+        stamp = self._stamp(self.parts.rollout().stamp)
+        return stamp is not _UNREAD and stamp != self._models_stamp
 
     def reload_models(self) -> SearchService:
-        """Serve what the rollout file says: the serving model, the canary and the shadow. A model that is not
+        """Serve what the rollout says: the serving model, the canary and the shadow. A model that is not
         loaded yet is loaded beside the one serving, then the service is swapped (with an emptied query cache:
         its results name the models that scored them); a model no longer used is released. A model that fails to
         load changes nothing of its role (the old one keeps serving, a shadow keeps running) and `models_error`
-        says why (as do `/info`, the Status page and the log); it is tried again at the next check. A rollout file
-        that cannot be read changes nothing at all."""
+        says why (as do `/info`, the Status page and the log); it is tried again at the next check. A rollout that
+        cannot be read changes nothing at all."""
         s = self.settings
         with self._models_lock:
-            path = self.parts.rollout().path
-            self._models_stamp = rollout_stamp(path)
+            store = self.parts.rollout()
+            self._models_stamp = self._stamp(store.stamp)
             state, error = self.parts.read_rollout()
             if error is not None:
                 self.models_error = f"{error}; the models serving now stay"
@@ -273,8 +315,8 @@ class LiveSearch:
                 self._release(current, self._service)
             self.models_error = "; ".join(errors) or None
             if errors:
-                self._models_stamp = None  # try again at the next check (a load may fail for want of memory)
-                log.warning("rollout file %s: %s", path, self.models_error)
+                self._models_stamp = _UNREAD  # try again at the next check (a load may fail for want of memory)
+                log.warning("%s: %s", store.where, self.models_error)
             return self._service
 
     def _release(self, old: SearchService, new: SearchService) -> None:
@@ -292,21 +334,52 @@ class LiveSearch:
                 self.parts.release_reranker(m.name)
 
     def check_models(self) -> bool:
-        """Follow the rollout file when it changed; whether it did. Never raises (a failure is logged)."""
+        """Follow the rollout when it changed; whether it did. Never raises (a failure is logged)."""
         return _when_changed(self.models_changed, self.reload_models,
-                             "apply the rollout file; the models serving stay")
+                             "apply the rollout; the models serving stay")
+
+    # ---- settings saved by `kb tune --write` -----------------------------------------------------------------
+    def tuning_changed(self) -> bool:
+        """Whether the saved settings changed (by any process) since they were applied."""
+        stamp = self._stamp(self.parts.tuning_stamp)
+        return stamp is not _UNREAD and stamp != self._tuning_stamp
+
+    def reload_tuning(self) -> SearchService:
+        """Serve the saved settings now: the search defaults (top_k, top_n, threshold) and the calibrator of the
+        reranker serving; the query cache is emptied (its results were cut at the old threshold)."""
+        with self._models_lock:
+            self._tuning_stamp = self._stamp(self.parts.tuning_stamp)
+            defaults = self.parts.search_defaults()
+            calibrator, calibration_error = self.parts.load_calibration(self._service.reranker)
+            with self._lock:
+                self._service = replace(self._service, defaults=defaults, calibrator=calibrator,
+                                        calibration_error=calibration_error)
+            self._service.cache.clear()
+            log.info("saved settings applied: top_k %d, top_n %d, threshold %g, %s", defaults.top_k, defaults.top_n,
+                     defaults.threshold, "calibrated" if calibrator is not None else "sigmoid scores")
+            return self._service
+
+    def check_tuning(self) -> bool:
+        """Apply the saved settings when they changed; whether it did. Never raises (a failure is logged)."""
+        return _when_changed(self.tuning_changed, self.reload_tuning,
+                             "apply the saved settings; the ones in use stay")
+
+    def check_control(self) -> None:
+        """Follow the rollout and the saved settings (what the models watcher does every `models_reload_s`)."""
+        self.check_models()
+        self.check_tuning()
 
     def watch(self) -> None:
-        """Apply the rollout file now (a shadow starts only in a long-running process), then look for a newly
-        published index version every `index_reload_s` seconds, for changes to the rollout file every
-        `models_reload_s` and to the vocabulary files every `vocabulary_reload_s`, in daemon threads, until
+        """Apply the rollout now (a shadow starts only in a long-running process), then look for a newly
+        published index version every `index_reload_s` seconds, for changes to the rollout and the saved settings
+        every `models_reload_s` and to the vocabulary every `vocabulary_reload_s`, in daemon threads, until
         `stop()` (no thread for an interval of 0)."""
         if self._watchers:
             return
         self.check_models()
         for interval, check, name in ((self.settings.index_reload_s, self.check_index, "kb-index"),
                                       (self.settings.vocabulary_reload_s, self.check_vocabulary, "kb-vocabulary"),
-                                      (self.settings.models_reload_s, self.check_models, "kb-models")):
+                                      (self.settings.models_reload_s, self.check_control, "kb-models")):
             if interval <= 0:
                 continue
 

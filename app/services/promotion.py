@@ -1,6 +1,7 @@
 """Promote, roll back, start or end a canary or shadow: the one implementation behind `kb models ...` and the
-Status page's buttons. Each takes the rollout file's lock for its whole run (a promotion's gate included), writes
-the new state atomically, and records the change (or the refusal) in the audit log."""
+Status page's buttons. Each takes the rollout's lock in the shared database for its whole run (a promotion's gate
+included; one change at a time across processes and machines), writes the new state in one step, and records the
+change (or the refusal) in the audit log."""
 
 from __future__ import annotations
 

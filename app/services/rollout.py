@@ -1,8 +1,10 @@
-"""Which reranker serves, which one is on trial, and what served when: the rollout file.
+"""Which reranker serves, which one is on trial, and what served when: the rollout state.
 
-One JSON file beside the index (`rollout_file`, default INDEX/../rerankers.json), written atomically under a lock
-by `kb models promote | rollback | canary | shadow` and the Status page, and read by every API and app process,
-which follow it without a restart (`app.services.live.LiveSearch`). It holds:
+One JSON document, the entry "rollout" of the shared database (`app.services.control`, KB_DATABASE_URL), written
+under a lock by `kb models promote | rollback | canary | shadow`, the API and the Status page, and read by every API
+and app process on every machine, which follow its version without a restart (`app.services.live.LiveSearch`).
+A rollout file from before (`rollout_file`, default INDEX/../rerankers.json) is imported once, when the database has
+no rollout entry yet. It holds:
 
 - `serving`: a stack of promoted models; the last one serves, `rollback` pops it and the one below serves again
   (with an empty stack the `reranker` setting serves, as before any promotion);
@@ -16,9 +18,9 @@ half-applied.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,9 +28,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from ingest.files import atomic_write
-
 from ..errors import KbError
+from .control import ControlStore
+
+log = logging.getLogger(__name__)
 
 FORMAT = "kb-rerankers"
 TrialKind = Literal["canary", "shadow"]
@@ -110,77 +113,120 @@ class RolloutState:
             raise KbError("conflict", f"no {kind} is running")
         return replace(self, **{kind: None}, history=self._logged(f"{kind}_off", None, old.model, at, by))
 
-    # ---- the file ---------------------------------------------------------------------------------------------
+    # ---- the stored form ---------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "version": 1, "serving": [asdict(r) for r in self.serving],
                 "canary": asdict(self.canary) if self.canary else None,
                 "shadow": asdict(self.shadow) if self.shadow else None, "history": list(self.history)}
 
     @classmethod
-    def from_dict(cls, data: Any, path: Path) -> RolloutState:
-        """Raises KbError naming the file when it is not a rollout file."""
+    def parse(cls, text: str, where: str) -> RolloutState:
+        """The state in `text` (the JSON of `to_dict`). KbError (unprocessable) naming `where` and the fix when it is
+        not a rollout document."""
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise KbError("unprocessable", f"{where} is not valid JSON ({exc}); restore it from a backup") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise KbError("unprocessable", f"{path} is not a rollout file ('format' is not {FORMAT!r}); restore it "
-                                           "from a backup, or delete it to serve the `reranker` setting again")
+            raise KbError("unprocessable", f"{where} is not a rollout document ('format' is not {FORMAT!r}); "
+                                           "restore it from a backup")
         try:
             return cls(serving=tuple(Release(**r) for r in data.get("serving") or ()),
                        canary=Trial(**data["canary"]) if data.get("canary") else None,
                        shadow=Trial(**data["shadow"]) if data.get("shadow") else None,
                        history=tuple(data.get("history") or ()))
         except TypeError as exc:
-            raise KbError("unprocessable", f"{path}: a serving, canary or shadow entry is malformed ({exc}); restore "
-                                           "the file from a backup") from None
+            raise KbError("unprocessable", f"{where}: a serving, canary or shadow entry is malformed ({exc}); "
+                                           "restore it from a backup") from None
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, indent=2) + "\n"
 
 
-def stamp(path: Path) -> tuple[int, ...] | None:
-    """What changes when the file is rewritten (inode — every write replaces the file —, mtime in ns, size); None
-    when there is none."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    return st.st_ino, st.st_mtime_ns, st.st_size
+KEY = "rollout"  # the entry in the shared database
+LOCK = "rollout"
 
 
 class RolloutStore:
-    """The rollout file at `path`: read it any time; change it only inside `locked()`."""
+    """The rollout state in the shared database (`control`, entry "rollout"): read it any time; change it only
+    inside `locked()`. `legacy_file`, a rollout file from before, is imported once, when the database has no entry
+    yet (the log says so), and never read again."""
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
+    def __init__(self, control: ControlStore, legacy_file: Path | None = None):
+        self.control = control
+        self.legacy_file = Path(legacy_file) if legacy_file is not None else None
+        self._expect: int | None = None  # inside locked(): the version the change is based on
+        self._locked = False
+
+    @property
+    def where(self) -> str:
+        """Where the state lives, for messages."""
+        return f"the rollout entry of {self.control.where}"
+
+    def stamp(self) -> int | None:
+        """What changes with every write (the entry's version; None before the first): what watchers poll."""
+        return self.control.version(KEY)
 
     def read(self) -> RolloutState:
-        """The state on disk (empty when there is no file). KbError when it is unreadable."""
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
+        """The state now (empty before any change). KbError when it cannot be read: the database is unreachable
+        (not_ready), or the entry or the file to import is damaged (unprocessable, naming it)."""
+        entry = self.control.read(KEY)
+        if entry is None:
+            entry = self._import()
+        if entry is None:
             return RolloutState()
+        return RolloutState.parse(entry.body, self.where)
+
+    def _import(self):
+        """The entry made from the rollout file of before, when there is one (None otherwise)."""
+        path = self.legacy_file
+        if path is None or not path.is_file():
+            return None
         try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise KbError("unprocessable", f"{self.path} is not valid JSON ({exc}); restore it from a backup, or "
-                                           "delete it to serve the `reranker` setting again") from None
-        return RolloutState.from_dict(data, self.path)
+            body = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise KbError("unprocessable", f"rollout file {path} cannot be read ({exc}); fix it, or move it away to "
+                                           "serve the `reranker` setting") from None
+        state = RolloutState.parse(body, f"rollout file {path} (to import)")
+        try:
+            entry = self.control.write(KEY, state.dumps(), f"import of {path}", expect=None)
+        except KbError as exc:
+            if exc.kind != "conflict":
+                raise
+            return self.control.read(KEY)  # another process imported it first
+        log.warning("imported the rollout state (serving %s) from %s into %s; that file is no longer read: promote, "
+                    "roll back and start trials with `kb models` or the Status page",
+                    state.current.model if state.current else "the reranker setting", path, self.where)
+        return entry
 
     @contextmanager
     def locked(self) -> Iterator[RolloutStore]:
-        """Hold the file's lock (never waits: KbError conflict when another change is under way)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock = self.path.with_name(self.path.name + ".lock")
-        with open(lock, "a") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise KbError("conflict", f"another promotion, rollback, canary or shadow change is under way "
-                                          f"({lock} is locked); wait for it to finish, then try again") from None
+        """Be the one process changing the rollout, on any machine, until the block ends (never waits: KbError
+        conflict when another change is under way). `write` inside it applies only if nobody changed the state
+        since the block began."""
+        busy = ("another promotion, rollback, canary or shadow change is under way (in this or another process); "
+                "wait for it to finish, then try again")
+        with self.control.lock(LOCK, busy):
+            self.read()  # imports a file from before first, so the change builds on it
+            self._expect, self._locked = self.control.version(KEY), True
             try:
                 yield self
             finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+                self._expect, self._locked = None, False
 
     def write(self, state: RolloutState) -> None:
-        """Replace the file atomically (a reader sees the old state or the new one, never a part); it keeps its
-        mode."""
-        atomic_write(self.path, json.dumps(state.to_dict(), ensure_ascii=False, indent=2) + "\n")
+        """Store `state` (every reader sees the old state or the new one, never a part). Inside `locked()` it is
+        based on the version read there; else on the version now. KbError conflict when someone else wrote first:
+        nothing is written."""
+        expect = self._expect if self._locked else self.control.version(KEY)
+        entry = self.control.write(KEY, state.dumps(), _who(state), expect)
+        if self._locked:
+            self._expect = entry.version
+
+
+def _who(state: RolloutState) -> str:
+    """Who made the last change (from the history), for the entry's `updated_by`."""
+    return str(state.history[-1].get("by", "unknown")) if state.history else "unknown"
 
 
 def weights_digest(folder: str | Path) -> str | None:

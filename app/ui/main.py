@@ -47,7 +47,7 @@ else:
         st.logout()
 choices = value_choices(index.visible_documents(None if who.groups is None else list(who.groups)).values()) \
     if index is not None else {}
-controls.sidebar(settings, who, groups, choices)
+controls.sidebar(service.defaults, who, groups, choices)  # with the saved settings applied
 if who.via == "open":
     st.warning("**Open mode: everyone who can open this page sees every document.** For one person on one machine "
                "(`kb demo`). Set `KB_AUTH_PROVIDER_URL` (docs/SECURITY.md) before sharing it.",

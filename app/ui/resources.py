@@ -28,7 +28,7 @@ def _embedder(name: str, device: str, dtype: str, models_dir: str, _settings: Se
 @st.cache_resource(show_spinner="Loading the reranker and the index…")
 def _live(key: str, _settings: Settings) -> LiveSearch:
     s = _settings
-    # started: index versions published by any process, the vocabulary and rollout files are followed
+    # started: index versions published by any process, the vocabulary and the rollout are followed
     return build_live(s, embedder=_embedder(s.embedder, s.device, s.dtype, str(s.models_dir), s))
 
 

@@ -205,10 +205,8 @@ class FaissStoreFactory:
         return FaissStore.load(folder, self.ann_threshold)
 
     def mismatch(self, folder: Path, root: Path) -> str | None:
-        from .milvus import MilvusStore
-
-        built = MilvusStore.read_meta(folder)
-        if built is None:
-            return None
-        return (f"index {root} keeps its vectors in Milvus collection {built['collection']!r} but vector_store is "
-                "'faiss'; set KB_VECTOR_STORE=milvus (and KB_MILVUS_URI) to use it")
+        if (folder / "milvus.json").is_file():  # a version written when Milvus held only the vectors
+            return (f"index {root} was built by an older kb-search that kept its vectors in Milvus; rebuild it "
+                    f"with `kb ingest PATH --index {root} --rebuild` (FAISS), or with KB_VECTOR_STORE=milvus to "
+                    "keep the whole corpus in Milvus")
+        return None

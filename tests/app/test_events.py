@@ -195,7 +195,7 @@ def test_schema_versions(tmp_path):
         assert conn.execute(text("SELECT version FROM kb_schema")).scalar() == 1
         conn.execute(text("UPDATE kb_schema SET version = 99"))
     engine.dispose()
-    with pytest.raises(KbError, match="schema version 99.*KB_EVENTS_URL") as newer:
+    with pytest.raises(KbError, match="schema version 99.*KB_DATABASE_URL") as newer:
         EventLog(url, KEY).open()
     assert newer.value.kind == "conflict"
 

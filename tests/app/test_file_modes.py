@@ -10,17 +10,14 @@ import stat
 from pathlib import Path
 
 import pytest
-import tomllib
 from prometheus_client import CollectorRegistry, generate_latest
 
 from app.api.metrics import AuditCollector
-from app.components import audit_log, open_events
+from app.components import audit_log, open_events, rollout_store
 from app.identity import Caller
-from app.quality.tune import write_config
 from app.services.audit import AuditLog
 from app.services.library import sync
-from app.services.rollout import RolloutState, RolloutStore
-from app.services.vocabulary import save_words
+from app.services.rollout import RolloutState
 from app.settings import Settings
 from rerank.calibration import fit_platt
 from retrieval.storage import CURRENT, current_version
@@ -37,44 +34,12 @@ def umask_022():
     os.umask(old)
 
 
-def test_rewriting_kb_toml_keeps_its_mode_and_a_new_one_with_secrets_is_private(tmp_path):
-    kept = tmp_path / "kb.toml"
-    kept.write_text('top_k = 50\n\n[auth]\nclient_id = "kb"\nclient_secret = "s3cr3t"\n')
-    kept.chmod(0o600)
-    written, backup = write_config({"threshold": 0.4}, kept)
-    assert mode(written) == 0o600 and mode(backup) == 0o600
-    assert tomllib.loads(kept.read_text())["auth"]["client_secret"] == "s3cr3t"
-    wide = tmp_path / "wide.toml"
-    wide.write_text('[api_keys]\nk1 = ["*"]\n')
-    wide.chmod(0o644)
-    write_config({"threshold": 0.4}, wide)
-    assert mode(wide) == 0o600  # it holds API keys: never wider than 0600
-    fresh = tmp_path / "new" / "kb.toml"
-    write_config({"threshold": 0.4, "metrics_token": "t0ken"}, fresh)
-    assert mode(fresh) == 0o600
-    plain = tmp_path / "plain.toml"
-    plain.write_text("top_k = 50\n")
-    plain.chmod(0o640)
-    write_config({"threshold": 0.4}, plain)
-    assert mode(plain) == 0o640  # no secrets: its own mode, kept
-
-
 def test_every_other_atomic_write_keeps_the_files_mode(tmp_path):
-    rollout = tmp_path / "rerankers.json"
-    store = RolloutStore(rollout)
-    store.write(RolloutState())
-    rollout.chmod(0o600)
-    with store.locked():
-        store.write(RolloutState())
-    synonyms = tmp_path / "synonyms.txt"
-    synonyms.write_text("a, b\n")
-    synonyms.chmod(0o600)
-    save_words("synonyms", synonyms, "年假, 年休假\n")
     calibration = tmp_path / "cal.json"
     calibration.write_text("{}")
     calibration.chmod(0o600)
     fit_platt([-2.0, -1.0, 1.0, 2.0], [0, 0, 1, 1], {}).save(calibration)
-    assert mode(rollout) == mode(synonyms) == mode(calibration) == 0o600
+    assert mode(calibration) == 0o600
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
 
 
@@ -91,8 +56,10 @@ def test_the_index_folder_its_versions_and_files_are_private(tmp_path, embedder)
     assert {mode(p) for p in version.rglob("*") if p.is_dir()} <= {0o700}
 
 
-def test_the_events_database_and_its_key_are_private(tmp_path):
+def test_the_shared_database_its_lock_and_the_events_key_are_private(tmp_path):
     s = Settings(index_dir=tmp_path / "data" / "index", _env_file=None)
+    with rollout_store(s).locked():  # the control state may make the database first (and its lock file)
+        rollout_store(s).write(RolloutState())
     events = open_events(s)
     assert events is not None
     try:
@@ -102,7 +69,7 @@ def test_the_events_database_and_its_key_are_private(tmp_path):
     data = tmp_path / "data"
     assert mode(data) == 0o700
     made = [p for p in data.iterdir() if p.name.startswith(("events.db", "events.key"))]
-    assert {p.name for p in made} >= {"events.db", "events.key"}
+    assert {p.name for p in made} >= {"events.db", "events.key", "events.db.rollout.lock"}
     assert {mode(p) for p in made} == {0o600}, {p.name: oct(mode(p)) for p in made}
 
 

@@ -33,7 +33,8 @@ def kb(tmp_path_factory, embedder):
 def settings(kb, tmp_path):
     root, models = kb
     return Settings(index_dir=root / "index", embedder="packaged:all-MiniLM-L6-v2", reranker=str(models[0]),
-                    rollout_file=tmp_path / "rerankers.json", cache_size=0, models_reload_s=0, _env_file=None)
+                    rollout_file=tmp_path / "rerankers.json", database_url=f"sqlite:///{tmp_path / 'kb.db'}",
+                    cache_size=0, models_reload_s=0, _env_file=None)
 
 
 @pytest.mark.slow

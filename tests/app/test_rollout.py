@@ -1,9 +1,11 @@
 """Reranker versions: promotion through its gate, history, rollback, canary and shadow, on a real index with two
-tiny real-architecture cross-encoders (different seeds) standing in for two fine-tunes."""
+tiny real-architecture cross-encoders (different seeds) standing in for two fine-tunes; the state lives in the
+shared database (a SQLite file of each test's own), a rollout file from before is imported once."""
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 
@@ -17,7 +19,7 @@ from app.identity import OPERATOR, Caller
 from app.services import promotion
 from app.services.events import EventLog
 from app.services.request import SearchRequest
-from app.services.rollout import Release
+from app.services.rollout import Release, RolloutState
 from app.services.search import in_canary
 from app.settings import Settings
 from rerank.validation.gate import GateLimits
@@ -54,7 +56,8 @@ def kb(tmp_path_factory, embedder):
 def settings(kb, tmp_path):
     root, models, _ = kb
     return Settings(index_dir=root / "index", embedder="packaged:all-MiniLM-L6-v2", reranker=str(models[1]),
-                    rollout_file=tmp_path / "rerankers.json", cache_size=0, models_reload_s=0, _env_file=None)
+                    rollout_file=tmp_path / "rerankers.json", database_url=f"sqlite:///{tmp_path / 'kb.db'}",
+                    cache_size=0, models_reload_s=0, _env_file=None)
 
 
 def golden_from(model, path, queries=QUERIES[:4]) -> None:
@@ -74,7 +77,7 @@ def test_promote_refuses_a_broken_folder_and_a_golden_regression_and_changes_not
     _, models, broken = kb
     store = rollout_store(settings)
     refused = promotion.promote(store, broken, settings.reranker, ROOT_ONLY, load=load_unshared)
-    assert refused.state is None and not store.path.exists()
+    assert refused.state is None and store.stamp() is None
     assert any("weights_file" in r and "model.safetensors" in r for r in refused.report.reasons)
 
     golden = tmp_path / "golden.jsonl"
@@ -83,14 +86,14 @@ def test_promote_refuses_a_broken_folder_and_a_golden_regression_and_changes_not
     g = regression.report.golden
     assert g.current_agreement == 1.0 and g.candidate_agreement < 1.0 - g.tolerance  # the premise of this test
     assert regression.state is None and any(r.startswith("golden regression") for r in regression.report.reasons)
-    assert not store.path.exists()
+    assert store.stamp() is None
 
     too_different = promotion.promote(store, models[2], settings.reranker, ROOT_ONLY, load=load_unshared,
                                       limits=GateLimits(min_top_overlap=1.0, max_score_shift=1.0))
     c = too_different.report.comparison
     assert c is not None and c.on == "built-in check set" and c.pairs == 48
     assert (too_different.state is None) == (c.top_overlap < 1.0)
-    assert not store.path.exists() or too_different.state is not None
+    assert store.stamp() is None or too_different.state is not None
 
 
 @pytest.mark.slow
@@ -98,6 +101,7 @@ def test_promote_history_and_rollback_through_the_cli(kb, settings, tmp_path, mo
     _, models, broken = kb
     for key, value in (("KB_INDEX_DIR", settings.index_dir), ("KB_RERANKER", settings.reranker),
                        ("KB_ROLLOUT_FILE", settings.rollout_file), ("KB_CONFIG", tmp_path / "none.toml"),
+                       ("KB_DATABASE_URL", settings.database_url),
                        ("KB_AUDIT_LOG", tmp_path / "audit.jsonl")):
         monkeypatch.setenv(key, str(value))
     from app.settings import get_settings
@@ -152,7 +156,7 @@ def test_a_promotion_racing_another_is_refused_and_never_half_applied(kb, settin
         with pytest.raises(KbError) as busy:
             promotion.promote(store, models[2], settings.reranker, ROOT_ONLY, load=load_unshared, limits=PERMISSIVE)
         assert busy.value.kind == "conflict" and "under way" in busy.value.message
-        assert not store.path.exists()
+        assert store.stamp() is None
     finally:
         release.set()
         t.join()
@@ -257,6 +261,25 @@ def test_a_calibration_fitted_on_another_model_is_not_applied_to_the_promoted_on
     promoted = make_search(s, embedder, open_index(s, embedder))
     assert promoted.calibrator is None and "fitted on the scores of" in promoted.calibration_error
     assert not promoted.search(SearchRequest.of("annual leave"), OPERATOR).calibrated
+
+
+def test_a_rollout_file_of_before_is_imported_once(kb, settings, embedder, caplog):
+    _, models, _ = kb
+    before = RolloutState().promoted(Release(str(models[2]), time.time(), "root (cli)"), settings.reranker)
+    settings.rollout_file.write_text(json.dumps(before.to_dict()), encoding="utf-8")
+    store = rollout_store(settings)
+    assert store.stamp() is None  # nothing in the database yet
+    with caplog.at_level(logging.WARNING, logger="app.services.rollout"):
+        service = make_search(settings, embedder, open_index(settings, embedder))
+        assert store.read() == before
+    assert service.reranker_name == str(models[2]) and store.stamp() == 1
+    [said] = [r.message for r in caplog.records if r.message.startswith("imported")]
+    assert str(settings.rollout_file) in said and "no longer read" in said
+    assert store.control.read("rollout").updated_by == f"import of {settings.rollout_file}"
+    settings.rollout_file.write_text(json.dumps(RolloutState().to_dict()), encoding="utf-8")
+    assert store.read() == before and store.stamp() == 1  # the file is never read again
+    promotion.rollback(store, settings.reranker, ROOT_ONLY)
+    assert store.read().serving == () and store.stamp() == 2
 
 
 def test_a_damaged_rollout_file_is_named_and_the_setting_serves(kb, settings, embedder):

@@ -3,7 +3,7 @@
 Synthetic scores: relevant and non-relevant logits drawn from two Gaussians of equal spread, where the true
 probability of relevance is known in closed form (a logistic in the score), so a calibrator can be checked
 against the truth and a threshold against fresh draws. End to end: a real MiniLM index, a tiny cross-encoder
-loaded from a folder, `kb tune --write`, then `kb search` reading the written config.
+loaded from a folder, `kb tune --write`, then `kb search` reading what it saved in the shared database.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from app.cli import app
 from app.components import make_search
+from app.errors import KbError
 from app.identity import OPERATOR
 from app.quality.evaluate import evaluate_set, open_dataset
 from app.quality.tune import (
@@ -28,8 +29,9 @@ from app.quality.tune import (
     sweep_k,
     threshold_curve,
     time_k,
-    write_config,
 )
+from app.services import saved_settings
+from app.services.control import control_store
 from app.services.request import SearchRequest
 from app.settings import Settings, get_settings
 from rerank.calibration import fit_isotonic, fit_platt, load_calibrator
@@ -131,24 +133,54 @@ def test_calibrator_round_trip_and_bad_files(tmp_path):
         load_calibrator(tmp_path / "missing.json")
 
 
-# ---- config --------------------------------------------------------------------------------------------------
-def test_write_config_keeps_other_keys_and_backs_up(tmp_path, monkeypatch):
-    path = tmp_path / "kb.toml"
-    original = '# my settings\nembedder = "packaged:all-MiniLM-L6-v2"\ntop_k = 80\n'
-    path.write_text(original)
-    written, backup = write_config({"top_k": 20, "threshold": 0.42, "calibration": tmp_path / "c.json"}, path)
-    data = tomllib.loads(written.read_text())
-    assert data == {"embedder": "packaged:all-MiniLM-L6-v2", "top_k": 20, "threshold": 0.42,
-                    "calibration": str(tmp_path / "c.json")}
-    assert backup.read_text() == original
-    monkeypatch.setenv("KB_CONFIG", str(path))
-    monkeypatch.delenv("KB_TOP_K", raising=False)
-    assert Settings().top_k == 20  # what every command will read
-    with pytest.raises(ValueError, match="threshold"):
-        write_config({"threshold": 1.5}, path)
-    with pytest.raises(ValueError, match="not settings fields: thresold"):
-        write_config({"thresold": 0.5}, path)
-    assert tomllib.loads(path.read_text())["threshold"] == 0.42  # refused writes change nothing
+# ---- saved settings ---------------------------------------------------------------------------------------------
+def test_saved_settings_win_over_the_config_file_and_lose_to_the_environment(tmp_path, monkeypatch):
+    from app.components import control, load_calibration, search_defaults, tuned
+    from app.components import saved_settings as saved_now
+
+    (tmp_path / "kb.toml").write_text("top_k = 80\nthreshold = 0.6\n")
+    monkeypatch.setenv("KB_CONFIG", str(tmp_path / "kb.toml"))
+    for name in ("KB_TOP_K", "KB_TOP_N", "KB_THRESHOLD", "KB_CALIBRATION"):
+        monkeypatch.delenv(name, raising=False)
+    s = Settings(index_dir=tmp_path / "index", database_url=f"sqlite:///{tmp_path / 'kb.db'}")
+    store = control(s)
+    assert tuned(s) is s and search_defaults(tuned(s)).top_k == 80  # nothing saved: the config file's
+    with pytest.raises(KbError, match="threshold: Input should be less than or equal to 1 .got 1.5."):
+        saved_settings.save(store, {"threshold": 1.5}, "alice")
+    with pytest.raises(KbError, match="not settings that can be saved: thresold"):
+        saved_settings.save(store, {"thresold": 0.5}, "alice")
+    assert store.version(saved_settings.KEY) is None  # refused saves write nothing
+
+    x, y = draw(7)
+    cal = fit_platt(x, y, {"reranker": "tiny"})
+    saved_settings.save(store, {"top_k": 20, "threshold": 0.42}, "alice", cal)
+    d = search_defaults(tuned(s))
+    assert (d.top_k, d.threshold, d.top_n) == (20, 0.42, 5)  # saved > config file > defaults
+
+    class Scorer:
+        name = "tiny"
+
+    served, error = load_calibration(s, Scorer())
+    assert error is None and served.to_dict() == cal.to_dict()
+    monkeypatch.setenv("KB_THRESHOLD", "0.3")
+    env = Settings(index_dir=tmp_path / "index", database_url=f"sqlite:///{tmp_path / 'kb.db'}")
+    assert search_defaults(tuned(env)).threshold == 0.3 and search_defaults(tuned(env)).top_k == 20  # env wins
+    monkeypatch.delenv("KB_THRESHOLD")
+    other = fit_platt(x, y, {"reranker": "tiny"}).save(tmp_path / "other.json")
+    monkeypatch.setenv("KB_CALIBRATION", str(other))
+    assert load_calibration(s.model_copy(update={"calibration": other}), Scorer())[0].params == cal.params
+    monkeypatch.delenv("KB_CALIBRATION")
+
+    saved_settings.save(store, {"top_n": 3}, "bob")  # the Tuning page: values only, the calibrator stays
+    assert saved_now(s).values == {"top_n": 3} and saved_now(s).calibrator == cal.to_dict()
+    assert saved_settings.forget(store, "bob") and not saved_settings.forget(store, "bob")
+    assert search_defaults(tuned(s)).top_k == 80 and load_calibration(s, Scorer()) == (None, None)
+
+    store.write(saved_settings.KEY, "{broken", "mallory", store.version(saved_settings.KEY))
+    with pytest.raises(KbError) as damaged:
+        saved_settings.read(store)
+    assert damaged.value.kind == "unprocessable" and "kb tune --forget" in damaged.value.message
+    assert tuned(s).top_k == 80  # a damaged entry: said, the configured values serve
 
 
 # ---- on a real index with a real (tiny) cross-encoder -----------------------------------------------------------
@@ -234,6 +266,7 @@ def tune_env(world, tmp_path, monkeypatch):
     monkeypatch.setenv("KB_INDEX_DIR", str(world["root"] / "index"))
     monkeypatch.setenv("KB_EMBEDDER", "packaged:all-MiniLM-L6-v2")
     monkeypatch.setenv("KB_RERANKER", world["reranker"])
+    monkeypatch.setenv("KB_DATABASE_URL", f"sqlite:///{tmp_path / 'kb.db'}")
     for name in ("KB_TOP_K", "KB_TOP_N", "KB_THRESHOLD", "KB_CALIBRATION"):
         monkeypatch.delenv(name, raising=False)
     (tmp_path / "kb.toml").write_text('recall_mode = "hybrid"\n')
@@ -254,13 +287,12 @@ def test_kb_tune_write_is_what_kb_search_then_uses(world, tune_env):
     chosen = report["chosen"]
     assert report["recommendation"]["recall"] >= 0.5 and chosen["top_k"] in (2, 4, 8) and chosen["top_n"] == 3
     assert [p["k"] for p in report["k_sweep"]] == [2, 4, 8] and all("latency" in p for p in report["k_sweep"])
-    config = tomllib.loads((tune_env / "kb.toml").read_text())
-    assert config["recall_mode"] == "hybrid"  # kept
-    assert {k: config[k] for k in ("top_k", "top_n", "threshold")} == chosen
-    assert config["calibration"] == report["written"]["calibrator"]  # search maps raw scores through it
-    assert load_calibrator(config["calibration"]).method == "platt"
-    assert sorted(p.name for p in tune_env.iterdir() if "calibration" in p.name) == ["kb-calibration.json"]
-    assert report["written"]["backup"] and "recall_mode" in open(report["written"]["backup"]).read()
+    assert (tune_env / "kb.toml").read_text() == 'recall_mode = "hybrid"\n'  # the config file is left alone
+    written = report["written"]
+    assert written["values"] == chosen and written["version"] == 1 and written["calibrator_file"] is None
+    assert written["store"] == f"sqlite:///{tune_env / 'kb.db'}"
+    saved = saved_settings.read(control_store(written["store"]))
+    assert saved.values == chosen and saved.calibrator["method"] == "platt" and saved.by.endswith("(cli)")
 
     search = runner.invoke(app, ["search", "reset my VPN token", "--json"])
     assert search.exit_code == 0, search.output
@@ -268,6 +300,11 @@ def test_kb_tune_write_is_what_kb_search_then_uses(world, tune_env):
     assert out["params"]["threshold"] == chosen["threshold"] and out["params"]["top_k"] == chosen["top_k"]
     assert out["params"]["top_n"] == 3 and out["calibrated"] is True
     assert all(r["score"] >= chosen["threshold"] for r in out["results"])
+
+    forgot = runner.invoke(app, ["tune", "--forget"])
+    assert forgot.exit_code == 0 and "removed the saved" in forgot.stdout
+    plain = json.loads(runner.invoke(app, ["search", "reset my VPN token", "--json"]).stdout.strip().splitlines()[-1])
+    assert plain["params"]["top_k"] == 50 and plain["params"]["top_n"] == 5 and plain["calibrated"] is False
 
 
 def test_kb_tune_refuses_bad_requests(world, tune_env, monkeypatch):

@@ -133,22 +133,46 @@ def test_kb_serve_follows_adds_restrictions_and_deletes_made_by_another_process(
     print(f"publish seen by kb serve after: add {added:.2f} s, restrict {restricted:.2f} s, delete {deleted:.2f} s")
 
 
+def published_now(env: dict) -> str | None:
+    """The version published now, as every serving process reads it (index folder, or the shared database)."""
+    from app.components import published_version
+    from app.settings import Settings
+
+    return published_version(Settings(**{k[3:].lower(): v for k, v in env.items()
+                                         if k in ("KB_INDEX_DIR", "KB_VECTOR_STORE", "KB_MILVUS_URI",
+                                                  "KB_MILVUS_COLLECTION", "KB_DATABASE_URL")}, _env_file=None))
+
+
+def writing(env: dict) -> bool:
+    """Whether an ingest is writing its version now: a version folder being written, or rows of the next revision
+    in Milvus."""
+    index = Path(env["KB_INDEX_DIR"])
+    if env.get("KB_VECTOR_STORE") != "milvus":
+        return any(index.glob(".tmp-v-*"))
+    from retrieval.catalog import Catalog
+    from retrieval.stores.milvus import MilvusCorpus
+
+    current = Catalog.at(f"sqlite:///{index.resolve().parent / 'events.db'}").current(env["KB_MILVUS_COLLECTION"])
+    corpus = MilvusCorpus(env["KB_MILVUS_URI"], current.manifest["collection"], 384)
+    return bool(corpus._query(f"gen > {current.number}", ("row_id",)))
+
+
 def test_a_killed_publish_changes_nothing_served(api, tmp_path):
-    """SIGKILL while the new version is being written: CURRENT still names the old one (or, if the kill landed just
-    after the swap, the new one, whole), and the server answers from exactly that version, nothing half-written."""
+    """SIGKILL while the new version is being written: the published version is still the old one (or, if the kill
+    landed just after the publish, the new one, whole), and the server answers from exactly that version, nothing
+    half-written."""
     url, kb, env, server = api
     before, version = found(url, "admin-key", "quokkaberry")
     assert before == {"relocation.md"}
     write_corpus(kb, range(150), seed=4, paragraphs=3)  # long enough to be caught while writing
     (kb / "relocation.md").unlink()
-    index = Path(env["KB_INDEX_DIR"])
     run = start_kb(["ingest", str(kb)], env, tmp_path / "killed.log")
-    wait_for(lambda: any(index.glob(".tmp-v-*")), run, timeout=300, step=0.001)  # writing the new version
+    wait_for(lambda: writing(env), run, timeout=300, step=0.001)  # writing the new version
     os.kill(run.pid, signal.SIGKILL)
     run.process.join(30)
     assert run.process.exitcode in (-signal.SIGKILL, 0), run.output()
-    published = (index / "CURRENT").read_text(encoding="utf-8").strip()
-    if published == version:  # the usual case: killed before the swap
+    published = published_now(env)
+    if published == version:  # the usual case: killed before the publish
         deadline = time.monotonic() + 20 * RELOAD_S  # many reload intervals: it must not move
         while time.monotonic() < deadline:
             assert found(url, "admin-key", "quokkaberry") == (before, version)
@@ -156,7 +180,7 @@ def test_a_killed_publish_changes_nothing_served(api, tmp_path):
         until(lambda: found(url, "admin-key", "quokkaberry") == (set(), published), server)
     ingest(kb, env, tmp_path / "rerun.log")  # the next complete publish is served
     until(lambda: found(url, "admin-key", "quokkaberry")[0] == set(), server)
-    assert found(url, "admin-key", "quokkaberry")[1] == (index / "CURRENT").read_text(encoding="utf-8").strip()
+    assert found(url, "admin-key", "quokkaberry")[1] == published_now(env)
 
 
 CANTEEN = "# Canteen\n\nThe platypuscake special is served on Fridays in the canteen.\n"

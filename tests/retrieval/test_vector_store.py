@@ -1,47 +1,32 @@
-"""Every `VectorStore` backend (FAISS, Milvus Lite) against exact numpy ground truth: exact indexes are exact,
+"""The `VectorStore` backend (FAISS; a corpus in Milvus is tested in test_shared_corpus.py) against exact numpy ground
+truth: exact indexes are exact,
 approximate ones are measured, upsert/delete keep whole documents straight, and filters never leak."""
 
 from __future__ import annotations
-
-import itertools
 
 import numpy as np
 import pytest
 
 from ingest.types import Chunk
 from retrieval.stores.faiss import FaissStore
-from retrieval.stores.milvus import MilvusStore
-
-_names = itertools.count()
 
 
 class Backend:
-    """Makes empty stores of one backend: `exact` (FAISS flat, Milvus FLAT) or approximate (HNSW in both)."""
+    """Makes empty stores: `exact` (flat) or approximate (HNSW)."""
 
-    def __init__(self, name: str, milvus_uri: str):
-        self.name, self.milvus_uri = name, milvus_uri
+    name = "faiss"
 
     def new(self, dim: int, ann: bool = False):
-        if self.name == "faiss":
-            return FaissStore(dim, ann_threshold=100 if ann else 50_000)
-        # One Milvus Lite file for the module (one embedded server), a fresh collection per store.
-        return MilvusStore(dim, self.milvus_uri, f"t{next(_names)}", "HNSW" if ann else "FLAT")
+        return FaissStore(dim, ann_threshold=100 if ann else 50_000)
 
     def reopen(self, store, folder):
         """The store a process gets when it loads the version saved in `folder`."""
-        if self.name == "faiss":
-            return FaissStore.load(folder)
-        return MilvusStore.load(folder, self.milvus_uri)
+        return FaissStore.load(folder)
 
 
-@pytest.fixture(scope="module")
-def milvus_uri(tmp_path_factory) -> str:
-    return str(tmp_path_factory.mktemp("milvus") / "stores.db")
-
-
-@pytest.fixture(params=["faiss", "milvus"])
-def backend(request, milvus_uri) -> Backend:
-    return Backend(request.param, milvus_uri)
+@pytest.fixture
+def backend() -> Backend:
+    return Backend()
 
 
 def unit(rng, n, d):

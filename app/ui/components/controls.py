@@ -3,7 +3,8 @@ metadata filters (a multiselect per field with the values present in the documen
 "updated since" date), and for admins "view as" chosen access groups.
 
 The values live in `st.session_state` under fixed keys, so every page (search, playground, tuning) reads the
-same `Params` and moving a slider on one page keeps it on the others. Defaults come from settings. Whose
+same `Params` and moving a slider on one page keeps it on the others. Defaults are the served ones (settings, with
+those saved by `kb tune --write` applied). Whose
 documents a search may return is never a setting here: it is the signed-in caller's (`searcher`), which an admin
 may narrow to check what a group sees.
 """
@@ -16,8 +17,7 @@ from datetime import date
 import streamlit as st
 
 from app.identity import Caller
-from app.services.request import PRESETS, SearchRequest
-from app.settings import Settings
+from app.services.request import PRESETS, SearchDefaults, SearchRequest
 from retrieval.types import MODES
 
 CUSTOM = "custom"
@@ -60,13 +60,13 @@ def _follow_threshold() -> None:
     st.session_state["kb_preset"] = preset_of(st.session_state["kb_threshold"])
 
 
-def _defaults(s: Settings) -> None:
+def _defaults(d: SearchDefaults) -> None:
     state = st.session_state
-    state.setdefault("kb_top_k", s.top_k)
-    state.setdefault("kb_top_n", s.top_n)
-    state.setdefault("kb_threshold", float(s.threshold))
-    state.setdefault("kb_preset", preset_of(s.threshold))
-    state.setdefault("kb_mode", s.recall_mode)
+    state.setdefault("kb_top_k", d.top_k)
+    state.setdefault("kb_top_n", d.top_n)
+    state.setdefault("kb_threshold", float(d.threshold))
+    state.setdefault("kb_preset", preset_of(d.threshold))
+    state.setdefault("kb_mode", d.mode)
     state.setdefault("kb_restrict", False)
     state.setdefault("kb_groups", [])
     state.setdefault("kb_filter_keys", [])
@@ -86,10 +86,11 @@ def _filter_widgets(choices: dict[str, list[str]]) -> None:
                            "its file's date.")
 
 
-def sidebar(s: Settings, caller: Caller, groups_available: list[str],
+def sidebar(s: SearchDefaults, caller: Caller, groups_available: list[str],
             filter_choices: dict[str, list[str]] | None = None) -> Params:
-    """Draw the controls and return their values; "view as" only for admins. `filter_choices` (field → values
-    present in the documents the caller may read) become the filter multiselects."""
+    """Draw the controls (starting from the served defaults `s`) and return their values; "view as" only for
+    admins. `filter_choices` (field → values present in the documents the caller may read) become the filter
+    multiselects."""
     _defaults(s)
     side = st.sidebar
     side.subheader("Search settings")

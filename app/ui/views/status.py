@@ -74,9 +74,12 @@ if svc.index is None:
     st.info(live.index_error or "No index loaded.", icon=":material/info:")
 else:
     stats = svc.index.stats()
-    version_dir = current_version(svc.index.root)
+    version_dir = current_version(svc.index.root) if "collection" not in stats else None
+    where = [{"Item": "store", "Value": f"Milvus collection {stats['collection']} (revision {stats['version']}, "
+                                        "shared by every replica)"}] if "collection" in stats else \
+        [{"Item": "folder", "Value": str(svc.index.root.resolve())}]
     st.dataframe([
-        {"Item": "folder", "Value": str(svc.index.root.resolve())},
+        *where,
         {"Item": "version", "Value": stats["version"]},
         {"Item": "documents / passages", "Value": f"{stats['documents']} / {stats['chunks']}"},
         {"Item": "dense index", "Value": f"{stats['dense_index']} ({svc.index.embedder['dim']}-d)"},

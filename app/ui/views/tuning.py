@@ -11,11 +11,12 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app.components import eval_opener, eval_root, ingest_options, make_search
+from app.components import control, eval_opener, eval_root, ingest_options, make_search
+from app.errors import KbError
 from app.quality import tune
 from app.quality.evaluate import open_dataset, save_uploaded_set
+from app.services import saved_settings
 from app.services.request import SearchRequest
-from app.settings import config_path, get_settings
 from app.ui import history, resources, session
 from app.ui.components import controls
 
@@ -159,14 +160,15 @@ if done is not None:
 # ---- save -----------------------------------------------------------------------------------------------------
 st.subheader("Save as defaults")
 st.caption(f"K = {params.top_k}, N = {params.top_n}, threshold = {params.threshold:.2f} (the sidebar's values) "
-           f"into {config_path()}; other settings in the file are kept and the old file is backed up.")
+           "into the shared database: every API and app serves them within a few seconds (the calibrator saved by "
+           "`kb tune --write` stays; a KB_* variable still wins).")
 if st.button("Save K, N and threshold as defaults", icon=":material/save:"):
     values = {"top_k": params.top_k, "top_n": params.top_n, "threshold": round(params.threshold, 4)}
     try:
-        path, backup = tune.write_config(values)
-    except ValueError as exc:
-        st.error(str(exc))
+        saved = saved_settings.save(control(s), values, who.who)
+    except KbError as exc:
+        st.error(exc.message)
     else:
-        resources.audit().record(who, "write defaults", config=str(path), values=values)
-        get_settings.cache_clear()  # the next run reads the new defaults
-        st.success(f"Saved to {path}" + (f" (previous version: {backup})" if backup else ""))
+        resources.audit().record(who, "write defaults", version=saved.version, values=values)
+        live.check_tuning()  # this app serves them now
+        st.success(f"Saved (version {saved.version}): every API and app serves them within a few seconds.")

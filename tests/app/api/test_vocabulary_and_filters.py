@@ -1,5 +1,6 @@
 """Through real HTTP: metadata filters on /search (and the 422 that lists the known keys), GET /filters within the
-caller's groups, and synonyms and a user dictionary that a running API picks up when their files change."""
+caller's groups, and synonyms and a user dictionary that a running API picks up when they are saved in the shared
+database (as the Vocabulary page and `kb vocabulary set` save them)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 import httpx
 import pytest
 
+from app.components import vocabulary_store
 from tests.app.api.conftest import live_server, make_service
 
 KEYS = {"hr-key": ["hr"], "staff-key": [], "admin-key": ["*"]}
@@ -28,7 +30,7 @@ def api(tmp_path_factory, embedder, tiny_reranker):
     served = make_service(root, embedder, tiny_reranker, api_keys=KEYS, synonyms=root / "synonyms.txt",
                           user_dict=root / "userdict.txt", vocabulary_reload_s=0.2)
     with live_server(served.app()) as url:
-        yield url, root
+        yield url, root, served.settings
 
 
 def search(url, key="admin-key", **body):
@@ -48,7 +50,7 @@ def wait_for(predicate, timeout: float = 15.0):
 
 
 def test_filters_restrict_results_and_bad_ones_are_422(api):
-    url, _ = api
+    url, _, _ = api
     everything = sources(search(url, query="leave"))
     assert {"holiday.md", "leave.md"} <= everything
     hr = search(url, query="leave", filters={"department": "hr"})
@@ -65,7 +67,7 @@ def test_filters_restrict_results_and_bad_ones_are_422(api):
 
 
 def test_filter_keys_and_values_never_reveal_documents_outside_the_callers_groups(api):
-    url, _ = api
+    url, _, _ = api
 
     def choices(key):
         r = httpx.get(url + "/filters", headers={"X-API-Key": key}, timeout=10)
@@ -82,13 +84,13 @@ def test_filter_keys_and_values_never_reveal_documents_outside_the_callers_group
 
 @pytest.mark.slow
 def test_synonyms_and_user_dictionary_reload_while_serving(api):
-    url, root = api
+    url, _, settings = api
+    store = vocabulary_store(settings)
     before = search(url, query="holiday")
     assert "holiday.md" not in sources(before) and before.json()["also_searched"] == []
     assert "remote.md" not in sources(search(url, query="WFH"))
 
-    (root / "synonyms.txt").write_text("holiday, annual leave\nthis line has one term\nWFH, 远程办公\n",
-                                       encoding="utf-8")
+    store.save("synonyms", "holiday, annual leave\nthis line has one term\nWFH, 远程办公\n", "admin")
     wait_for(lambda: search(url, query="holiday").json()["also_searched"] == ["annual leave"])
     assert {"holiday.md", "leave.md"} <= sources(search(url, query="holiday"))  # found through the synonym
     wfh = search(url, query="WFH")
@@ -101,13 +103,14 @@ def test_synonyms_and_user_dictionary_reload_while_serving(api):
         return info(key)["vocabulary"]
 
     assert vocabulary()["synonyms"]["sets"] == 2
-    assert any("synonyms.txt:2" in p and "one term" in p for p in vocabulary()["problems"])  # skipped, said
-    assert "vocabulary" not in info("staff-key")  # file paths and contents are for admins
+    assert any(p.startswith("synonyms:2:") and "one term" in p for p in vocabulary()["problems"])  # skipped, said
+    assert vocabulary()["synonyms"]["version"] == 1 and vocabulary()["user_dict"]["version"] is None
+    assert "vocabulary" not in info("staff-key")  # contents are for admins
 
     version = info()["index"]["version"]
-    (root / "userdict.txt").write_text("飞书审批\nbad line with spaces\n", encoding="utf-8")
+    store.save("user_dict", "飞书审批\nbad line with spaces\n", "admin")
     wait_for(lambda: vocabulary()["user_dict"]["words"] == 1)
     assert vocabulary()["user_dict"]["fingerprint"] != ""
-    assert any("userdict.txt:2" in p for p in vocabulary()["problems"])
+    assert any(p.startswith("user_dict:2:") for p in vocabulary()["problems"])
     assert info()["index"]["version"] == version  # BM25 redone in memory, same version
     assert sources(search(url, query="VPN", mode="lexical")) >= {"vpn.md"}  # still serving

@@ -1,5 +1,6 @@
 """A small real knowledge base for the app tests: Markdown files ingested with MiniLM into a temporary index, a
-tiny cross-encoder as the reranker, and `KB_*` variables pointing the app at them."""
+tiny cross-encoder as the reranker, and `KB_*` variables pointing the app at them (and at a shared database of
+each test's own: what one test promotes or saves is never another's)."""
 
 from __future__ import annotations
 
@@ -55,12 +56,14 @@ def point_app_at(monkeypatch, kb: KB, index: Path | None = None, reranker: str |
 
 
 @pytest.fixture
-def app_test(kb, monkeypatch):
+def app_test(kb, monkeypatch, tmp_path):
     """A function that starts the real app (app/ui/main.py) under AppTest, pointed at `kb` (or another index or
-    reranker), and runs it once."""
+    reranker) and the test's own database (KB_DATABASE_URL, tmp_path/kb.db), and runs it once."""
     from streamlit.testing.v1 import AppTest
 
     from app.settings import get_settings
+
+    monkeypatch.setenv("KB_DATABASE_URL", f"sqlite:///{tmp_path / 'kb.db'}")
 
     def start(index: Path | None = None, reranker: str | None = None) -> AppTest:
         point_app_at(monkeypatch, kb, index, reranker)

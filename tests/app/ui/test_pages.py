@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-import tomllib
 
+from app.components import control
 from app.identity import OPERATOR
+from app.services import saved_settings
 from app.services.library import sync
 from app.services.request import SearchRequest
+from app.settings import get_settings
 from rerank.rank import rerank
 from tests.app.ui.helpers import QUERY, cards, search, set_threshold
 
@@ -181,12 +183,12 @@ def test_tuning_histogram_curves_and_saving_defaults(app_test, kb, beir_set):
 
     next(b for b in at.button if b.label == "Save K, N and threshold as defaults").click()
     at.run()
-    assert any("Saved to" in s.value for s in at.success)
-    config = kb.root / "absent.toml"
-    saved = tomllib.loads(config.read_text(encoding="utf-8"))
-    config.unlink()
-    assert saved == {"top_k": at.slider(key="kb_top_k").value, "top_n": at.slider(key="kb_top_n").value,
-                     "threshold": at.slider(key="kb_threshold").value}
+    assert any("Saved (version 1)" in s.value for s in at.success)
+    assert not (kb.root / "absent.toml").exists()  # the config file is left alone
+    saved = saved_settings.read(control(get_settings()))
+    chosen = {"top_k": at.slider(key="kb_top_k").value, "top_n": at.slider(key="kb_top_n").value,
+              "threshold": at.slider(key="kb_threshold").value}
+    assert saved.values == chosen and saved.calibrator is None
 
 
 def test_an_uploaded_sample_format_set_is_judged_against_the_sample_documents(tmp_path):
@@ -214,7 +216,7 @@ def test_a_judgment_is_recorded_and_the_analytics_page_shows_it(app_test, tmp_pa
     from app.services.events import EventLog
 
     url = f"sqlite:///{tmp_path / 'events.db'}"
-    monkeypatch.setenv("KB_EVENTS_URL", url)
+    monkeypatch.setenv("KB_DATABASE_URL", url)
     at = search(set_threshold(app_test(), 0.0), QUERY)
     assert len(at.get("feedback")) == len(cards(at)) > 0  # thumbs on every shown card
     next(b for b in at.button if b.label == "None of these answers my question").click()

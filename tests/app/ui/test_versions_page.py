@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from app.components import rollout_store
+from app.settings import get_settings
 from tests.app.ui.helpers import cards, search, set_threshold
 from tests.tiny_models import build_tiny_cross_encoder
 
@@ -41,7 +43,7 @@ def test_promote_refusal_promotion_and_rollback_from_the_status_page(app_test, k
     at.text_input(key="kb-promote-path").input(str(broken))
     at = submit(at, "Check and promote")
     assert any("Not promoted" in e.value and "config.json" in e.value for e in at.error)
-    assert not (tmp / "rerankers.json").exists()
+    assert rollout_store(get_settings()).stamp() is None  # nothing written
 
     at.text_input(key="kb-promote-path").input(str(v2))
     at.text_input(key="kb-promote-golden").input(str(tmp / "no-such-golden.jsonl"))
@@ -53,7 +55,7 @@ def test_promote_refusal_promotion_and_rollback_from_the_status_page(app_test, k
     at = submit(at, "Check and promote")
     assert not at.exception
     assert any("now serves" in s.value for s in at.success) and str(v2) in serving_line(at)
-    assert json.loads((tmp / "rerankers.json").read_text())["serving"][0]["model"] == str(v2)
+    assert rollout_store(get_settings()).read().serving[0].model == str(v2)
 
     at.switch_page("views/search.py").run()
     at = search(set_threshold(at, 0.0), "annual leave")

@@ -1,6 +1,6 @@
 """The app's metadata filters (sidebar multiselects from the values present) and the Vocabulary page: an admin
 saves synonyms and a user dictionary, bad lines are listed with their numbers, the audit log records it, and
-the next search says what it also searched."""
+the next search says what it also searched; the words live in the shared database."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import json
 
 import pytest
 
+from app.services.control import control_store
+from app.services.vocabulary import VocabularyStore
 from tests.app.ui.helpers import cards, search, set_threshold
 from tests.conftest import index_docs
 
@@ -58,16 +60,18 @@ def test_vocabulary_page_saves_reports_and_applies(app_test, kb, tmp_path, monke
     next(b for b in at.button if b.label == "Save").click()  # the first form: synonyms
     at.run()
     assert not at.exception
-    assert (tmp_path / "synonyms.txt").read_text(encoding="utf-8") == "holiday, annual leave\nlonely\n"
+    stored = VocabularyStore(control_store(f"sqlite:///{tmp_path / 'kb.db'}"))
+    assert stored.text("synonyms") == ("holiday, annual leave\nlonely\n", 1)
+    assert not (tmp_path / "synonyms.txt").exists()  # the database, not a file
     assert any("1 synonym sets" in s.value for s in at.success)
-    assert any("synonyms.txt:2" in w.value and "one term" in w.value for w in at.warning)
+    assert any("synonyms:2" in w.value and "one term" in w.value for w in at.warning)
     entry = json.loads((tmp_path / "audit.jsonl").read_text(encoding="utf-8").splitlines()[-1])
-    assert entry["action"] == "edit synonyms" and entry["skipped"] == 1 and entry["path"].endswith("synonyms.txt")
+    assert entry["action"] == "edit synonyms" and entry["skipped"] == 1 and entry["version"] == 1
 
     at.text_area[1].input("飞书审批\n")
     [b for b in at.button if b.label == "Save"][1].click()
     at.run()
-    assert (tmp_path / "userdict.txt").read_text(encoding="utf-8") == "飞书审批\n"
+    assert stored.text("user_dict") == ("飞书审批\n", 1)
     at.text_input(key="kb_voc_try").input("飞书审批 holiday").run()
     assert any("`飞书审批`" in m.value for m in at.markdown)
     assert any("Also searched:** annual leave" in m.value for m in at.markdown)

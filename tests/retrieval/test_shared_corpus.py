@@ -1,0 +1,237 @@
+"""A corpus kept in Milvus and the shared database (`retrieval.shared`): readers keep their revision whole while a
+writer works, a dead writer leaves nothing behind, one writer at a time through the database's lease, access is
+checked inside the search and again against the catalog, BM25 in Milvus ranks as bm25s does, and a changed user
+dictionary moves the alias to a new collection without re-embedding. Milvus Lite (a file: one process) stands in
+for the server; tests/reliability runs the same over `milvus-lite server` with several processes."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ingest import chunk, discover, load
+from ingest.types import Chunk, Document
+from retrieval.analyzer import Analyzer, DictEntry
+from retrieval.catalog import Catalog, LeaseLost, WriterBusy
+from retrieval.filters import parse
+from retrieval.index import IndexMismatch, IndexNotFound
+from retrieval.lexical import LexicalIndex
+from retrieval.shared import SharedOpener
+from retrieval.stores.milvus import MilvusConfig, MilvusCorpus, MilvusStoreError
+
+REPO = Path(__file__).resolve().parents[2]
+EMB = {"name": "test-embedder", "dim": 8, "path": None}
+_names = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def lite(tmp_path_factory) -> str:
+    """One Milvus Lite file for the module (one embedded server); each test its own corpus."""
+    return str(tmp_path_factory.mktemp("milvus") / "corpus.db")
+
+
+@pytest.fixture
+def opener(lite, tmp_path):
+    def make(analyzer: Analyzer | None = None, name: str | None = None) -> SharedOpener:
+        return SharedOpener(MilvusConfig(lite, name or make.name, "FLAT"), f"sqlite:///{tmp_path / 'kb.db'}",
+                            analyzer or Analyzer())
+
+    make.name = f"kb{next(_names)}"
+    return make
+
+
+def unit(rng, n, d=8):
+    v = rng.standard_normal((n, d)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def doc(doc_id: str, text: str, acl=(), n: int = 1) -> tuple[Document, list[Chunk]]:
+    d = Document(doc_id=doc_id, source=f"/kb/{doc_id}.md", title=doc_id, text=text,
+                 meta={"content_hash": f"{doc_id}:{text}", "acl": list(acl), "format": "md"})
+    return d, [Chunk(chunk_id=f"{doc_id}-{i}-{abs(hash(text)) % 10**6}", doc_id=doc_id, text=f"{text} {i}",
+                     title=doc_id, meta={"acl": list(acl)}) for i in range(n)]
+
+
+def write(opener: SharedOpener, root: Path, docs, rng, delete=(), publish: bool = True) -> None:
+    with opener.writing(root):
+        index = opener.open(root, EMB, {})
+        if docs:
+            index.replace_documents(docs, unit(rng, sum(len(c) for _, c in docs)))
+        index.delete_documents(list(delete))
+        if publish:
+            index.save()
+
+
+def seen(index, groups=None) -> set[str]:
+    """Every chunk of the revision `groups` may read, by the dense leg."""
+    return {c.chunk_id.split("-")[0] for c, _ in index.dense_hits(np.ones((1, 8), np.float32), 100, groups)}
+
+
+def test_a_reader_keeps_its_revision_whole_and_a_dead_writer_leaves_nothing(opener, tmp_path):
+    rng, root, op = np.random.default_rng(0), tmp_path / "index", opener()
+    write(op, root, [doc("a", "annual leave"), doc("b", "vpn token"), doc("c", "expense claims")], rng)
+    reader = op.open(root, EMB, {})
+    assert reader.version == "r1" and seen(reader) == {"a", "b", "c"} and len(reader.chunks) == 3
+
+    # a writer replaces a and deletes b, then dies before publishing: the reader sees revision 1 throughout
+    with op.writing(root):
+        writer = op.open(root, EMB, {})
+        writer.replace_documents([doc("a", "annual leave, new rules", n=2)], unit(rng, 2))
+        writer.delete_documents(["b"])
+        assert seen(reader) == {"a", "b", "c"}
+        assert [c.text for c, _ in reader.lexical_hits("annual leave", 5)] == ["annual leave 0"]
+    assert op.published(root) == "r1"
+
+    write(op, root, [doc("d", "parking permits")], rng)  # the next writer sweeps the dead one's rows and marks
+    now = op.open(root, EMB, {})
+    assert now.version == "r2" and seen(now) == {"a", "b", "c", "d"} and len(now.chunks) == 4
+    assert [c.text for c, _ in now.lexical_hits("annual leave", 5)] == ["annual leave 0"]
+    assert seen(reader) == {"a", "b", "c"}  # still on revision 1 until it opens revision 2
+
+    write(op, root, [doc("a", "annual leave, new rules", n=2)], rng, delete=["b"])
+    last = op.open(root, EMB, {})
+    assert seen(last) == {"a", "c", "d"} and sorted(last.documents) == ["a", "c", "d"]
+    assert sorted(c.text for c, _ in last.lexical_hits("annual leave rules", 5)) == \
+        ["annual leave, new rules 0", "annual leave, new rules 1"]
+    assert sorted(c.chunk_id.split("-")[0] for c in last.chunks.values()) == ["a", "a", "c", "d"]
+
+
+def test_each_caller_reads_only_its_groups_even_when_a_row_is_tampered_with(opener, tmp_path):
+    """Anyone who reaches Milvus can rewrite a row's access fields: here the hr row is made public in the
+    collection itself. The store then returns it to alice, and the shared index still refuses it, because the
+    catalog's record of the published revision says the document is hr's."""
+    rng, root, op = np.random.default_rng(1), tmp_path / "index", opener()
+    write(op, root, [doc("vpn", "reset the vpn token"), doc("salary", "salary band pay", ["hr"]),
+                     doc("both", "salary review board", ["hr", "finance"])], rng)
+    index = op.open(root, EMB, {})
+    assert seen(index, []) == {"vpn"} and seen(index, ["hr"]) == {"vpn", "salary", "both"}
+    assert seen(index, ["finance"]) == {"vpn", "both"} and seen(index, None) == {"vpn", "salary", "both"}
+    assert [c.doc_id for c, _ in index.lexical_hits("salary band", 10, ["finance"])] == ["both"]
+    assert index.matching_documents(parse(["title=salary"]), ["hr"]) == {"salary"}
+    assert index.matching_documents(parse(["title=salary"]), ["finance"]) == set()
+
+    corpus = index.corpus
+    rows = list(corpus._rows_of(["salary"], "gen >= 0"))
+    corpus.insert([{**{k: v for k, v in r.items() if k != "sparse"}, "acl": [], "public": True} for r in rows])
+    assert any(r.chunk.doc_id == "salary" for r in corpus.lexical(index.analyzer.analyze("salary band"), 10,
+                                                                   index.revision, groups=[]))
+    assert [c.doc_id for c, _ in index.lexical_hits("salary band", 10, groups=[])] == []
+    assert "salary" not in seen(index, [])
+
+
+def test_ids_and_groups_with_quotes_are_quoted_not_pasted(opener, tmp_path):
+    rng, root, op = np.random.default_rng(2), tmp_path / "index", opener()
+    odd = 'x" or doc_id != "'
+    write(op, root, [doc(odd, "quoted id", ['g"1']), doc("plain", "plain text")], rng)
+    index = op.open(root, EMB, {})
+    assert seen(index, ['g"1']) == {odd, "plain"} and seen(index, ["g"]) == {"plain"}
+    write(op, root, [], rng, delete=[odd])
+    assert seen(op.open(root, EMB, {})) == {"plain"}
+
+
+def test_one_writer_at_a_time_through_the_shared_database(opener, tmp_path):
+    rng, root, op = np.random.default_rng(3), tmp_path / "index", opener()
+    with op.writing(root):
+        with pytest.raises(WriterBusy, match="being written by another process"):
+            with op.writing(root):
+                pass
+    catalog = Catalog.at(op.database_url)
+    key = op.key(root)
+    assert catalog.acquire(key, "dead-writer", ttl=0.3)  # a writer that died holding the lease
+    with pytest.raises(WriterBusy):
+        write(op, root, [doc("a", "text")], rng)
+    time.sleep(0.5)  # its lease ran out: the next writer takes it
+    write(op, root, [doc("a", "text")], rng)
+    assert op.published(root) == "r1"
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a writer of this machine killed while holding the lease: taken at once, not after LEASE_S
+    assert catalog.acquire(key, f"{socket.gethostname()}:{gone.pid}:x", ttl=60)
+    write(op, root, [doc("b", "text")], rng)
+    assert op.published(root) == "r2"
+
+    with op.writing(root):
+        writer = op.open(root, EMB, {})
+        writer.replace_documents([doc("c", "more")], unit(rng, 1))
+        catalog.release(key, writer.holder)  # its lease was lost (expired and taken meanwhile)
+        assert catalog.acquire(key, "another-writer")
+        with pytest.raises(LeaseLost, match="nothing was published"):
+            writer.save()
+    assert op.published(root) == "r2"
+
+
+def test_a_changed_user_dictionary_copies_the_rows_into_a_new_collection_and_moves_the_alias(opener, tmp_path):
+    rng, root = np.random.default_rng(4), tmp_path / "index"
+    plain, custom = opener(), opener(Analyzer([DictEntry("云桌面客户端")]))
+    write(plain, root, [doc("a", "下载云桌面客户端的步骤"), doc("b", "云端 桌面 壁纸")], rng)
+    before = plain.open(root, EMB, {})
+    vectors_before = {r["chunk_id"]: r["vector"] for r in before.corpus._rows_of(["a", "b"], "gen >= 0")}
+
+    write(custom, root, [], rng)  # a writer with the new dictionary: no file changed, the terms are made again
+    after = plain.open(root, EMB, {})  # a reader whose own dictionary is still the old one
+    assert after.corpus.collection != before.corpus.collection and after.analyzer.fingerprint == \
+        custom.analyzer.fingerprint  # queries are analysed as the revision's terms were
+    word = ["云桌面客户端"]  # one term with the new dictionary, only sub-words without it
+    assert "云桌面客户端" in after.analyzer.analyze("下载云桌面客户端") and "云桌面客户端" not in \
+        plain.analyzer.analyze("下载云桌面客户端")
+    assert [r.chunk.doc_id for r in after.corpus.lexical(word, 5, after.revision)] == ["a"]  # the new terms
+    assert before.corpus.lexical(word, 5, before.revision) == []  # the old collection has only sub-words
+    assert [c.doc_id for c, _ in after.lexical_hits("云桌面客户端", 5)][0] == "a"
+    assert {r["chunk_id"]: r["vector"] for r in after.corpus._rows_of(["a", "b"], "gen >= 0")} == vectors_before  # not re-embedded
+    client = after.corpus  # the alias names the new collection; the old one stays for readers still on r1
+    assert client._call("describe the alias", "describe_alias", plain.name)["collection_name"] == \
+        after.corpus.collection
+    assert before.corpus.exists() and seen(before) == {"a", "b"}
+    write(custom, root, [doc("c", "新文档")], rng)
+    assert not before.corpus.exists()  # dropped by the publish after
+
+
+def test_another_embedder_or_nothing_published_is_refused_with_the_fix(opener, tmp_path):
+    rng, root, op = np.random.default_rng(5), tmp_path / "index", opener()
+    with pytest.raises(IndexNotFound, match="kb ingest"):
+        op.open(root, EMB, {}, create=False)
+    write(op, root, [doc("a", "text")], rng)
+    with pytest.raises(IndexMismatch, match="--rebuild"):
+        op.open(root, {**EMB, "name": "other", "dim": 16}, {})
+    with pytest.raises(ValueError, match="KB_MILVUS_COLLECTION"):
+        MilvusCorpus(op.milvus.uri, "kb-chunks", 8)
+
+
+def test_an_unreachable_milvus_is_a_clear_error_not_a_traceback(tmp_path):
+    corpus = MilvusCorpus("http://127.0.0.1:9", "kb", 8)  # nothing listens on port 9
+    started = time.monotonic()
+    with pytest.raises(MilvusStoreError, match="cannot be reached|did not answer"):
+        corpus.exists()
+    assert time.monotonic() - started < 30
+
+
+def test_bm25_in_milvus_ranks_as_bm25s_on_the_sample_library(opener, tmp_path, count_tokens):
+    """Same terms, same k1 and b: the Milvus leg's top 10 agrees with bm25s's on the sample questions."""
+    rng, root, op = np.random.default_rng(6), tmp_path / "index", opener()
+    docs = []
+    for path in discover([REPO / "data" / "samples" / "docs"]).files:
+        d = load(path)
+        docs.append((d, chunk(d, count_tokens, 256)))
+    write(op, root, docs, rng)
+    index = op.open(root, EMB, {})
+    bm25s = LexicalIndex.of([c for _, cs in docs for c in cs], Analyzer())
+    queries = [json.loads(line)["text"] for line in (REPO / "data/samples/queries.jsonl").read_text().splitlines()]
+    overlaps, firsts = [], []
+    for q in queries:
+        scored = bm25s.search(q, 10)
+        want = [cid for cid, _ in scored]
+        hits = index.lexical_hits(q, 10)
+        got = [c.chunk_id for c, _ in hits]
+        if scored:  # the same score, not only the same order (what a card or --json shows as retrieval_score)
+            assert hits[0][1] == pytest.approx(scored[0][1], rel=1e-4)
+        if want:
+            overlaps.append(len(set(want) & set(got)) / len(want))
+            firsts.append(want[0] == got[0])
+    assert len(overlaps) >= 10
+    assert np.mean(overlaps) >= 0.9 and np.mean(firsts) >= 0.9, (np.mean(overlaps), np.mean(firsts))

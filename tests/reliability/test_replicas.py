@@ -75,15 +75,28 @@ def milvus(tmp_path):
     server.stop()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path) -> str:
+    """The shared database: SQLite on this machine, and PostgreSQL (what several machines share) when
+    KB_TEST_POSTGRES_URL names one (.ci/run starts one)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'shared.db'}"
+    url = os.environ.get("KB_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("no PostgreSQL here: KB_TEST_POSTGRES_URL is not set (.ci/run starts one and sets it)")
+    return url
+
+
 @pytest.fixture
-def cluster(tmp_path, kb_env, milvus):
+def cluster(tmp_path, kb_env, milvus, database):
     """Two replicas and the writer's environment over one corpus: (replica URLs, replica processes, the writer's
     env, the documents folder, the replicas' index folders)."""
     kb = tmp_path / "kb"
     kb.mkdir()
     (kb / "relocation.md").write_text(PUBLIC, encoding="utf-8")
-    shared = dict(kb_env, KB_VECTOR_STORE="milvus", KB_MILVUS_URI=milvus.url, KB_MILVUS_COLLECTION="kb_corpus",
-                  KB_MILVUS_INDEX="FLAT", KB_DATABASE_URL=f"sqlite:///{tmp_path / 'shared.db'}",
+    shared = dict(kb_env, KB_VECTOR_STORE="milvus", KB_MILVUS_URI=milvus.url,
+                  KB_MILVUS_COLLECTION=f"kb_{time.time_ns()}",  # a corpus of its own in a database kept across runs
+                  KB_MILVUS_INDEX="FLAT", KB_DATABASE_URL=database,
                   KB_INDEX_RELOAD_S=str(RELOAD_S), KB_MODELS_RELOAD_S=str(RELOAD_S), KB_API_KEYS=json.dumps(KEYS),
                   KB_EVENTS="false")
     writer = dict(shared, KB_INDEX_DIR=str(tmp_path / "writer" / "index"), KB_UPLOAD_DIR=str(tmp_path / "uploads"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import socket
 import subprocess
 import time
@@ -38,10 +39,21 @@ def lite(tmp_path_factory) -> str:
 
 
 @pytest.fixture
-def opener(lite, tmp_path):
+def database(request, tmp_path) -> str:
+    """The shared database: SQLite (one machine), or PostgreSQL when a test asks for it and KB_TEST_POSTGRES_URL
+    names one (.ci/run starts one). Every corpus a test makes has a name of its own, so runs never meet."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        return f"sqlite:///{tmp_path / 'kb.db'}"
+    url = os.environ.get("KB_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("no PostgreSQL here: KB_TEST_POSTGRES_URL is not set (.ci/run starts one and sets it)")
+    return url
+
+
+@pytest.fixture
+def opener(lite, tmp_path, database):
     def make(analyzer: Analyzer | None = None, name: str | None = None) -> SharedOpener:
-        return SharedOpener(MilvusConfig(lite, name or make.name, "FLAT"), f"sqlite:///{tmp_path / 'kb.db'}",
-                            analyzer or Analyzer())
+        return SharedOpener(MilvusConfig(lite, name or make.name, "FLAT"), database, analyzer or Analyzer())
 
     make.name = f"kb{next(_names)}"
     return make
@@ -74,6 +86,7 @@ def seen(index, groups=None) -> set[str]:
     return {c.chunk_id.split("-")[0] for c, _ in index.dense_hits(np.ones((1, 8), np.float32), 100, groups)}
 
 
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"], indirect=True)
 def test_a_reader_keeps_its_revision_whole_and_a_dead_writer_leaves_nothing(opener, tmp_path):
     rng, root, op = np.random.default_rng(0), tmp_path / "index", opener()
     write(op, root, [doc("a", "annual leave"), doc("b", "vpn token"), doc("c", "expense claims")], rng)
@@ -136,6 +149,7 @@ def test_ids_and_groups_with_quotes_are_quoted_not_pasted(opener, tmp_path):
     assert seen(op.open(root, EMB, {})) == {"plain"}
 
 
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"], indirect=True)
 def test_one_writer_at_a_time_through_the_shared_database(opener, tmp_path):
     rng, root, op = np.random.default_rng(3), tmp_path / "index", opener()
     with op.writing(root):

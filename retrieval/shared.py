@@ -19,6 +19,7 @@ serving processes hold models only and any number of them, on any number of mach
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
@@ -39,7 +40,9 @@ from .index import FORMAT_VERSION, DocRecord, IndexNotFound, KnowledgeIndex, emb
 from .lexical import EXPANSION_WEIGHT
 from .storage import current_version
 from .stores.base import allowed_by_groups
-from .stores.milvus import MilvusConfig, MilvusCorpus, Row
+from .stores.milvus import MilvusConfig, MilvusCorpus, MilvusStoreError, Row
+
+log = logging.getLogger(__name__)
 
 # the analyzers of published revisions' user dictionaries, by fingerprint (a jieba tokenizer is slow to build)
 _ANALYZERS: dict[str, Analyzer] = {}
@@ -274,7 +277,12 @@ class SharedIndex:
         self.chunks = SharedChunks(self, manifest["counts"]["chunks"])
         self._written, self._retired = {}, set()
         self.reanalyzed = False
-        self.corpus.point_alias(self.name, exists=self._previous_collection is not None)
+        try:  # for people and tools that read the corpus by its name; kb's readers follow the catalog
+            self.corpus.point_alias(self.name, exists=self._previous_collection is not None)
+        except MilvusStoreError as exc:
+            log.warning("revision %s is published, but the alias %s could not be pointed at %s (%s); a collection "
+                        "of that name (from an older kb-search?) must be dropped for the alias to work",
+                        revision, self.name, self.corpus.collection, exc)
         self.corpus.purge(revision - 1)
         self.catalog.forget_before(self.key, revision - 1)
         # a reader still on R reads R's collection: it stays until the next publish; older ones (and what a

@@ -249,3 +249,13 @@ def test_bm25_in_milvus_ranks_as_bm25s_on_the_sample_library(opener, tmp_path, c
             firsts.append(want[0] == got[0])
     assert len(overlaps) >= 10
     assert np.mean(overlaps) >= 0.9 and np.mean(firsts) >= 0.9, (np.mean(overlaps), np.mean(firsts))
+
+
+def test_a_collection_already_named_like_the_corpus_does_not_stop_a_publish(opener, tmp_path, caplog):
+    """An older kb-search kept one collection named KB_MILVUS_COLLECTION; the corpus's alias cannot take that name,
+    so the publish goes through (readers follow the catalog, not the alias) and the log says what to drop."""
+    rng, root, op = np.random.default_rng(7), tmp_path / "index", opener()
+    MilvusCorpus(op.milvus.uri, op.name, 8, "FLAT").create()  # the old collection
+    write(op, root, [doc("a", "annual leave")], rng)
+    assert op.published(root) == "r1" and seen(op.open(root, EMB, {})) == {"a"}
+    assert "must be dropped for the alias to work" in caplog.text

@@ -10,8 +10,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ingest.files import atomic_write
-
 from .common import IndexOpt, JsonOpt, fail, guard, out, settings_for
 
 feedback_app = typer.Typer(help="People's judgments of search results.", no_args_is_help=True)
@@ -91,6 +89,8 @@ def export(file: Annotated[Path, typer.Argument(help="where the JSON lines go ('
     if str(file) == "-":
         print(text, end="")
     else:
+        from ingest.files import atomic_write  # here: the ingest package loads every format's reader
+
         atomic_write(file, text, private=True)  # people's questions and judgments: 0600
         typer.echo(f"{len(lines)} judgments written to {file}", err=True)
 

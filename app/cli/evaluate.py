@@ -57,25 +57,33 @@ def eval_(
 ) -> None:
     """nDCG@10, MRR@10, recall@10/50/100 and hit@N of recall (and recall + rerank), with latency and the answers
     shown for unanswerable questions. The eval index lives beside the main one (INDEX/../eval) and is reused."""
-    from rich.progress import Progress
-
-    from rerank.calibration import load_calibrator
-    from rerank.params import check_threshold, check_top_n
+    from rerank.params import check_threshold, check_top_n  # cheap: the arguments are checked before heavy imports
     from retrieval.types import check_top_k
 
-    from ..components import load_reranker, load_vocab
-    from ..quality.evaluate import detect_layout, evaluate_set
-
-    quiet_libraries()
     s = settings_for(index, embedder, reranker)
     top_n = s.top_n if top_n is None else top_n
     threshold = s.threshold if threshold is None else threshold
     if (dataset is None) == (judgments is None):
         fail("give a DATASET folder or --judgments FILE (one of them)")
+    if dataset is not None and not dataset.is_dir():
+        fail(f"{dataset}: {'not a folder' if dataset.exists() else 'no such folder'}; give a BEIR folder "
+             f"(corpus.jsonl, queries.jsonl, qrels/{split}.tsv) or a sample set (docs/ and queries.jsonl, e.g. "
+             "data/samples)")
+    if judgments is not None and not judgments.is_file():
+        fail(f"--judgments {judgments}: no such file; write one with `kb feedback export FILE`")
     with guard():
         check_top_k(top_k)
         check_top_n(top_n)
         check_threshold(threshold)
+    # only now the heavy imports (FAISS, SciPy, and torch with the models)
+    from rich.progress import Progress
+
+    from rerank.calibration import load_calibrator
+
+    from ..components import load_reranker, load_vocab
+    from ..quality.evaluate import detect_layout, evaluate_set
+
+    quiet_libraries()
     if judgments is not None:
         return _eval_judgments(s, judgments, min(top_k, 100), threshold, top_n, as_json)
     with guard():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +14,7 @@ from .common import (
     IndexOpt,
     JsonOpt,
     err,
+    fail,
     guard,
     load_embedder,
     operator,
@@ -30,7 +32,13 @@ def ingest(
     rebuild: Annotated[bool, typer.Option("--rebuild", help="start a new index (e.g. for another embedder)")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Add, update and delete documents so that the index matches the given files and folders."""
+    """Add, update and delete documents so that the index matches the given files and folders. Exit 2 when none of
+    the given paths exists (nothing to ingest: a bad argument); when only some are missing, the rest is ingested
+    and the missing are reported as skipped (exit 3)."""
+    # checked before any import or model load, so that a mistyped path is answered at once
+    missing = [p for p in paths if not os.path.lexists(p)]  # a broken symbolic link is there: skipped as a link
+    if missing and len(missing) == len(paths):
+        fail(f"{', '.join(str(p) for p in missing)}: no such file or folder; give the files or folders to ingest")
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..components import audit_log, make_library

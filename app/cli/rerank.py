@@ -39,10 +39,7 @@ def rerank_command(
     long_passage: str | None = typer.Option(None, "--long-passage", help="max | mean | first: window aggregation"),
 ) -> None:
     """Rerank candidates (one per line) for QUERY: rank, raw_score, score, band, text."""
-    from rerank.engines.factory import is_disabled
-    from rerank.rank import rerank
-
-    from ..components import open_reranker, reranker_options
+    from rerank.engines.factory import is_disabled  # cheap: the arguments are checked before heavy imports
 
     s = settings_for(reranker=reranker)
     name = s.reranker
@@ -50,6 +47,10 @@ def rerank_command(
         fail(f"--reranker {name!r}: kb rerank needs a reranker; pass --reranker with a hub name or a folder (the "
              "setting KB_RERANKER is 'none')")
     texts = _read_candidates(candidates)
+    from rerank.rank import rerank
+
+    from ..components import open_reranker, reranker_options
+
     with guard():
         options = reranker_options(s).replace(device=device, dtype=dtype, batch_size=batch_size,
                                               max_length=max_length, long_passage=long_passage)

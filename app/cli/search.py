@@ -12,12 +12,16 @@ from rich.table import Table
 from .common import EmbedderOpt, IndexOpt, JsonOpt, fail, guard, load_embedder, out, quiet_libraries, settings_for, warn
 
 
-def _print_result(res, as_json: bool, admin: bool = True) -> None:
+def _print_result(res, as_json: bool, admin: bool = True, said: set[str] | None = None) -> None:
+    """Print one result; its warnings not already in `said` are printed and added to it."""
     if as_json:  # `cached` for the operator, not for a search --groups makes as someone else
         print(json.dumps(res.to_dict(show_cached=admin), ensure_ascii=False))
         return
+    said = set() if said is None else said
     for w in res.warnings:
-        warn(w)
+        if w not in said:
+            said.add(w)
+            warn(w)
     if res.also_searched:
         out.print(f"also searched: {', '.join(res.also_searched)}", highlight=False)
     table = Table(title=f"{res.query}  ({res.timings_ms['total']:.0f} ms)", show_lines=True, expand=True)
@@ -65,11 +69,8 @@ def search(
     as_json: JsonOpt = False,
 ) -> None:
     """Search the index: recall K chunks, rerank them, show the N best above the threshold."""
-    from ..components import build_search
-    from ..identity import OPERATOR, Caller
-    from ..services.request import SearchRequest
+    from ..services.request import SearchRequest  # cheap by contract: the checks below run before any heavy import
 
-    quiet_libraries()
     if (query is None) == (queries is None):
         fail("give either a QUERY or --queries FILE")
     if queries is not None and not queries.is_file():
@@ -80,16 +81,24 @@ def search(
         requests = [SearchRequest.of(q, top_k=top_k, top_n=top_n, threshold=threshold, mode=mode,
                                      max_per_doc=max_per_doc, merge=merge, filters=filter_ or [],
                                      rerank_budget_ms=budget_ms) for q in items]
+    # only now the heavy imports (torch, FAISS, SQLAlchemy...): a bad argument above is answered in well under 2 s
+    from ..components import build_search
+    from ..identity import OPERATOR, Caller
+
+    quiet_libraries()
     # the operator's tool: every document, unless --groups says whom to search as
     caller = OPERATOR if groups is None else Caller.member_of(g.strip() for g in groups.split(",") if g.strip())
     s = settings_for(index, embedder, reranker)
     emb = load_embedder(s)
     with guard():
         service = build_search(s, emb, trials=True)  # what people are served, a canary included
+    # a result repeats the service's standing warnings (the embedder's fallback, the reranker not loaded): each is
+    # said once per command, and load_embedder has already said the embedder's
+    said = {emb.warning} if emb.warning else set()
     for request in requests:
         with guard():
             res = service.search(request, caller)
-        _print_result(res, as_json, caller.admin)
+        _print_result(res, as_json, caller.admin, said)
 
 
 def register(app: typer.Typer) -> None:

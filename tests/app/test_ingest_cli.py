@@ -50,6 +50,17 @@ def test_bad_files_are_skipped_with_reasons_and_the_rest_ingested(corpus, isolat
     assert "Traceback" not in result.output
 
 
+def test_paths_that_do_not_exist_are_a_user_error_unless_some_others_do(corpus, isolated_settings, tmp_path):
+    missing = tmp_path / "nowhere"
+    refused = ingest(missing)
+    assert refused.exit_code == 2 and f"{missing}: no such file or folder" in refused.stderr, refused.output
+    assert not isolated_settings.index_dir.exists()  # refused before anything was opened
+    partial = ingest(corpus / "vpn.md", missing)  # what exists is ingested, the rest reported skipped
+    assert partial.exit_code == 3, partial.output
+    report = json.loads(partial.stdout.strip().splitlines()[-1])
+    assert len(report["added"]) == 1 and report["skipped"] == [{"file": str(missing), "reason": "no such file or folder"}]
+
+
 @pytest.mark.slow
 def test_reingest_is_a_no_op_then_sync_updates_and_deletes(corpus, isolated_settings, tmp_path):
     index_dir = isolated_settings.index_dir

@@ -267,11 +267,15 @@ def load_unshared(name: str, options: RerankerOptions) -> Reranker:
 
 
 def _try_load(s: Settings, name: str, options: RerankerOptions | None = None) -> tuple[Reranker | None, str | None]:
-    """(the shared loaded reranker, None) or (None, "reranker NAME could not be loaded (why)")."""
+    """(the shared loaded reranker, None) or (None, "reranker NAME could not be loaded: why"), the model named once."""
     try:
         return open_reranker(s, name, options), None
     except Exception as exc:  # noqa: BLE001 — any load failure is reported by the caller, never raised
-        return None, f"reranker {name!r} could not be loaded ({exc})"
+        why = str(exc)
+        # the engines' own messages already name the model ("reranker 'X' cannot be loaded: …"): not said twice
+        if why.startswith(f"reranker {name!r} cannot be loaded: "):
+            why = why.replace(" cannot be loaded: ", " could not be loaded: ", 1)
+        return None, why if why.startswith(f"reranker {name!r}") else f"reranker {name!r} could not be loaded: {why}"
 
 
 def load_calibration(s: Settings, reranker: Reranker | None,

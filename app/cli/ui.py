@@ -1,19 +1,22 @@
 """`kb ui` (start the Streamlit app) and `kb demo` (ingest the sample knowledge base, then start the app).
 
-The command becomes the app's server (exec of `python -m streamlit run app/ui/main.py`), headless, on the
-given host and port. Options that choose the index and models reach it as `KB_*` environment variables, which the
-app's settings read like every other command's. With sign-in configured (`KB_AUTH_*`), the provider settings are
-written as Streamlit's `[auth]` secrets to a private file (mode 0600, in the user's runtime or cache folder, never
-the repository) that Streamlit is pointed at; a half-configured sign-in, or open mode beyond loopback without
-`--allow-open`, refuses to start.
+The command becomes the app's server (exec of `python -m app.ui.launch … run app/ui/main.py`: `streamlit run`
+with the models loaded at start), headless, on the given host and port, and prints one address, when the first
+page can be shown: with sign-in, the address sign-in returns to. Options that choose the index and models reach
+it as `KB_*` environment variables, which the app's settings read like every other command's. With sign-in
+configured (`KB_AUTH_*`), the provider settings are written as Streamlit's `[auth]` secrets to a private file
+(mode 0600, in the user's runtime or cache folder, never the repository) that Streamlit is pointed at; a
+half-configured sign-in, or open mode beyond loopback without `--allow-open`, refuses to start.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
+from urllib.parse import urlsplit
 
 import typer
 
@@ -22,13 +25,23 @@ from ingest.files import atomic_write
 SAMPLES = Path(__file__).resolve().parents[2] / "data" / "samples" / "docs"
 
 
-def streamlit_command(port: int, host: str, secrets: Path | None = None) -> list[str]:
-    """The command line that serves the app (no browser is opened; usage statistics are not sent); `secrets` is
-    the only secrets file Streamlit reads (the sign-in settings), when there is one."""
+def streamlit_command(port: int, host: str, secrets: Path | None = None, *, max_upload_mb: float = 200,
+                      address: str | None = None) -> list[str]:
+    """The command line that serves the app (no browser is opened; usage statistics are not sent): Streamlit run
+    through `app.ui.launch`, which loads the models as the server starts and prints `Ready: ADDRESS` (default
+    `app_address`) when a page can be shown; Streamlit's own address lines are off, so that one is the only
+    address printed. `secrets` is the only secrets file Streamlit reads (the sign-in settings), when there is one;
+    `max_upload_mb` is the uploader's limit (the `max_file_mb` setting, so the uploader and the Library say the
+    same; Streamlit takes whole megabytes)."""
     from app.ui import APP_FILE
 
-    cmd = [sys.executable, "-m", "streamlit", "run", str(APP_FILE), "--server.headless", "true",
+    cmd = [sys.executable, "-m", "app.ui.launch", address or f"http://{_browser_host(host)}:{port}",
+           health_url(host, port),
+           "run", str(APP_FILE), "--server.headless", "true",
            "--server.port", str(port), "--server.address", host, "--browser.gatherUsageStats", "false",
+           "--server.maxUploadSize", str(max(1, math.ceil(max_upload_mb))),
+           # its "URL: http://127.0.0.1:…" (and "Uvicorn server started on …") is not where sign-in works
+           "--logger.hideWelcomeMessage", "true", "--logger.level", "warning",
            "--client.toolbarMode", "viewer", "--theme.base", "light",
            # blue controls: red and green are kept for what scores mean
            "--theme.primaryColor", "#0969da"]
@@ -37,11 +50,31 @@ def streamlit_command(port: int, host: str, secrets: Path | None = None) -> list
     return cmd
 
 
+def _browser_host(host: str) -> str:
+    """The host name a person on this machine opens for a server listening on `host`."""
+    return "localhost" if host in ("127.0.0.1", "0.0.0.0", "::", "::1") else host
+
+
+def health_url(host: str, port: int) -> str:
+    """Where this machine reaches the server's health check (a wildcard address is reached on loopback)."""
+    reach = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "::1": "[::1]"}.get(host, host)
+    return f"http://{reach}:{port}/_stcore/health"
+
+
+def app_address(auth, host: str, port: int) -> str:
+    """The one address to open: with sign-in, the one its redirect URI returns to (a login started at another host
+    name comes back without its state and fails); else this server's."""
+    if auth.configured:
+        uri = urlsplit(redirect_uri(auth, host, port))
+        return f"{uri.scheme}://{uri.netloc}{uri.path.removesuffix('oauth2callback').rstrip('/')}"
+    return f"http://{_browser_host(host)}:{port}"
+
+
 def redirect_uri(auth, host: str, port: int) -> str:
     """Where the provider sends people back: the setting, else this server's /oauth2callback."""
     if auth.redirect_uri:
         return auth.redirect_uri
-    return f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0', '::', '::1') else host}:{port}/oauth2callback"
+    return f"http://{_browser_host(host)}:{port}/oauth2callback"
 
 
 def private_folder() -> Path:
@@ -98,12 +131,14 @@ def _serve(port: int, host: str, index: Path | None, embedder: str | None, reran
         typer.echo(f"Sign-in with {s.auth.provider_url} (Streamlit [auth] settings in {secrets})", err=True)
     else:
         typer.echo("Open mode: no sign-in configured, everyone who opens the app sees every document", err=True)
-    typer.echo(f"Knowledge search app on http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{port} "
-               "(Ctrl+C stops it)", err=True)
+    typer.echo("Starting the app and loading the models and the index; its address follows when it is ready…",
+               err=True)
     sys.stdout.flush()
     sys.stderr.flush()
     # Become the server (exec, not a child process): Ctrl+C and a supervisor's SIGTERM reach Streamlit itself.
-    os.execve(sys.executable, streamlit_command(port, host, secrets), app_environment(index, embedder, reranker))
+    os.execve(sys.executable, streamlit_command(port, host, secrets, max_upload_mb=s.max_file_mb,
+                                                address=app_address(s.auth, host, port)),
+              app_environment(index, embedder, reranker))
 
 
 PortOpt = Annotated[int, typer.Option("--port", help="port to serve the app on")]

@@ -3,9 +3,9 @@
 With sign-in configured, nobody gets past the sign-in page without logging in: before login there is no search
 box, no document text and no count. After login (or in open mode) it loads models and index once
 (`resources.live()`), draws the sidebar (who is signed in, their groups, sign-out; the search settings) and the
-banners every page needs, then runs the chosen page from `views/`: Search, Raw data and Rerank playground for
-everyone, Library, Analytics, Vocabulary, Tuning and Status for admins only (absent from the navigation for
-others, so opening their URL lands on Search).
+status line every page starts with (`components/banners.py`), then runs the chosen page from `views/`: Search,
+Raw data and Rerank playground for everyone, Library, Analytics, Vocabulary, Tuning and Status for admins only
+(absent from the navigation for others, so opening their URL lands on Search).
 
 Two Streamlit rules shape this folder: a folder named `pages/` beside this file would switch Streamlit to its
 older multipage mode, where every file in it is a page reachable by URL without passing through this file (and
@@ -48,11 +48,7 @@ else:
 choices = value_choices(index.visible_documents(None if who.groups is None else list(who.groups)).values()) \
     if index is not None else {}
 controls.sidebar(service.defaults, who, groups, choices)  # with the saved settings applied
-if who.via == "open":
-    st.warning("**Open mode: everyone who can open this page sees every document.** For one person on one machine "
-               "(`kb demo`). Set `KB_AUTH_PROVIDER_URL` (docs/SECURITY.md) before sharing it.",
-               icon=":material/lock_open:")
-banners.show(service)
+banners.show(service, who)  # one line: the mode, the models, what is missing; details behind it
 
 pages = [
     st.Page("views/search.py", title="Search", icon=":material/search:", default=True),

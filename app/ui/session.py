@@ -18,6 +18,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import streamlit as st
@@ -117,6 +118,25 @@ def provider_problem(discovery_url: str) -> str | None:
     except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
         return f"{type(exc).__name__}: {str(exc)[:200]}"
     return None
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(scheme)
+
+
+def sign_in_address(opened: str | None, redirect_uri: str | None) -> str | None:
+    """Where sign-in works, when this page was `opened` at another scheme, host or port than the `redirect_uri`
+    (None when it is the same, or either is unknown). Sign-in keeps its state in a cookie of the host it starts at
+    and comes back to the redirect URI's host, so started anywhere else it comes back without that state and
+    fails (Streamlit only logs "Missing provider for OAuth callback"): people must be sent there instead."""
+    if not opened or not redirect_uri:
+        return None
+    if _origin(opened) == _origin(redirect_uri):
+        return None
+    uri = urlsplit(redirect_uri)
+    return f"{uri.scheme}://{uri.netloc}{uri.path.removesuffix('oauth2callback').rstrip('/')}/"
 
 
 def require_admin(who: Caller, page: str) -> None:

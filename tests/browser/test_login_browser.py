@@ -217,3 +217,13 @@ def test_an_unreachable_provider_is_said_and_never_opens_the_app(page, kb_root):
         assert page.get_by_label("Question").count() == 0
     finally:
         stop(proc)
+
+
+def test_opened_at_another_host_the_sign_in_page_says_where_it_works(page, app):
+    """Issue 29: a login started at 127.0.0.1 came back to localhost without its state and landed on the sign-in
+    page again with nothing said; now that page sends people to the address sign-in returns to."""
+    url, _ = app
+    page.goto(url.replace("localhost", "127.0.0.1"))
+    page.get_by_text("Sign-in works at").wait_for()
+    assert page.get_by_role("link", name="Open the sign-in address").get_attribute("href").rstrip("/") == url
+    assert page.get_by_role("button", name="Sign in").count() == 0  # no login that cannot finish

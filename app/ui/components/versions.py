@@ -68,8 +68,14 @@ def render(live: LiveSearch, who: Caller, audit: AuditLog) -> None:
         if problem:
             st.error(problem, icon=":material/error:")
     cur = state.current
-    st.markdown(f"**Serving:** `{svc.reranker_name}` — "
-                + (f"promoted {_when(cur.at)} by {cur.by}" if cur else "the `reranker` setting"))
+    chosen = f"promoted {_when(cur.at)} by {cur.by}" if cur else "the `reranker` setting"
+    if svc.reranker is not None:
+        st.markdown(f"**Serving:** `{svc.reranker_name}` — {chosen}")
+    elif svc.reranker_error:  # chosen, yet what serves is recall order: never named as if it served
+        st.markdown(f"**Serving:** no reranker, recall-only results — `{svc.reranker_name}` ({chosen}) could not "
+                    "be loaded (why: at the top of this page)")
+    else:
+        st.markdown(f"**Serving:** no reranker, recall-only results — switched off ({chosen}: `none`)")
     if svc.canary is not None:
         st.markdown(f"**Canary:** `{svc.canary.name}` on {svc.canary_share:.0%} of searches")
     if svc.shadow is not None:

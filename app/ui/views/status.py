@@ -32,10 +32,10 @@ s = live.settings
 
 st.title("Status")
 if svc.reranker_error:
-    st.error(f"**Reranker could not be loaded: results are recall-only.** {svc.reranker_error}",
-             icon=":material/error:")
+    st.error(f"**No reranker serves.** {svc.reranker_error}", icon=":material/error:")
 elif svc.reranker is None:
-    st.warning("Reranker switched off (reranker = none): results are recall-only.", icon=":material/warning:")
+    st.warning("**Serving recall-only results: no reranker** (reranker = none, switched off).",
+               icon=":material/warning:")
 else:
     st.success(f"Reranker {svc.reranker.name} loaded.", icon=":material/check_circle:")
 
@@ -60,8 +60,10 @@ if svc.reranker is not None:
                    "Details": f"{r.architecture or r.kind}, max {r.max_length} tokens, batch {r.batch_size}"
                               f"{exact_note(r)}{cannot_read(reranker_unreadable(svc.reranker))}"})
 else:
-    models.append({"Role": "reranker", "Model": "not loaded", "Requested": svc.reranker_name, "Path": None,
-                   "Device": None, "Precision": None, "Details": svc.reranker_error or "switched off"})
+    # what serves is no model at all: the requested one is named as requested, never as serving
+    models.append({"Role": "reranker", "Model": "none (recall-only)", "Requested": svc.reranker_name, "Path": None,
+                   "Device": None, "Precision": None,
+                   "Details": "not loaded: see above" if svc.reranker_error else "switched off (reranker = none)"})
 st.dataframe(models, hide_index=True, width="stretch")
 
 versions.render(live, who, resources.audit())

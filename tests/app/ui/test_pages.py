@@ -141,11 +141,18 @@ def test_status_says_bfloat16_and_its_float32_re_scoring(app_test, monkeypatch):
     assert "bfloat16 with float32 re-scoring of top-10 near-ties" in details and "candidates so far" in details
 
 
-def test_status_banner_when_reranker_cannot_load(app_test):
+def test_status_says_recall_only_serves_when_the_reranker_cannot_load(app_test):
+    """Issue 29: the models table and "Reranker versions" agree: recall-only serves, and why."""
     at = app_test(reranker="models/missing-reranker")
     at.switch_page("views/status.py").run()
-    assert any("Reranker could not be loaded" in e.value for e in at.error)
-    assert at.dataframe[0].value.set_index("Role").loc["reranker", "Model"] == "not loaded"
+    assert not at.exception
+    [error] = at.error
+    assert "No reranker serves" in error.value and "serving recall-only results" in error.value
+    assert "models/missing-reranker" in error.value
+    reranker = at.dataframe[0].value.set_index("Role").loc["reranker"]
+    assert reranker["Model"] == "none (recall-only)" and reranker["Requested"] == "models/missing-reranker"
+    [serving] = [m.value for m in at.markdown if m.value.startswith("**Serving:**")]
+    assert "no reranker, recall-only results" in serving and "could not be loaded" in serving
 
 
 @pytest.fixture
@@ -209,7 +216,7 @@ def test_open_mode_says_on_every_page_that_everyone_sees_every_document(app_test
     at = app_test()
     at.switch_page(page).run()
     assert not at.exception
-    assert any("Open mode" in w.value and "everyone" in w.value for w in at.warning)
+    assert at.main.expander[0].label.startswith("Open mode: everyone sees every document")
 
 
 def test_a_judgment_is_recorded_and_the_analytics_page_shows_it(app_test, tmp_path, monkeypatch):
@@ -226,6 +233,8 @@ def test_a_judgment_is_recorded_and_the_analytics_page_shows_it(app_test, tmp_pa
     assert not at.exception
     shown = {m.label: m.value for m in at.metric}
     assert shown["Searches"] == "1" and shown["'None answers'"] == "1"
+    # one figure per metric (issue 29: "793 / 134…" was cut off)
+    assert shown["Latency P50"].endswith(" ms") and shown["Latency P95"].endswith(" ms")
     store = EventLog(url, b"unused").open()
     try:
         [judged] = list(store.judgments())

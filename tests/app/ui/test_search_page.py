@@ -81,10 +81,39 @@ def test_access_groups_restrict_what_is_found(app_test):
 
 def test_without_a_reranker_the_app_says_so_and_shows_recall_order(app_test):
     at = search(app_test(reranker="models/does-not-exist"), QUERY)
-    assert any("Reranker not loaded" in e.value for e in at.error)
+    assert "recall-only: reranker not loaded" in at.main.expander[0].label
+    assert any("no reranker: no relevance scores" in m.value for m in at.markdown)  # the line above the cards
     shown = cards(at)
     assert shown and all(c.select_one(".kb-fill") is None for c in shown)
     assert all("no reranker score" in c.text for c in shown)
+
+
+def test_a_fresh_recall_only_open_mode_start_is_one_status_line(app_test):
+    """Issue 29: one compact line (mode, models, what is missing) instead of three boxes above the search box; the
+    details and the fix behind it, each said once."""
+    at = app_test(reranker="models/does-not-exist")
+    assert not at.exception and not at.error and not at.warning
+    [line] = at.main.expander
+    assert line.label == ("Open mode: everyone sees every document · recall-only: reranker not loaded · "
+                          "embedder all-MiniLM-L6-v2")
+    details = " ".join(m.value for m in line.markdown)
+    assert "everyone who can open this page sees every document" in details and "KB_AUTH_PROVIDER_URL" in details
+    assert details.count("could not be loaded") == 1 and "cannot be loaded" not in details
+    assert details.count("reranker 'models/does-not-exist'") == 1 and "kb ui --reranker models/<name>" in details
+    assert at.text_input(key="kb_query")  # the search box is right under it
+
+
+def test_all_well_is_a_quiet_line():
+    from app.identity import Caller
+    from app.ui.components import banners
+
+    class Svc:  # what `summary` reads of a service
+        reranker = type("R", (), {"name": "models/tiny"})()
+        reranker_error, reranker_name = None, "models/tiny"
+        embedder = type("E", (), {"name": "BAAI/bge-m3", "warning": None, "requested": "BAAI/bge-m3"})()
+
+    line, details = banners.summary(Svc(), Caller("ann", ("hr",), via="app"))
+    assert (line, details) == ("Reranked by models/tiny · embedder BAAI/bge-m3", [])
 
 
 def test_missing_index_is_explained(app_test, kb):

@@ -40,7 +40,7 @@ from .index import FORMAT_VERSION, DocRecord, IndexNotFound, KnowledgeIndex, emb
 from .lexical import EXPANSION_WEIGHT
 from .storage import current_version
 from .stores.base import allowed_by_groups
-from .stores.milvus import MilvusConfig, MilvusCorpus, MilvusStoreError, Row
+from .stores.milvus import MilvusConfig, MilvusCorpus, MilvusStoreError, Row, is_lite
 
 log = logging.getLogger(__name__)
 
@@ -320,9 +320,10 @@ class SharedOpener:
 
     def key(self, root: Path) -> str:
         """The corpus's name in the catalog: its collection on a Milvus server (every process that reaches the
-        server shares it); with a Milvus Lite file, the collection in that file."""
-        if self.milvus.uri is None:
-            return f"{self.milvus.collection}@{Path(root).resolve()}"
+        server shares it); with a Milvus Lite file (its own Milvus), the collection in that file."""
+        uri = self.milvus.uri_for(root)
+        if is_lite(uri):
+            return f"{self.milvus.collection}@{Path(uri).resolve().parent}"
         return self.milvus.collection
 
     def _corpus(self, root: Path, collection: str, dim: int, index_type: str | None = None) -> MilvusCorpus:

@@ -1,4 +1,4 @@
-"""Child processes and servers for tests: `kb` as a user runs it (a real `streamlit run` server for `kb ui` /
+"""Child processes and servers for tests: a shared Milvus (`MilvusServer`), `kb` as a user runs it (a real `streamlit run` server for `kb ui` /
 `kb demo`), an app on a real uvicorn (`live_server`), free loopback ports, waiting on a server's health endpoint,
 and stopping a process group. A test that uses any of these is an integration test (the rule in tests/conftest.py).
 A helper module, not a test module: tests and conftest files import from here, never from each other's tests."""
@@ -24,6 +24,41 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class MilvusServer:
+    """`milvus-lite server` (a real Milvus gRPC endpoint) on a free loopback port over the folder `data`: what
+    several processes share as their Milvus in tests. `start()` waits until it listens; it can be stopped and
+    started again on the same port and data."""
+
+    def __init__(self, data: Path):
+        import shutil
+
+        exe = shutil.which("milvus-lite")
+        assert exe is not None, "milvus-lite is a dev dependency: pip install -e '.[dev]'"
+        self.exe, self.data, self.port = exe, Path(data), free_port()
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.proc: subprocess.Popen | None = None
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> MilvusServer:
+        self.proc = subprocess.Popen([self.exe, "server", "--data-dir", str(self.data), "--host", "127.0.0.1",
+                                      "--port", str(self.port)],
+                                     stdout=open(self.data / "server.log", "ab"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                assert self.proc.poll() is None, (self.data / "server.log").read_text(errors="replace")
+                assert time.monotonic() < deadline, "milvus-lite server did not listen within 120 s"
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(30)
 
 
 def kb_command(*args: str) -> list[str]:

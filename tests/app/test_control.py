@@ -10,12 +10,12 @@ import os
 import signal
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from app.errors import KbError
 from app.services.control import ControlStore, control_store
 from app.services.rollout import Release, RolloutState, RolloutStore
 from app.services.vocabulary import VocabularyStore
+from tests.databases import postgres_url
 
 WRITERS, ROUNDS = 4, 25
 
@@ -24,14 +24,7 @@ WRITERS, ROUNDS = 4, 25
 def url(request, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'kb.db'}"
-    found = os.environ.get("KB_TEST_POSTGRES_URL")
-    if not found:
-        pytest.skip("no PostgreSQL here: KB_TEST_POSTGRES_URL is not set (.ci/run starts one and sets it)")
-    engine = create_engine(found)
-    with engine.begin() as conn:  # a clean table for each test
-        conn.execute(text("DROP TABLE IF EXISTS kb_control"))
-    engine.dispose()
-    return found
+    return postgres_url(drop=["kb_control"])  # a clean table for each test
 
 
 def _count_up(url: str, rounds: int, conflicts) -> None:

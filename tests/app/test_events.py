@@ -16,6 +16,7 @@ from app.errors import KbError
 from app.identity import OPERATOR, Caller
 from app.services.events import EventLog, normalize_query
 from app.services.request import SearchRequest
+from tests.databases import postgres_url
 
 DOCS = {
     "vpn.md": "# VPN token\n\nTo reset a forgotten VPN token, open the self-service portal and choose Reset.\n",
@@ -39,13 +40,7 @@ def urls(tmp_path) -> list[str]:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request, tmp_path):
     if request.param == "postgresql":
-        url = os.environ.get("KB_TEST_POSTGRES_URL")
-        if not url:
-            pytest.skip("no PostgreSQL here: KB_TEST_POSTGRES_URL is not set (.ci/run starts one and sets it)")
-        engine = create_engine(url)
-        with engine.begin() as conn:  # a clean database for each test
-            conn.execute(text("DROP TABLE IF EXISTS kb_feedback, kb_searches, kb_schema CASCADE"))
-        engine.dispose()
+        url = postgres_url(drop=["kb_feedback", "kb_searches", "kb_schema"])  # a clean database for each test
     else:
         url = f"sqlite:///{tmp_path / 'events.db'}"
     log = EventLog(url, KEY).open()

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tests.app.api.conftest import free_port
+from tests.processes import MilvusServer
 
 from .conftest import write_corpus
 from .kb_process import KbRun, start_kb, wait_for
@@ -33,28 +34,9 @@ PATIENCE_S = 90  # a generous bound for a loaded CI machine; the measured figure
 @pytest.fixture(scope="module")
 def milvus_server(tmp_path_factory):
     """A real Milvus gRPC endpoint on loopback (`milvus-lite server`) that several processes share."""
-    import shutil
-    import socket
-    import subprocess
-
-    exe = shutil.which("milvus-lite")
-    assert exe is not None, "milvus-lite is a dev dependency: pip install -e '.[dev]'"
-    port = free_port()
-    data = tmp_path_factory.mktemp("milvus")
-    proc = subprocess.Popen([exe, "server", "--data-dir", str(data), "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=open(data / "server.log", "wb"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert proc.poll() is None, (data / "server.log").read_text(errors="replace")
-            assert time.monotonic() < deadline, "milvus-lite server did not listen within 120 s"
-            time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(30)
+    server = MilvusServer(tmp_path_factory.mktemp("milvus")).start()
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture(params=["faiss", "milvus"])

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
-import subprocess
 import time
 from pathlib import Path
 
@@ -23,6 +20,8 @@ import httpx
 import pytest
 
 from tests.app.api.conftest import free_port
+from tests.databases import postgres_url
+from tests.processes import MilvusServer
 from tests.tiny_models import build_tiny_cross_encoder
 
 from .kb_process import KbRun, start_kb, wait_for
@@ -36,41 +35,9 @@ PUBLIC = "# Relocation allowance\n\nStaff moving offices receive a quokkaberry r
 EXTRA = "# Parking permits\n\nPermits for the wombatfield car park are renewed every January.\n"
 
 
-class MilvusServer:
-    """`milvus-lite server` on one port and data folder, which the test can stop and start again."""
-
-    def __init__(self, data: Path):
-        exe = shutil.which("milvus-lite")
-        assert exe is not None, "milvus-lite is a dev dependency: pip install -e '.[dev]'"
-        self.exe, self.data, self.port = exe, data, free_port()
-        self.proc: subprocess.Popen | None = None
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen([self.exe, "server", "--data-dir", str(self.data), "--host", "127.0.0.1",
-                                      "--port", str(self.port)],
-                                     stdout=open(self.data / "server.log", "ab"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                assert self.proc.poll() is None, (self.data / "server.log").read_text(errors="replace")
-                assert time.monotonic() < deadline, "milvus-lite server did not listen within 120 s"
-                time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(30)
-
-
 @pytest.fixture
 def milvus(tmp_path):
-    server = MilvusServer(tmp_path / "milvus")
-    server.data.mkdir()
-    server.start()
+    server = MilvusServer(tmp_path / "milvus").start()
     yield server
     server.stop()
 
@@ -79,12 +46,7 @@ def milvus(tmp_path):
 def database(request, tmp_path) -> str:
     """The shared database: SQLite on this machine, and PostgreSQL (what several machines share) when
     KB_TEST_POSTGRES_URL names one (.ci/run starts one)."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'shared.db'}"
-    url = os.environ.get("KB_TEST_POSTGRES_URL")
-    if not url:
-        pytest.skip("no PostgreSQL here: KB_TEST_POSTGRES_URL is not set (.ci/run starts one and sets it)")
-    return url
+    return f"sqlite:///{tmp_path / 'shared.db'}" if request.param == "sqlite" else postgres_url()
 
 
 @pytest.fixture

@@ -16,12 +16,12 @@ import time
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
 
 from app.services import saved_settings
 from app.services.control import control_store
 from app.services.rollout import Release, RolloutState
 from tests.app.api.conftest import free_port
+from tests.databases import postgres_url
 from tests.tiny_models import build_tiny_cross_encoder
 
 from .kb_process import start_kb, wait_for
@@ -36,14 +36,7 @@ DOCS = {"leave.md": "# Annual leave\n\nEmployees get twenty days of annual leave
 def database(request, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'shared.db'}"
-    url = os.environ.get("KB_TEST_POSTGRES_URL")
-    if not url:
-        pytest.skip("no PostgreSQL here: KB_TEST_POSTGRES_URL is not set (.ci/run starts one and sets it)")
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text("DROP TABLE IF EXISTS kb_control, kb_feedback, kb_searches, kb_schema CASCADE"))
-    engine.dispose()
-    return url
+    return postgres_url(drop=["kb_control", "kb_feedback", "kb_searches", "kb_schema"])
 
 
 @pytest.mark.slow

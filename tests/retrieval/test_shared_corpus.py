@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import socket
 import subprocess
 import time
@@ -26,6 +25,7 @@ from retrieval.index import IndexMismatch, IndexNotFound
 from retrieval.lexical import LexicalIndex
 from retrieval.shared import SharedOpener
 from retrieval.stores.milvus import MilvusConfig, MilvusCorpus, MilvusStoreError
+from tests.databases import postgres_url
 
 REPO = Path(__file__).resolve().parents[2]
 EMB = {"name": "test-embedder", "dim": 8, "path": None}
@@ -42,12 +42,7 @@ def lite(tmp_path_factory) -> str:
 def database(request, tmp_path) -> str:
     """The shared database: SQLite (one machine), or PostgreSQL when a test asks for it and KB_TEST_POSTGRES_URL
     names one (.ci/run starts one). Every corpus a test makes has a name of its own, so runs never meet."""
-    if getattr(request, "param", "sqlite") == "sqlite":
-        return f"sqlite:///{tmp_path / 'kb.db'}"
-    url = os.environ.get("KB_TEST_POSTGRES_URL")
-    if not url:
-        pytest.skip("no PostgreSQL here: KB_TEST_POSTGRES_URL is not set (.ci/run starts one and sets it)")
-    return url
+    return f"sqlite:///{tmp_path / 'kb.db'}" if getattr(request, "param", "sqlite") == "sqlite" else postgres_url()
 
 
 @pytest.fixture

@@ -44,9 +44,6 @@ import numpy as np
 from ingest.types import Chunk
 
 log = logging.getLogger(__name__)
-# pymilvus logs every failed call with its traceback (and retries of a lost connection each second); each failure
-# here is raised as a MilvusStoreError that names the server and the fix, and answered as such
-logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
 
 INDEX_TYPES = ("FLAT", "HNSW", "IVF_FLAT", "DISKANN", "AUTOINDEX")
 HNSW_M = 32  # as the FAISS store
@@ -127,6 +124,12 @@ def _client(uri: str, token: str | None) -> Any:
     with _CLIENTS_LOCK:
         if key not in _CLIENTS:
             from pymilvus import MilvusClient
+
+            # pymilvus logs every failed call with its traceback (and each retry of a lost connection), and sets
+            # its loggers' levels when it is imported: quieted after that. Each failure here is raised as a
+            # MilvusStoreError naming the server and the fix, and answered as such.
+            for name in ("pymilvus", "pymilvus.milvus_client"):
+                logging.getLogger(name).setLevel(logging.CRITICAL)
 
             try:
                 _CLIENTS[key] = MilvusClient(uri=uri, token=token or "", timeout=CONNECT_S)

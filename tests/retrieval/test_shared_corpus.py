@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import socket
 import subprocess
 import time
@@ -249,6 +250,7 @@ def test_bm25_in_milvus_ranks_as_bm25s_on_the_sample_library(opener, tmp_path, c
 def test_a_collection_already_named_like_the_corpus_does_not_stop_a_publish(opener, tmp_path, caplog):
     """An older kb-search kept one collection named KB_MILVUS_COLLECTION; the corpus's alias cannot take that name,
     so the publish goes through (readers follow the catalog, not the alias) and the log says what to drop."""
+    caplog.set_level(logging.WARNING, logger="retrieval.shared")  # whatever an earlier test set (the CLI quiets ours)
     rng, root, op = np.random.default_rng(7), tmp_path / "index", opener()
     MilvusCorpus(op.milvus.uri, op.name, 8, "FLAT").create()  # the old collection
     write(op, root, [doc("a", "annual leave")], rng)

@@ -154,12 +154,14 @@ def test_cli_watch_logs_each_change_and_stops_on_ctrl_c(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "KB_CONFIG": str(tmp_path / "kb.toml"),
            "KB_EMBEDDER": "packaged:all-MiniLM-L6-v2", "KB_RERANKER": "none", "COLUMNS": "400"}
     # A test runner started in the background by a non-interactive shell (`cmd &`, as some CI harnesses do)
-    # inherits SIGINT ignored, and so would `kb watch`: Ctrl+C is given back its default, as in a terminal.
+    # inherits SIGINT ignored, and so would `kb watch`: Ctrl+C is given back Python's own handler, as in a
+    # terminal. Done by the child itself, not by a preexec_fn: forking a test process that holds gRPC threads
+    # (Milvus Lite) and running Python before exec can deadlock the child.
+    start = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); from app.cli import main; main()"
     with open(log, "wb") as sink:
-        proc = subprocess.Popen([sys.executable, "-c", "from app.cli import main; main()", "watch", str(folder),
+        proc = subprocess.Popen([sys.executable, "-c", start, "watch", str(folder),
                                  "--index", str(tmp_path / "index"), "--debounce-ms", "200"],
-                                stdout=sink, stderr=subprocess.STDOUT, env=env,
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                                stdout=sink, stderr=subprocess.STDOUT, env=env)
     try:
         text = lambda: log.read_text(errors="replace")  # noqa: E731
         wait_until(lambda: "1 documents" in text(), "the first sync is logged")

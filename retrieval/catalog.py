@@ -40,17 +40,16 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
-    create_engine,
     delete,
-    event,
     func,
     insert,
     or_,
     select,
     update,
 )
-from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DatabaseError, IntegrityError
+
+from .database import open_engine, safe_url
 
 log = logging.getLogger(__name__)
 
@@ -115,18 +114,6 @@ class Revision:
     published_at: float
 
 
-def _engine(url: str) -> Engine:
-    engine = create_engine(url, pool_pre_ping=True, future=True)
-    if engine.dialect.name == "sqlite":
-        @event.listens_for(engine, "connect")
-        def _sqlite(dbapi_conn, _record):  # wait for another process's lock rather than fail at once
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA busy_timeout=10000")
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.close()
-    return engine
-
-
 class Catalog:
     """The catalog tables at `url` (an SQLAlchemy URL), created when missing. Thread-safe; one per process is
     enough (`Catalog.at`)."""
@@ -136,7 +123,12 @@ class Catalog:
 
     def __init__(self, url: str):
         self.url = url
-        self.engine = _engine(url)
+        try:
+            # a publish, one transaction per ingest, may wait for the lock a little longer than an event write
+            self.engine = open_engine(url, busy_timeout_ms=10_000)
+        except OSError as exc:  # the folder of a SQLite file cannot be made or made private
+            raise CatalogError(f"the shared database at {self.where} cannot be opened ({exc}); check "
+                               "KB_DATABASE_URL") from exc
         try:
             metadata.create_all(self.engine)
         except DatabaseError as exc:
@@ -153,7 +145,7 @@ class Catalog:
 
     @property
     def where(self) -> str:
-        return self.engine.url.render_as_string(hide_password=True)
+        return safe_url(self.url)
 
     @contextmanager
     def _tx(self) -> Iterator[Any]:

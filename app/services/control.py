@@ -23,13 +23,11 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-import re
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 from sqlalchemy import (
     Column,
@@ -39,17 +37,15 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    create_engine,
-    event,
     insert,
     select,
     text,
     update,
 )
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from ingest.files import private_dir, private_file
+from retrieval.database import open_engine, safe_url, sqlite_file
 
 from ..errors import KbError
 
@@ -75,20 +71,6 @@ class Entry:
     updated_by: str
 
 
-def safe_url(url: str) -> str:
-    """The URL without its password (it may be printed)."""
-    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
-
-
-def sqlite_file(url: str) -> Path | None:
-    """The database file of a `sqlite:///PATH` URL; None for another database, or SQLite in memory."""
-    made = make_url(url)
-    if made.get_backend_name() != "sqlite" or made.database in (None, "", ":memory:") or \
-            made.database.startswith("file:"):
-        return None
-    return Path(made.database)
-
-
 class ControlStore:
     """The `kb_control` table of the database at `url` (see the module docstring). Build with `control_store(url)`:
     one per database per process, sharing its connection pool."""
@@ -111,18 +93,7 @@ class ControlStore:
         with self._open_lock:
             if self._engine is not None:
                 return self._engine
-            path = sqlite_file(self.url)
-            if path is not None:  # the events store shares this file: it holds everyone's questions
-                private_dir(path.parent, chmod=False)
-                private_file(path)
-            engine = create_engine(self.url, pool_pre_ping=True, future=True)
-            if engine.dialect.name == "sqlite":
-                @event.listens_for(engine, "connect")
-                def _sqlite(dbapi_conn, _record):  # wait for another process's write, never fail at once
-                    cur = dbapi_conn.cursor()
-                    cur.execute("PRAGMA busy_timeout=5000")
-                    cur.execute("PRAGMA journal_mode=WAL")
-                    cur.close()
+            engine = open_engine(self.url)  # a SQLite file made private: the events store shares it
             try:
                 with engine.begin() as conn:
                     control.create(conn, checkfirst=True)

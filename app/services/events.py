@@ -48,9 +48,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    create_engine,
     delete,
-    event,
     func,
     insert,
     select,
@@ -58,11 +56,11 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from ingest.files import private_dir, private_file
+from ingest.files import private_dir
+from retrieval.database import open_engine, safe_url
 
 from ..errors import KbError
 from ..identity import Caller
-from .control import sqlite_file
 
 if TYPE_CHECKING:
     from .results import SearchResult
@@ -165,26 +163,14 @@ class EventLog:
         """Connect, bring the schema up to date, purge what retention says, start the writer. A database that
         cannot be opened is reported (KbError not_ready) and nothing is started. A SQLite file is created 0600 in
         a folder made 0700 (it holds everyone's questions); SQLite gives its -wal and -shm files the same mode."""
-        path = sqlite_file(self.url)
-        if path is not None:
-            private_dir(path.parent, chmod=False)
-            private_file(path)
-        engine = create_engine(self.url, pool_pre_ping=True, future=True)
-        if engine.dialect.name == "sqlite":
-            @event.listens_for(engine, "connect")
-            def _sqlite(dbapi_conn, _record):  # foreign keys on (cascading deletes); wait for a lock, not fail
-                cur = dbapi_conn.cursor()
-                cur.execute("PRAGMA foreign_keys=ON")
-                cur.execute("PRAGMA busy_timeout=5000")
-                cur.execute("PRAGMA journal_mode=WAL")
-                cur.close()
+        engine = open_engine(self.url)
         try:
             with engine.begin() as conn:
                 schema.create(conn, checkfirst=True)
                 found = conn.execute(select(func.max(schema.c.version))).scalar()
                 version = int(found or 0)
                 if version > SCHEMA_VERSION:
-                    raise KbError("conflict", f"the events database {self._safe_url()} has schema version {version}; "
+                    raise KbError("conflict", f"the events database {safe_url(self.url)} has schema version {version}; "
                                               f"this kb knows {SCHEMA_VERSION}: upgrade kb, or point KB_DATABASE_URL "
                                               "elsewhere")
                 for v in range(version + 1, SCHEMA_VERSION + 1):
@@ -194,7 +180,7 @@ class EventLog:
                     conn.execute(insert(schema).values(version=SCHEMA_VERSION))
         except SQLAlchemyError as exc:
             engine.dispose()
-            raise KbError("not_ready", f"the events database {self._safe_url()} cannot be opened: "
+            raise KbError("not_ready", f"the events database {safe_url(self.url)} cannot be opened: "
                                        f"{type(exc).__name__}: {str(exc)[:200]}") from exc
         self._engine = engine
         self.purge()
@@ -226,10 +212,6 @@ class EventLog:
             return True
         except TimeoutError:
             return False
-
-    def _safe_url(self) -> str:
-        """The URL without its password (it may be printed)."""
-        return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", self.url)
 
     def _count(self, name: str, n: int = 1) -> None:
         with self._stats_lock:
@@ -346,7 +328,7 @@ class EventLog:
                     self._write_searches([row])
             except SQLAlchemyError as exc:
                 self._count("write_errors", len(rows))
-                log.warning("events database %s: %d searches not recorded (%s: %s)", self._safe_url(), len(rows),
+                log.warning("events database %s: %d searches not recorded (%s: %s)", safe_url(self.url), len(rows),
                             type(exc).__name__, str(exc)[:200])
         for kind, payload in items:
             if kind == "feedback":
@@ -368,7 +350,7 @@ class EventLog:
             self._count("written", len(rows))
         except SQLAlchemyError as exc:
             self._count("write_errors", len(rows))
-            log.warning("events database %s: %d searches not recorded (%s: %s)", self._safe_url(), len(rows),
+            log.warning("events database %s: %d searches not recorded (%s: %s)", safe_url(self.url), len(rows),
                         type(exc).__name__, str(exc)[:200])
 
     def _maybe_purge(self) -> None:
@@ -385,7 +367,7 @@ class EventLog:
                 conn.execute(delete(feedback).where(feedback.c.query_id.in_(old)))
                 return conn.execute(delete(searches).where(searches.c.at < cutoff)).rowcount or 0
         except SQLAlchemyError as exc:
-            log.warning("events database %s could not be purged: %s", self._safe_url(), exc)
+            log.warning("events database %s could not be purged: %s", safe_url(self.url), exc)
             return 0
 
     # ---- reading ----------------------------------------------------------------------------------------------

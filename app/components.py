@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ingest import OcrOptions
-from ingest.files import private_dir
 from rerank.calibration import Calibrator, load_calibrator
 from rerank.engines.factory import create_reranker, is_disabled
 from rerank.engines.pool import ModelPool
@@ -94,9 +93,9 @@ def database_url(s: Settings) -> str:
     events.db beside the index folder (one machine needs no setup)."""
     if s.database_url:
         return s.database_url
-    path = Path(s.index_dir).resolve().parent / "events.db"
-    private_dir(path.parent, chmod=False)  # a folder made here is 0700: the database holds everyone's questions
-    return f"sqlite:///{path}"
+    # its folder is made (0700) where the database is opened (`retrieval.database.open_engine`), not at each call:
+    # serving processes ask for the URL every few seconds
+    return f"sqlite:///{Path(s.index_dir).resolve().parent / 'events.db'}"
 
 
 def control(s: Settings) -> ControlStore:

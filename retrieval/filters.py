@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from .stores.base import allowed_by_groups
+
 BUILT_IN = ("format", "path", "title", "updated")
 OPS = (">=", "<=", "!=", ">", "<", "=")
 _CONDITION = re.compile(r"^\s*([^<>=!\s]+)\s*(>=|<=|!=|>|<|=)\s*(.*?)\s*$")
@@ -165,6 +167,20 @@ def matching(records: Mapping[str, Any], filters: Filters) -> set[str]:
         if c.key not in keys:
             raise FilterError(f"unknown filter key {c.key!r}; this index knows: {', '.join(keys)}")
     return {doc_id for doc_id, r in records.items() if all(_meets(r, c) for c in filters.conditions)}
+
+
+def visible(records: Mapping[str, Any], groups: Sequence[str] | None) -> Mapping[str, Any]:
+    """The documents (`DocRecord`s by id) a caller of `groups` may read (None: all)."""
+    if groups is None:
+        return records
+    return {d: r for d, r in records.items() if allowed_by_groups(r.acl, groups)}
+
+
+def matching_visible(records: Mapping[str, Any], filters: Filters | None,
+                     groups: Sequence[str] | None) -> set[str] | None:
+    """The ids of the documents `groups` may read that meet `filters` (None: no filter). FilterError for a key no
+    such document has: the message lists the keys of the documents this caller may read, never others'."""
+    return matching(visible(records, groups), filters) if filters else None
 
 
 def value_choices(records: Iterable[Any], limit: int = 30) -> dict[str, list[str]]:

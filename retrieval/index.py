@@ -22,7 +22,7 @@ import numpy as np
 from ingest.types import Chunk, Document
 
 from .analyzer import DEFAULT, Analyzer
-from .filters import Filters, matching
+from .filters import Filters, matching_visible, visible
 from .lexical import LexicalIndex
 from .storage import current_version, new_version_dir, publish, writer_lock
 from .stores.base import StoreFactory, VectorStore, allowed_by_groups
@@ -305,16 +305,11 @@ class KnowledgeIndex:
 
     def visible_documents(self, groups: Sequence[str] | None) -> dict[str, DocRecord]:
         """The documents a caller of `groups` may read (None: all)."""
-        if groups is None:
-            return self.documents
-        return {d: r for d, r in self.documents.items() if allowed_by_groups(r.acl, groups)}
+        return visible(self.documents, groups)
 
     def matching_documents(self, filters: Filters | None, groups: Sequence[str] | None = None) -> set[str] | None:
-        """The ids of the documents `groups` may read that meet `filters` (None: no filter). FilterError for a key
-        no such document has: the message lists the keys of the documents this caller may read, never others'."""
-        if not filters:
-            return None
-        return matching(self.visible_documents(groups), filters)
+        """`filters.matching_visible` over this version's documents."""
+        return matching_visible(self.documents, filters, groups)
 
     def stats(self) -> dict[str, Any]:
         return {"documents": len(self.documents), "chunks": len(self.chunks), "dense_index": self.dense.kind,

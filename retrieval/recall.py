@@ -2,15 +2,15 @@
 
 Access groups and metadata filters are applied inside each leg's scoring, so a restricted caller gets a full K of
 chunks they may see (and that match the filters) and no count of the others; each leg's hits are then checked
-again against the version's chunk table (`readable`), so a store that answers with a chunk it should have filtered
-out (a tampered Milvus row) returns nothing the caller may not read. Synonyms (`also`) widen the lexical
-leg only: the dense leg already places 年假 near 年休假 when its model can read them.
+again against the version's own records (`dense_hits`, `lexical_hits`), so a store that answers with a chunk it
+should have filtered out (a tampered Milvus row) returns nothing the caller may not read. Synonyms (`also`) widen
+the lexical leg only: the dense leg already places 年假 near 年休假 when its model can read them.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -33,12 +33,6 @@ class RecallResult:
     mode: str = "hybrid"  # the mode actually used
     note: str | None = None  # why it differs from the one asked for
     also: list[str] = field(default_factory=list)  # synonyms the lexical leg searched besides the query's words
-
-
-def readable(index: KnowledgeIndex, chunk_id: str, groups: Sequence[str] | None,
-             docs: Collection[str] | None) -> bool:
-    """`KnowledgeIndex.readable`: whether a leg's hit may be returned to `groups` among `docs`."""
-    return index.readable(chunk_id, groups, docs)
 
 
 def recall(index: KnowledgeIndex | SharedIndex, embedder: Embedder, query: str, top_k: int = 50, mode: Mode = "hybrid",

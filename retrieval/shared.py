@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,8 @@ from ingest.files import private_dir
 from ingest.types import Chunk, Document
 
 from .analyzer import DEFAULT, Analyzer, parse_user_dict
-from .catalog import Catalog
-from .filters import Filters, matching
+from .catalog import Catalog, Revision
+from .filters import Filters, matching_visible, visible
 from .index import FORMAT_VERSION, DocRecord, IndexNotFound, KnowledgeIndex, embedder_signature
 from .lexical import EXPANSION_WEIGHT
 from .storage import current_version
@@ -191,14 +191,12 @@ class SharedIndex:
         return problem
 
     def visible_documents(self, groups: Sequence[str] | None) -> dict[str, DocRecord]:
-        if groups is None:
-            return self.documents
-        return {d: r for d, r in self.documents.items() if allowed_by_groups(r.acl, groups)}
+        """The documents a caller of `groups` may read (None: all)."""
+        return visible(self.documents, groups)
 
     def matching_documents(self, filters: Filters | None, groups: Sequence[str] | None = None) -> set[str] | None:
-        if not filters:
-            return None
-        return matching(self.visible_documents(groups), filters)
+        """`filters.matching_visible` over this version's documents."""
+        return matching_visible(self.documents, filters, groups)
 
     def with_analyzer(self, analyzer: Analyzer) -> SharedIndex:
         """Itself: a revision's terms were made with its own dictionary, and its queries must be analysed with
@@ -304,11 +302,8 @@ class SharedOpener:
     milvus: MilvusConfig
     database_url: str
     analyzer: Analyzer = DEFAULT
-    dim_hint: int | None = None
-    _holders: dict = None  # type: ignore[assignment]  # thread id -> lease holder, set by `writing`
-
-    def __post_init__(self):
-        object.__setattr__(self, "_holders", {})
+    # thread id -> this opener's lease holder in that thread, set by `writing`
+    _holders: dict[int, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def catalog(self) -> Catalog:
@@ -353,26 +348,28 @@ class SharedOpener:
         return current.manifest if current is not None else None
 
     def read_documents(self, root: Path) -> list[DocRecord]:
-        current = self.catalog.current(self.key(root))
+        key = self.key(root)
+        current = self.catalog.current(key)
         if current is None:
             return []
-        return [_record(r) for r in self.catalog.documents(self.key(root), current.number)]
+        return [_record(r) for r in self.catalog.documents(key, current.number)]
 
     def new(self, root: Path, embedder: dict[str, Any], chunker: dict[str, Any]) -> SharedIndex:
         """An empty corpus in a new physical collection (a rebuild): published, it replaces whatever was there."""
-        current = self.catalog.current(self.key(root))
+        key = self.key(root)
+        return self._new(root, key, self.catalog.current(key), embedder, chunker)
+
+    def _new(self, root: Path, key: str, current: Revision | None, embedder: dict[str, Any],
+             chunker: dict[str, Any]) -> SharedIndex:
+        """`new` over the revision `current` published now."""
         revision = current.number if current is not None else 0
-        n = _next_number(current)
-        corpus = self._corpus(root, physical_name(self.name, n), embedder["dim"])
-        holder = self._holders.get(threading.get_ident())
+        corpus = self._corpus(root, physical_name(self.name, _next_number(current)), embedder["dim"])
         corpus.create()
-        index = SharedIndex(root, self.name, self.key(root), self.catalog, corpus, embedder, chunker, self.analyzer,
-                            revision)
-        index.holder = holder
-        if current is not None:
-            index._previous_collection = current.manifest.get("collection")
+        index = SharedIndex(root, self.name, key, self.catalog, corpus, embedder, chunker, self.analyzer, revision)
+        index.holder = self._holders.get(threading.get_ident())
         if current is not None:  # every document of the old corpus dies at the rebuild's revision
-            index._retired.update(r["doc_id"] for r in self.catalog.documents(self.key(root), revision))
+            index._previous_collection = current.manifest.get("collection")
+            index._retired.update(r["doc_id"] for r in self.catalog.documents(key, revision))
         return index
 
     def open(self, root: Path, embedder: dict[str, Any], chunker: dict[str, Any], create: bool = True) -> SharedIndex:
@@ -381,7 +378,8 @@ class SharedOpener:
         are swept first, and a user dictionary other than the revision's copies the rows into a new collection
         with new terms (`reanalyzed`)."""
         holder = self._holders.get(threading.get_ident())
-        current = self.catalog.current(self.key(root))
+        key = self.key(root)
+        current = self.catalog.current(key)
         if current is None:
             if not create:
                 if current_version(Path(root)) is not None:
@@ -391,20 +389,20 @@ class SharedOpener:
                 raise IndexNotFound(f"nothing published in Milvus corpus {self.name!r} yet (Milvus at "
                                     f"{self.milvus.uri_for(root)}); build it with `kb ingest PATH`")
             if holder is None:
-                return SharedIndex(root, self.name, self.key(root), self.catalog,
+                return SharedIndex(root, self.name, key, self.catalog,
                                    self._corpus(root, physical_name(self.name, 1), embedder["dim"]),
                                    embedder, chunker, self.analyzer)
-            return self.new(root, embedder, chunker)
+            return self._new(root, key, None, embedder, chunker)
         manifest = current.manifest
         KnowledgeIndex.check_compatible(Path(f"corpus {self.name}"), manifest, embedder)
-        records = self.catalog.documents(self.key(root), current.number)
+        records = self.catalog.documents(key, current.number)
         docs = {r["doc_id"]: _record(r) for r in records}
         born = {r["doc_id"]: int(r["born"]) for r in records}
         corpus = self._corpus(root, manifest["collection"], embedder["dim"], manifest.get("index_type"))
         analyzer = analyzer_for(manifest, self.analyzer) if holder is None else self.analyzer
-        index = SharedIndex(root, self.name, self.key(root), self.catalog, corpus, embedder,
-                            manifest.get("chunker", chunker), analyzer, current.number, docs, born,
-                            manifest["counts"]["chunks"], manifest["created"], manifest["updated"])
+        index = SharedIndex(root, self.name, key, self.catalog, corpus, embedder, manifest.get("chunker", chunker),
+                            analyzer, current.number, docs, born, manifest["counts"]["chunks"], manifest["created"],
+                            manifest["updated"])
         if holder is None:
             return index
         index.holder = holder

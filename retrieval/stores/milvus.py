@@ -37,6 +37,7 @@ import logging
 import threading
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -493,7 +494,5 @@ class MilvusConfig:
     index_type: str = "HNSW"
     token: str | None = None
 
-    def uri_for(self, index_root) -> str:
-        from pathlib import Path
-
+    def uri_for(self, index_root: Path) -> str:
         return str(Path(index_root) / "milvus.db") if self.uri is None else self.uri

@@ -73,7 +73,7 @@ def ocr_options(s: Settings) -> OcrOptions:
 
 def ingest_options(s: Settings) -> IngestOptions:
     return IngestOptions(max_tokens=s.chunk_max_tokens, overlap=s.chunk_overlap, max_bytes=int(s.max_file_mb * 2**20),
-                         ocr=ocr_options(s))
+                         ocr=ocr_options(s), min_tokens=s.chunk_min_tokens)
 
 
 def store_factory(s: Settings) -> StoreFactory:

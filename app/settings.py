@@ -92,6 +92,9 @@ class Settings(BaseSettings):
 
     chunk_max_tokens: int = Field(512, ge=16, le=8192)
     chunk_overlap: int = Field(32, ge=0)
+    chunk_min_tokens: int = Field(48, ge=0, description="a section with fewer tokens joins a neighbouring chunk "
+                                  "instead of standing alone (0: every section its own chunks); changing it "
+                                  "re-chunks every document at the next ingest")
     max_file_mb: float = Field(20.0, gt=0)
     # ---- OCR of scans and images (docs/INGEST.md) --------------------------------------------------------------
     ocr_enabled: bool = Field(True, description="read images and PDF pages without a text layer by OCR")

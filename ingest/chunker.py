@@ -3,7 +3,11 @@
 Contract: every chunk's `context_text()` (title › section, then body) counts at most `max_tokens` with the
 `count_tokens` it is given (the reading model's tokenizer, special tokens included). Splitting prefers structure:
 
-1. headings (`#` lines, and `第X章/节` lines) open sections; a chunk never spans two sections;
+1. headings (`#` lines, and `第X章/节` lines) open sections; a chunk spans two sections only to keep a short one
+   from standing alone: a section whose text counts fewer than `min_tokens` joins the chunk before it when both fit
+   the budget, else opens a chunk that the next section may join. A one-line "Related" or "Contact" section alone
+   would be mostly title and heading, and rank on them for every question that names the title. Such a chunk's
+   section label lists the sections it holds ("A · B"), and its text keeps their heading lines. Tables never join;
 2. within a section the units are articles (`第X条` up to the next article) when the document has them, else
    paragraphs and list items; whole units are packed together up to the budget, never split when they fit;
 3. a unit over the budget is split into sentences (。！？；. ! ? ;), packed with `overlap` tokens of trailing
@@ -43,6 +47,7 @@ _LIST_ITEM = re.compile(rf"^(?:[-*+•]\s|\d{{1,3}}[.)、]\s?|[（(][{CN_NUMERAL
 _SENTENCE_END = re.compile(r"(?<=[。！？；!?;…])|(?<=[.!?])(?=\s)")
 _CN_LEVEL = {"编": 1, "章": 2, "节": 3}
 _MAX_HEAD_CHARS = 160
+MIN_SECTION_TOKENS = 48  # a shorter section joins a neighbour (see 1. above)
 MAX_CHARS_PER_TOKEN = 16  # English averages about 4 characters a token and Chinese 1-2: never binding for prose
 
 
@@ -143,6 +148,7 @@ class _Packer:
         self.pieces: list[tuple[int, int, str, str]] = []  # (start, end, section, head)
         self.max_chars = max_tokens * MAX_CHARS_PER_TOKEN
         self._repeatable: dict[tuple[str, str], bool] = {}
+        self.offsets = doc.meta.get("page_offsets") or []
 
     def body(self, start: int, end: int, head: str) -> str:
         text = self.doc.text[start:end].strip()
@@ -163,26 +169,63 @@ class _Packer:
                                      self.count(context_text(self.title, section, head)) <= self.max // 2)
         return self._repeatable[key]
 
-    def pack_units(self, units: list[_Unit]) -> None:
+    def pack_units(self, units: list[_Unit], min_tokens: int = 0) -> None:
+        names = [_section_label(unit.section, self.doc.title) for unit in units]
+        # a unit opens a section when its label differs from the unit before it; a table is a section of its own
+        opens = [i == 0 or names[i] != names[i - 1] or bool(units[i].head) != bool(units[i - 1].head)
+                 for i in range(len(units))]
+        short = self.short_sections(units, opens, min_tokens)
         current: tuple[int, int] | None = None
-        section = head = ""
-        for unit in units:
-            label = _section_label(unit.section, self.doc.title)
+        labels: list[str] = []  # the sections the current chunk holds, in order
+        head = ""
+        joinable = False  # the current chunk holds whole short sections only: the next section may join it
+        last = 0  # the unit the current chunk ends with
+        for i, unit in enumerate(units):
+            label = names[i]
             unit_head = unit.head if self.repeatable(unit.head, label) else ""
             if unit.is_head and unit_head:
                 continue  # printed above each of the table's chunks instead
-            if current and label == section and unit_head == head and self.fits(current[0], unit.end, label, head):
-                current = (current[0], unit.end)
-                continue
+            if current and unit_head == head:
+                if not opens[i] and self.fits(current[0], unit.end, _joined(labels), head):
+                    current, last = (current[0], unit.end), i
+                    joinable = joinable and i in short
+                    continue
+                if (opens[i] and not unit.head and not units[last].head and (i in short or joinable)
+                        and self.page(current[0]) == self.page(unit.end)):
+                    merged = [*labels, label]
+                    if self.fits(current[0], unit.end, _joined(merged), head):
+                        current, labels, last = (current[0], unit.end), merged, i
+                        joinable = joinable and i in short
+                        continue
             if current:
-                self.pieces.append((*current, section, head))
-            section, head, current = label, unit_head, None
+                self.pieces.append((*current, _joined(labels), head))
+            labels, head, current, joinable = [label], unit_head, None, False
             if self.fits(unit.start, unit.end, label, head):
-                current = (unit.start, unit.end)
+                current, last = (unit.start, unit.end), i
+                joinable = opens[i] and i in short
             else:
                 self.split_long(unit.start, unit.end, label, head)
         if current:
-            self.pieces.append((*current, section, head))
+            self.pieces.append((*current, _joined(labels), head))
+
+    def page(self, pos: int) -> int:
+        """The page (or slide) `pos` is on: sections join only within one, so a chunk's page stays the page of all
+        its text."""
+        return bisect.bisect_right(self.offsets, pos)
+
+    def short_sections(self, units: list[_Unit], opens: list[bool], min_tokens: int) -> set[int]:
+        """Indexes of the units of every section (a run of units from one that `opens` to the next; tables never)
+        whose text counts fewer than `min_tokens`."""
+        short: set[int] = set()
+        if min_tokens <= 0:
+            return short
+        starts = [i for i, first in enumerate(opens) if first] + [len(units)]
+        for i, end in zip(starts, starts[1:]):
+            first, last = units[i], units[end - 1]
+            if not first.head and (last.end - first.start <= min_tokens * MAX_CHARS_PER_TOKEN and
+                                   self.count(self.doc.text[first.start:last.end]) < min_tokens):
+                short.update(range(i, end))
+        return short
 
     def split_long(self, start: int, end: int, section: str, head: str) -> None:
         """Sentences packed greedily with a trailing-sentence overlap; an over-long sentence is cut by tokens."""
@@ -230,19 +273,27 @@ class _Packer:
             start = lo
 
 
-def chunk(doc: Document, count_tokens: CountTokens, max_tokens: int = 512, overlap: int = 32) -> list[Chunk]:
+def _joined(labels: list[str]) -> str:
+    return " · ".join(dict.fromkeys(label for label in labels if label))[:_MAX_HEAD_CHARS]
+
+
+def chunk(doc: Document, count_tokens: CountTokens, max_tokens: int = 512, overlap: int = 32,
+          min_tokens: int = MIN_SECTION_TOKENS) -> list[Chunk]:
     """Split a document into chunks whose `context_text()` never exceeds `max_tokens` (see module docstring).
 
-    `overlap` (tokens) applies where a unit had to be split into sentences. A chunk of a table has
+    `overlap` (tokens) applies where a unit had to be split into sentences; a section under `min_tokens` (at most a
+    quarter of `max_tokens`) joins a neighbour (0: every section stands alone). A chunk of a table has
     ``meta["table_head"]``: the caption and header lines its text starts with. Raises ValueError for a budget too
-    small to hold any text.
+    small to hold any text, or a negative `min_tokens`.
     """
     if max_tokens < 16:
         raise ValueError(f"max_tokens must be at least 16, got {max_tokens}")
     if overlap < 0 or overlap >= max_tokens // 2:
         raise ValueError(f"overlap must be in [0, max_tokens/2), got {overlap} with max_tokens={max_tokens}")
+    if min_tokens < 0:
+        raise ValueError(f"min_tokens must be 0 or more, got {min_tokens}")
     packer = _Packer(doc, count_tokens, max_tokens, overlap)
-    packer.pack_units(_units(doc.text))
+    packer.pack_units(_units(doc.text), min(min_tokens, max_tokens // 4))  # short is short beside the budget
     offsets = doc.meta.get("page_offsets") or []
     chunks = []
     for position, (start, end, section, head) in enumerate(packer.pieces):

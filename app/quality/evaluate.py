@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ingest import Chunk, Document, chunk
+from ingest.chunker import MIN_SECTION_TOKENS
 from ingest.identity import doc_id_for, source_of
 from retrieval.analyzer import has_cjk
 from retrieval.embedder import Embedder
@@ -36,7 +37,7 @@ from retrieval.recall import recall
 from retrieval.synonyms import NONE, Synonyms
 
 from ..identity import OPERATOR, Caller
-from ..services.library import IngestOptions, sync
+from ..services.library import IngestOptions, chunker_settings, sync
 from .latency import percentiles
 
 METRICS = ["ndcg@10", "mrr@10", "recall@10", "recall@50", "recall@100"]
@@ -176,12 +177,12 @@ def _fingerprint(*parts: Any) -> str:
 
 
 def build_index(data: BeirData, embedder: Embedder, index_root: Path, max_tokens: int, overlap: int,
-                progress: bool = False, opener: IndexOpener | None = None) -> KnowledgeIndex:
+                progress: bool = False, opener: IndexOpener | None = None,
+                min_tokens: int = MIN_SECTION_TOKENS) -> KnowledgeIndex:
     """The BEIR corpus chunked and embedded into a cached index (built once per corpus, embedder and chunker;
     made and opened by `opener`, None: FAISS and the default analyzer)."""
     opener = opener if opener is not None else IndexOpener()
-    max_tokens = min(max_tokens, embedder.max_seq_length)
-    chunker = {"max_tokens": max_tokens, "overlap": overlap, "counter": embedder.name}
+    chunker = chunker_settings(embedder, max_tokens, overlap, min_tokens)
     root = Path(index_root) / f"eval-{data.name}-{_fingerprint(sorted(data.corpus.items()), embedder.name, chunker)}"
     if opener.published(root) is not None:
         return opener.open(root, embedder.info(), chunker)
@@ -189,7 +190,7 @@ def build_index(data: BeirData, embedder: Embedder, index_root: Path, max_tokens
     for doc_id, (title, text) in data.corpus.items():
         doc = Document(doc_id=doc_id, source=f"beir:{data.name}/{doc_id}", title=title, text=text,
                        meta={"content_hash": doc_id, "format": "beir", "acl": []})
-        chunks = chunk(doc, embedder.count_tokens, max_tokens, overlap)
+        chunks = chunk(doc, embedder.count_tokens, chunker["max_tokens"], overlap, min_tokens)
         docs.append((doc, chunks))
         all_chunks += chunks
     vectors = embedder.embed_passages([c.context_text() for c in all_chunks], show_progress=progress)
@@ -256,7 +257,8 @@ def open_dataset(folder: Path, embedder: Embedder, index_root: Path, options: In
     layout = detect_layout(folder, split)
     if layout == "beir":
         data = load_beir(folder, split)
-        index = build_index(data, embedder, index_root, options.max_tokens, options.overlap, progress, opener)
+        index = build_index(data, embedder, index_root, options.max_tokens, options.overlap, progress, opener,
+                            options.min_tokens)
         queries = [EvalQuery(qid, text, data.qrels[qid], lang=language_of(text)) for qid, text in data.queries.items()]
         return EvalSet(data.name, "beir", "doc", queries, index, len(data.corpus))
 

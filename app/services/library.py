@@ -33,6 +33,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ingest import Chunk, Document, IngestError, OcrOptions, chunk, discover, fingerprint, load
+from ingest.chunker import MIN_SECTION_TOKENS
 from ingest.files import atomic_write, open_private, private_dir
 from ingest.identity import doc_id_for, source_of
 from ingest.load import SIDECAR_SUFFIX, sidecar_path
@@ -51,12 +52,13 @@ Progress = Callable[[str, int, int], None]  # (stage, done, total)
 @dataclass(frozen=True)
 class IngestOptions:
     """How files become chunks: the token budget per chunk (capped by the embedder's window), the overlap, the
-    largest file read, and how scans and images are read (OCR)."""
+    largest file read, how scans and images are read (OCR), and the size under which a section joins a neighbour."""
 
     max_tokens: int = 512
     overlap: int = 32
     max_bytes: int = 20 * 2**20
     ocr: OcrOptions = field(default_factory=OcrOptions)
+    min_tokens: int = MIN_SECTION_TOKENS
 
 
 @dataclass
@@ -90,9 +92,11 @@ class IngestReport:
                 "exit_code": self.exit_code}
 
 
-def chunker_settings(embedder: Embedder, max_tokens: int, overlap: int) -> dict:
-    """Chunks must fit the embedder's window: the budget is the smaller of the setting and its max_seq_length."""
-    return {"max_tokens": min(max_tokens, embedder.max_seq_length), "overlap": overlap, "counter": embedder.name}
+def chunker_settings(embedder: Embedder, max_tokens: int, overlap: int, min_tokens: int = MIN_SECTION_TOKENS) -> dict:
+    """What the chunks were made with (kept in the manifest: a change re-chunks every document). Chunks must fit the
+    embedder's window: the budget is the smaller of the setting and its max_seq_length."""
+    return {"max_tokens": min(max_tokens, embedder.max_seq_length), "overlap": overlap, "counter": embedder.name,
+            "min_tokens": min_tokens}
 
 
 def _under(source: str, roots: Sequence[Path]) -> bool:
@@ -123,7 +127,7 @@ def sync(paths: Sequence[str | Path], index_dir: Path, embedder: Embedder, optio
     report.skipped += [(str(p), f"unsupported file type '{p.suffix or p.name}'") for p in found.unsupported]
     report.skipped += [(str(p), why) for p, why in found.links]
     report.files_seen = len(found.files)
-    chunker = chunker_settings(embedder, options.max_tokens, options.overlap)
+    chunker = chunker_settings(embedder, options.max_tokens, options.overlap, options.min_tokens)
     opener = opener if opener is not None else IndexOpener()
     with opener.writing(Path(index_dir)):
         if rebuild:  # not opened: a rebuild is how an index moves to another embedder or vector store
@@ -145,7 +149,7 @@ def sync(paths: Sequence[str | Path], index_dir: Path, embedder: Embedder, optio
                     report.unchanged += 1
                     continue
                 doc = load(path, options.max_bytes, options.ocr)
-                chunks = chunk(doc, embedder.count_tokens, chunker["max_tokens"], options.overlap)
+                chunks = chunk(doc, embedder.count_tokens, chunker["max_tokens"], options.overlap, options.min_tokens)
             except IngestError as exc:
                 report.skipped.append((exc.path, exc.reason))
                 continue
@@ -198,7 +202,7 @@ def put_documents(docs: Sequence[Document], index_dir: Path, embedder: Embedder,
     started = time.perf_counter()
     tick = progress or (lambda stage, done, total: None)
     report = IngestReport(files_seen=len(docs))
-    chunker = chunker_settings(embedder, options.max_tokens, options.overlap)
+    chunker = chunker_settings(embedder, options.max_tokens, options.overlap, options.min_tokens)
     opener = opener if opener is not None else IndexOpener()
     with opener.writing(Path(index_dir)):
         index = opener.open(Path(index_dir), embedder.info(), chunker)
@@ -212,7 +216,8 @@ def put_documents(docs: Sequence[Document], index_dir: Path, embedder: Embedder,
             if known and not rechunk_all and known.content_hash == doc.meta.get("content_hash"):
                 report.unchanged += 1
                 continue
-            pending.append((doc, chunk(doc, embedder.count_tokens, chunker["max_tokens"], options.overlap)))
+            chunks = chunk(doc, embedder.count_tokens, chunker["max_tokens"], options.overlap, options.min_tokens)
+            pending.append((doc, chunks))
             (report.updated if known else report.added).append(doc.source)
         report.chunks_written = _embed_into(index, pending, embedder, progress is not None)
         drop = set(delete)

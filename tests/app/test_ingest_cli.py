@@ -114,3 +114,37 @@ def test_symbolic_links_are_skipped_with_their_reason_and_never_indexed(tmp_path
     texts = (current_version(isolated_settings.index_dir) / "chunks.jsonl").read_text(encoding="utf-8")
     assert "s3cr3t" not in texts and "salary" not in texts.lower()
     assert [Path(r.source).name for r in KnowledgeIndex.read_documents(isolated_settings.index_dir)] == ["vpn.md"]
+
+
+@pytest.mark.slow
+def test_a_changed_short_section_rule_rechunks_unchanged_files(tmp_path, isolated_settings, monkeypatch):
+    """KB_CHUNK_MIN_TOKENS is part of what the chunks were made with: changing it re-chunks every document at the
+    next ingest, though no file changed, and a one-line section no longer stands alone."""
+    from app.settings import get_settings
+
+    share = tmp_path / "share"
+    share.mkdir()
+    steps = "\n".join(f"- Step {i}: open the portal, choose Security, then VPN token, then confirm with code {i}."
+                      for i in range(1, 5))
+    (share / "vpn.md").write_text(f"# Reset your VPN token\n\n## Steps\n\n{steps}\n\n## Related\n\n"
+                                  "New employees need nothing: see the onboarding guide.\n")
+
+    def related_chunk() -> dict:
+        found = runner.invoke(app, ["search", "onboarding guide", "--json", "--mode", "lexical"])
+        assert found.exit_code == 0, found.output
+        return json.loads(found.stdout.strip().splitlines()[-1])["results"][0]
+
+    monkeypatch.setenv("KB_CHUNK_MIN_TOKENS", "0")
+    get_settings.cache_clear()
+    assert ingest(share).exit_code == 0
+    alone = related_chunk()
+    assert alone["section"] == "Related" and alone["text"] == "New employees need nothing: see the onboarding guide."
+
+    monkeypatch.delenv("KB_CHUNK_MIN_TOKENS")
+    get_settings.cache_clear()
+    again = ingest(share)
+    report = json.loads(again.stdout.strip().splitlines()[-1])
+    assert again.exit_code == 0 and [os.path.basename(s) for s in report["updated"]] == ["vpn.md"]
+    assert report["total_chunks"] == 1
+    joined = related_chunk()
+    assert joined["section"] == "Steps · Related" and joined["text"].startswith("- Step 1")

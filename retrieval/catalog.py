@@ -49,7 +49,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DatabaseError, IntegrityError
 
-from .database import open_engine, safe_url
+from .database import create_tables, open_engine, safe_url
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class Catalog:
             raise CatalogError(f"the shared database at {self.where} cannot be opened ({exc}); check "
                                "KB_DATABASE_URL") from exc
         try:
-            metadata.create_all(self.engine)
+            create_tables(self.engine, metadata.sorted_tables)
         except DatabaseError as exc:
             raise CatalogError(f"the shared database at {self.where} cannot be reached ({exc.orig}); check "
                                "KB_DATABASE_URL and that the database is up") from exc

@@ -10,10 +10,13 @@ failing at once.
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import Table, create_engine, event
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DatabaseError, IntegrityError
 
 from ingest.files import private_dir, private_file
 
@@ -49,3 +52,32 @@ def open_engine(url: str, busy_timeout_ms: int = 5000) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.close()
     return engine
+
+
+def create_tables(engine: Engine, tables: Iterable[Table]) -> None:
+    """Create those of `tables` that are missing, as `retry_create` says."""
+    tables = list(tables)
+
+    def create() -> None:
+        with engine.begin() as conn:
+            for table in tables:
+                table.create(conn, checkfirst=True)
+
+    retry_create(create)
+
+
+def retry_create(create: Callable[[], None], attempts: int = 10) -> None:
+    """Run `create` (a transaction that creates tables when missing) until it succeeds. Processes that open a new
+    database at the same moment all try: the losers' CREATE fails (SQLite: "already exists" or "database is locked",
+    its lock upgrade giving up at once; PostgreSQL: a unique violation in its catalog), and they look again after a
+    moment rather than fail. Other database errors, and the last attempt's, are raised."""
+    for attempt in range(attempts):
+        try:
+            create()
+            return
+        except DatabaseError as exc:
+            message = str(exc.orig).lower()
+            raced = isinstance(exc, IntegrityError) or "already exists" in message or "database is locked" in message
+            if not raced or attempt == attempts - 1:
+                raise
+            time.sleep(0.02 * (attempt + 1))

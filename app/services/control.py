@@ -45,7 +45,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from retrieval.database import open_engine, safe_url, sqlite_file
+from retrieval.database import create_tables, open_engine, safe_url, sqlite_file
 
 from ..errors import KbError
 
@@ -95,10 +95,7 @@ class ControlStore:
                 return self._engine
             engine = open_engine(self.url)  # a SQLite file made private: the events store shares it
             try:
-                with engine.begin() as conn:
-                    control.create(conn, checkfirst=True)
-            except IntegrityError:
-                pass  # another process created it at the same moment (PostgreSQL's catalog race)
+                create_tables(engine, [control])
             except SQLAlchemyError as exc:
                 engine.dispose()
                 raise self._failed("be opened", exc) from exc

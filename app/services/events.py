@@ -57,7 +57,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from ingest.files import private_dir
-from retrieval.database import open_engine, safe_url
+from retrieval.database import open_engine, retry_create, safe_url
 
 from ..errors import KbError
 from ..identity import Caller
@@ -165,19 +165,7 @@ class EventLog:
         a folder made 0700 (it holds everyone's questions); SQLite gives its -wal and -shm files the same mode."""
         engine = open_engine(self.url)
         try:
-            with engine.begin() as conn:
-                schema.create(conn, checkfirst=True)
-                found = conn.execute(select(func.max(schema.c.version))).scalar()
-                version = int(found or 0)
-                if version > SCHEMA_VERSION:
-                    raise KbError("conflict", f"the events database {safe_url(self.url)} has schema version {version}; "
-                                              f"this kb knows {SCHEMA_VERSION}: upgrade kb, or point KB_DATABASE_URL "
-                                              "elsewhere")
-                for v in range(version + 1, SCHEMA_VERSION + 1):
-                    MIGRATIONS[v](conn)
-                if version < SCHEMA_VERSION:
-                    conn.execute(delete(schema))
-                    conn.execute(insert(schema).values(version=SCHEMA_VERSION))
+            retry_create(lambda: self._migrate(engine))
         except SQLAlchemyError as exc:
             engine.dispose()
             raise KbError("not_ready", f"the events database {safe_url(self.url)} cannot be opened: "
@@ -187,6 +175,21 @@ class EventLog:
         self._thread = threading.Thread(target=self._write_loop, name="kb-events", daemon=True)
         self._thread.start()
         return self
+
+    def _migrate(self, engine: Engine) -> None:
+        """Bring the schema to SCHEMA_VERSION in one transaction; a newer schema is refused (KbError conflict)."""
+        with engine.begin() as conn:
+            schema.create(conn, checkfirst=True)
+            version = int(conn.execute(select(func.max(schema.c.version))).scalar() or 0)
+            if version > SCHEMA_VERSION:
+                raise KbError("conflict", f"the events database {safe_url(self.url)} has schema version {version}; "
+                                          f"this kb knows {SCHEMA_VERSION}: upgrade kb, or point KB_DATABASE_URL "
+                                          "elsewhere")
+            for v in range(version + 1, SCHEMA_VERSION + 1):
+                MIGRATIONS[v](conn)
+            if version < SCHEMA_VERSION:
+                conn.execute(delete(schema))
+                conn.execute(insert(schema).values(version=SCHEMA_VERSION))
 
     def close(self, timeout: float = 10.0) -> None:
         """Write what is queued, stop the writer, release the database (once; later calls do nothing)."""

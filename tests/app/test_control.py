@@ -8,6 +8,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import threading
 
 import pytest
 
@@ -58,6 +59,28 @@ def test_concurrent_writers_in_several_processes_never_lose_a_write(url):
     entry = store.read("counter")
     assert int(entry.body) == WRITERS * ROUNDS and entry.version == WRITERS * ROUNDS + 1  # every write counted
     print(f"{conflicts.value} writes were refused and redone")
+
+
+def test_processes_opening_a_new_database_at_once_all_get_it(url):
+    """Each store creates the table when it is missing; those that lose the race to create it go on."""
+    opened = threading.Barrier(8)
+    failures: list[BaseException] = []
+
+    def open_and_write(i: int) -> None:
+        store = ControlStore(url)
+        opened.wait()
+        try:
+            store.write(f"entry-{i}", str(i), "test", expect=None)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=open_and_write, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert failures == []
+    assert [ControlStore(url).read(f"entry-{i}").body for i in range(8)] == [str(i) for i in range(8)]
 
 
 def test_a_stale_write_is_refused_and_names_who_wrote_first(url):

@@ -180,6 +180,31 @@ def test_users_are_a_keyed_hash_unless_stored_on_purpose(tmp_path):
     assert EventLog("sqlite://", KEY, store_user=True).who(ALICE) == "alice@example.com"
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_processes_opening_a_new_database_at_once_all_open_it(backend, tmp_path):
+    """Replicas started together on an empty database each create the schema when missing: the losers go on."""
+    url = (postgres_url(drop=["kb_feedback", "kb_searches", "kb_schema"]) if backend == "postgresql"
+           else f"sqlite:///{tmp_path / 'events.db'}")
+    together = threading.Barrier(6)
+    opened, failures = [], []
+
+    def open_log() -> None:
+        together.wait()
+        try:
+            opened.append(EventLog(url, KEY).open())
+        except KbError as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=open_log) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for log in opened:
+        log.close()
+    assert failures == [] and len(opened) == 6
+
+
 def test_schema_versions(tmp_path):
     url = f"sqlite:///{tmp_path / 'e.db'}"
     engine = create_engine(url)

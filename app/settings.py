@@ -131,7 +131,9 @@ class Settings(BaseSettings):
     rerank_max_length: int = Field(512, ge=32, le=8192)
     long_passage: Literal[LONG_PASSAGE_MODES] = "max"
     rerank_backend: Literal[BACKENDS] = Field(
-        "torch", description="cross-encoder runtime: torch (any device), onnx or openvino (CPU; docs/PERFORMANCE.md)")
+        "auto", description="cross-encoder runtime: auto (torch on a GPU; on a CPU the faster of torch and ONNX "
+        "Runtime float32, timed once per model and machine, same top-10), torch (any device), onnx or openvino "
+        "(CPU; docs/PERFORMANCE.md)")
     rerank_quantize: bool = Field(False, description="int8 with rerank_backend=onnx, used only if it keeps the "
                                                      "top-10 order on the check set")
     rerank_threads: int | None = Field(None, ge=1, le=1024, description="CPU threads for the reranker [all cores]")
@@ -140,13 +142,17 @@ class Settings(BaseSettings):
                           "AMX/AVX512-BF16, checked against float32 at load)")
     rerank_exact_top: int = Field(10, ge=0, le=1000, description="with bfloat16 on a CPU or int8, near-ties in the "
                                   "top N are re-scored in float32, so the top-N order is float32's (0: off)")
+    rerank_exact_max_share: float = Field(0.5, ge=0.0, le=1.0, description="with exact re-scoring: a search whose "
+                                          "re-scoring would redo more than this share of its candidates (as measured "
+                                          "on earlier searches) is scored in float32 directly, never slower than "
+                                          "float32 (1.0: always the reduced pass)")
     rerank_allow_remote_code: bool = Field(False, description="let a reranker run model code from its folder "
                                            "(trust_remote_code; bge-reranker-v2-minicpm-layerwise needs it): only for "
                                            "folders you trust")
     rerank_budget_ms: int | None = Field(
         None, ge=BUDGET_MS_RANGE[0], le=BUDGET_MS_RANGE[1], description="rerank only the best-recalled candidates "
         "that fit in this many ms at the reranker's measured speed (at least top_n); the rest follow in recall "
-        "order, labelled (None or 0: rerank all K; docs/PERFORMANCE.md)")
+        "order, labelled (unset: 2000 on a CPU, none on a GPU; 0: rerank all K; docs/PERFORMANCE.md)")
     rerank_batching: bool = Field(True, description="a running API or app scores the rerank work of concurrent "
                                   "requests together, sharing forward passes (docs/PERFORMANCE.md)")
     rerank_batch_wait_ms: float = Field(5.0, ge=0, le=100, description="with rerank_batching: how long a request "

@@ -16,6 +16,11 @@ shown), times it, and spends what is left of the budget at the speed just measur
 load was the alternative; it would delay every start (and every reload of a model) by a rerank, for a figure the
 first search measures anyway on real passages.
 
+**A default on a CPU, none on a GPU** (`effective_budget_ms`): with no budget set (None), a reranker that runs on a
+CPU gets `DEFAULT_CPU_BUDGET_MS`, since a model of bge-reranker-v2-m3's size scores about one pair a second on 2
+cores and K=50 would take most of a minute; on a GPU (50 pairs in well under a second) and for a remote server,
+none. 0 means none anywhere.
+
 **Never fewer than the floor.** When any budget is set, at least `min(floor, K)` candidates are reranked even if
 that overruns the budget: the service passes `top_n`, so the results a person sees first are always reranked; a
 budget too small for that is a misconfiguration the warning makes visible (its ms beside what was reranked).
@@ -34,6 +39,9 @@ from rerank.rank import rerank
 from rerank.types import Scored
 from retrieval.types import Hit
 
+# what a CPU search spends on reranking when no budget is set: the top_n floor alone costs ~5 s for v2-m3 on 2 cores
+# (docs/PERFORMANCE.md, "A latency budget": a 2 s budget gave 4–7 s answers instead of 30–78 s)
+DEFAULT_CPU_BUDGET_MS = 2000
 ALPHA = 0.3  # weight of the newest measurement: the machine's load changes within minutes (a shared CPU)
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff\uac00-\ud7af]")
 _WORD = re.compile(r"[^\W\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff\uac00-\ud7af]+")
@@ -54,6 +62,16 @@ def pair_tokens(query_tokens: int, hit: Hit) -> int:
     c = hit.chunk
     passage = c.n_tokens if c.n_tokens > 0 else estimate_tokens(c.context_text())
     return query_tokens + passage + PAIR_OVERHEAD
+
+
+def effective_budget_ms(requested: int | None, reranker: Reranker | None) -> int | None:
+    """The budget a search reranks under: `requested` when set (0: none, returned as None); with nothing set,
+    `DEFAULT_CPU_BUDGET_MS` for a reranker loaded on a CPU, None for a GPU, a remote server (no device here) or
+    no reranker."""
+    if requested is not None:
+        return requested or None
+    choice = reranker.device_choice if reranker is not None else None
+    return DEFAULT_CPU_BUDGET_MS if choice is not None and choice.device == "cpu" else None
 
 
 def affordable(costs: Sequence[float], budget_ms: float | None, tokens_per_s: float | None, floor: int = 1) -> int:

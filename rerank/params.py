@@ -10,11 +10,12 @@ from rerank.errors import RerankerParameterError
 from retrieval.device import DTYPES
 
 LONG_PASSAGE_MODES = ("max", "mean", "first")
-BACKENDS = ("torch", "onnx", "openvino")
+BACKENDS = ("auto", "torch", "onnx", "openvino")
 BATCH_SIZE_RANGE = (1, 1024)
 MAX_LENGTH_RANGE = (32, 8192)
 THREADS_RANGE = (1, 1024)
 EXACT_TOP_RANGE = (0, 1000)
+EXACT_MAX_SHARE_RANGE = (0.0, 1.0)
 TOP_N_RANGE = (1, 100)  # results shown
 THRESHOLD_RANGE = (0.0, 1.0)  # on the 0..1 score
 BUDGET_MS_RANGE = (0, 600_000)  # rerank latency budget (rerank/budget.py); 0: none
@@ -71,7 +72,8 @@ def check_long_passage(long_passage: object) -> str:
 def check_backend(backend: object) -> str:
     if backend not in BACKENDS:
         raise RerankerParameterError("backend", backend, f"one of {', '.join(BACKENDS)}",
-                                     "pass --backend torch (default), onnx or openvino (or set KB_RERANK_BACKEND)")
+                                     "pass --backend auto (the faster exact one on a CPU), torch, onnx or openvino "
+                                     "(or set KB_RERANK_BACKEND)")
     return backend  # type: ignore[return-value]
 
 
@@ -92,6 +94,15 @@ def check_exact_top(exact_top: object) -> int:
                                      "leave it at 10: bfloat16/int8 near-ties in the top 10 are re-scored in "
                                      "float32 (KB_RERANK_EXACT_TOP)")
     return exact_top
+
+
+def check_exact_max_share(share: object) -> float:
+    lo, hi = EXACT_MAX_SHARE_RANGE
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not lo <= share <= hi:
+        raise RerankerParameterError("exact_max_share", share, f"a share of candidates from {lo} to {hi}",
+                                     "leave it at 0.5 (above that share of re-scoring, float32 scores directly); "
+                                     "1.0 never falls back (KB_RERANK_EXACT_MAX_SHARE)")
+    return float(share)
 
 
 def check_threshold(threshold: object) -> float:

@@ -52,8 +52,10 @@ class RerankerOptions:
     setting that fixes it before any model is read.
 
     `batch_size` None lets the engine choose (8 pairs on a CPU, 32 on a GPU; 16 for an LLM reranker).
-    `exact_top`, `quantize_max_shift` and `quantize_policy` are the reduced-precision policy (`rerank.exact`,
-    `rerank.engines.precision`). `api_key` goes to a remote (TEI) reranker only and is never shown.
+    `backend` "auto": on a GPU torch; on a CPU the faster of torch and ONNX Runtime float32 as measured once on
+    this machine (cached with the export), both exact (`rerank.engines.cross_encoder.choose_backend`).
+    `exact_top`, `exact_max_share`, `quantize_max_shift` and `quantize_policy` are the reduced-precision policy
+    (`rerank.exact`, `rerank.engines.precision`). `api_key` goes to a remote (TEI) reranker only and is never shown.
     """
 
     device: str = "auto"
@@ -65,6 +67,7 @@ class RerankerOptions:
     quantize: bool = False
     threads: int | None = None
     exact_top: int = 10
+    exact_max_share: float = 0.5  # rerank.exact.MAX_SHARE; 1.0: the reduced pass serves whatever re-scoring costs
     quantize_max_shift: float = 0.05
     quantize_policy: str = "refuse"
     models_dir: str = "models"
@@ -87,6 +90,7 @@ class RerankerOptions:
                                          "set KB_RERANK_QUANTIZE=true to use int8 with --backend onnx")
         params.check_threads(self.threads)
         params.check_exact_top(self.exact_top)
+        params.check_exact_max_share(self.exact_max_share)
         shift = self.quantize_max_shift
         if isinstance(shift, bool) or not isinstance(shift, (int, float)) or not 0.0 <= shift <= 1.0:
             raise RerankerParameterError("quantize_max_shift", shift, "a score shift from 0.0 to 1.0",
@@ -132,6 +136,9 @@ class RerankerInfo:
     exact_margin: float | None = None
     exact_rescored: dict[str, int] | None = None  # {calls, candidates, rescored} so far
     agreement: dict[str, Any] | None = None  # the reduced copy against float32 on the check set
+    # the last call's path (the reduced copy, or float32 directly where re-scoring would cost more) and why
+    exact_choice: dict[str, Any] | None = None
+    backend_choice: dict[str, Any] | None = None  # with backend auto: which backend, why, and what was measured
     warning: str | None = None  # a reduced copy refused or used against its check, emulated bfloat16, ...
     details: dict[str, Any] = field(default_factory=dict)
 

@@ -28,6 +28,10 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the product's default backend (auto) exports a reranker to ONNX and times it on its first load on a CPU; the
+# suite's many tiny model folders would each pay that, so tests run torch unless they test auto itself
+# (tests/rerank/test_cpu_defaults.py)
+os.environ.setdefault("KB_RERANK_BACKEND", "torch")
 
 import inspect  # noqa: E402
 import types  # noqa: E402

@@ -50,6 +50,7 @@ def info(st: StateDep, who: CallerDep, svc: ServiceDep) -> dict:
                    "max_json_mb": s.api_max_json_mb, "max_file_mb": s.max_file_mb,
                    "max_concurrency": s.api_max_concurrency, "max_queue": s.api_max_queue,
                    "admitted_at_once": st.admission.max_active, "rerank_batching": s.rerank_batching},
+        "reranking": _reranking(svc),
         "auth": bool(s.api_keys), "caller_groups": None if who.groups is None else list(who.groups),
         "models": _models(st, svc, who.admin),
     }
@@ -65,6 +66,25 @@ def info(st: StateDep, who: CallerDep, svc: ServiceDep) -> dict:
             "vocabulary": _vocabulary(svc.vocabulary),
         })
     return out
+
+
+def _reranking(svc) -> dict | None:
+    """How the serving reranker scores, for everyone (no paths): its backend and why it was chosen, the path its
+    last call took under exact re-scoring (the reduced copy, or float32 directly where re-scoring would cost more)
+    and why, and the latency budget of a search that sets none (None: every candidate reranked). None without a
+    reranker."""
+    from rerank.budget import effective_budget_ms
+
+    r = svc.reranker
+    if r is None:
+        return None
+    info = r.info()
+    exact = info.exact_choice
+    return {"backend": info.backend, "backend_reason": (info.backend_choice or {}).get("reason"),
+            "exact_path": exact["path"] if exact else None, "exact_reason": exact["reason"] if exact else None,
+            "budget_ms": effective_budget_ms(svc.defaults.rerank_budget_ms, r),
+            "budget_reason": "set" if svc.defaults.rerank_budget_ms is not None else
+            ("the CPU default" if effective_budget_ms(None, r) else "none by default off a CPU")}
 
 
 def _models(st, svc, admin: bool) -> dict:

@@ -56,10 +56,12 @@ def rerank_command(
     k: Annotated[str, typer.Option("--k", help="candidate counts, comma-separated")] = "10,50",
     repeats: Annotated[int, typer.Option("--repeats", help="interleaved repetitions per variant and K")] = 3,
     variants: Annotated[str, typer.Option("--variants", help="comma-separated: naive (always), flagembedding "
-                                          "(FlagEmbedding's FlagReranker, a second peer), torch, torch-bf16, "
-                                          "torch-bf16+exact, onnx, onnx-int8, onnx-int8+exact, openvino "
-                                          "(+exact: float32 re-scoring of top-10 near-ties)")
-                         ] = "naive,flagembedding,torch,torch-bf16+exact",
+                                          "(FlagEmbedding's FlagReranker, a second peer), auto (the CPU default: "
+                                          "the faster exact backend), torch, torch-bf16, torch-bf16+exact, "
+                                          "torch-bf16+exact-forced, onnx, onnx-int8, onnx-int8+exact, openvino "
+                                          "(+exact: float32 re-scoring of top-10 near-ties, or float32 directly "
+                                          "where that would redo too many; -forced: always re-score)")
+                         ] = "naive,flagembedding,auto,torch,torch-bf16+exact",
     batch_size: Annotated[Optional[int], typer.Option("--batch-size")] = None,
     max_length: Annotated[Optional[int], typer.Option("--max-length")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for the engine variants")] = None,
@@ -106,6 +108,14 @@ def rerank_command(
                       + ", ".join(f"{v:.2f}× {key.removeprefix('ratio_vs_')}" for key, v in best.items()
                                   if key.startswith("ratio_vs_")) + ")", highlight=False)
     for v, info in report["engine"].items():
+        if info.get("backend_choice"):
+            err.print(f"{v}: backend {info['backend']}: {info['backend_choice']['reason']}", highlight=False,
+                      soft_wrap=True)
+        if info.get("exact_choice"):
+            done = info.get("exact_rescored") or {}
+            err.print(f"{v}: last call: {info['exact_choice']['reason']} ({done.get('calls', 0)} calls by the "
+                      f"reduced pass, {done.get('direct_calls', 0)} by float32 directly)", highlight=False,
+                      soft_wrap=True)
         if info.get("warning"):
             err.print(f"{v}: {info['warning']}", highlight=False, soft_wrap=True)
 

@@ -31,11 +31,15 @@ if TYPE_CHECKING:
 
     from ..services.search import SearchService
 
-# "+exact": the reduced-precision pass, then float32 on the near-ties of the top 10 (rerank.exact). The peers are
-# what a user would write without this engine: sentence-transformers' CrossEncoder and FlagEmbedding's FlagReranker.
+# "+exact": the reduced-precision pass, then float32 on the near-ties of the top 10 (rerank.exact), or float32
+# directly where re-scoring would redo more than `exact_max_share` of the candidates; "+exact-forced": always the
+# reduced pass and its re-scoring (exact_max_share 1, the engine before that choice existed). "auto": the engine's
+# CPU default (backend auto: the faster exact one of torch and ONNX Runtime, timed once on this machine). The peers
+# are what a user would write without this engine: sentence-transformers' CrossEncoder and FlagEmbedding's
+# FlagReranker.
 PEERS = ("naive", "flagembedding")
-RERANK_VARIANTS = (*PEERS, "torch", "torch-bf16", "torch-bf16+exact", "onnx", "onnx-int8", "onnx-int8+exact",
-                   "openvino")
+RERANK_VARIANTS = (*PEERS, "auto", "torch", "torch-bf16", "torch-bf16+exact", "torch-bf16+exact-forced", "onnx",
+                   "onnx-int8", "onnx-int8+exact", "openvino")
 DEFAULT_QUERIES = ["试用期员工离职需要提前几天通知公司？", "How many days of annual leave do new employees get?",
                    "报销差旅费需要哪些发票？", "How do I reset my VPN token when I lost it?",
                    "加班工资怎么计算？", "Who approves remote work days?"]
@@ -99,11 +103,14 @@ def variant_options(variant: str, options: RerankerOptions) -> RerankerOptions:
     """`options` (batch size, max length, threads, models folder) set up for a `RERANK_VARIANTS` engine variant:
     on the CPU, its backend and precision, reduced copies used even when they fail their check (the benchmark
     reports the agreement instead)."""
-    base, exact = variant.removesuffix("+exact"), variant.endswith("+exact")
-    backend = {"torch": "torch", "torch-bf16": "torch", "onnx": "onnx", "onnx-int8": "onnx",
+    forced = variant.endswith("+exact-forced")
+    base = variant.removesuffix("+exact-forced").removesuffix("+exact")
+    exact = forced or variant.endswith("+exact")
+    backend = {"auto": "auto", "torch": "torch", "torch-bf16": "torch", "onnx": "onnx", "onnx-int8": "onnx",
                "openvino": "openvino"}[base]
     return replace(options, device="cpu", dtype="bfloat16" if base == "torch-bf16" else "float32", backend=backend,
-                   quantize=base == "onnx-int8", quantize_policy="warn", exact_top=10 if exact else 0)
+                   quantize=base == "onnx-int8", quantize_policy="warn", exact_top=10 if exact else 0,
+                   exact_max_share=1.0 if forced else options.exact_max_share)
 
 
 def load_variant(variant: str, model: str, options: RerankerOptions):
@@ -201,7 +208,8 @@ def bench_rerank(model: str, corpus: Sequence[Path], ks: Sequence[int] = (10, 50
             row[v] = entry
         by_k[str(k)] = row
     info = {v: {key: getattr(m.info(), key) for key in ("backend", "dtype", "quantized", "threads", "warning",
-                                                        "agreement", "exact_margin", "exact_rescored")}
+                                                        "agreement", "exact_margin", "exact_rescored",
+                                                        "exact_choice", "backend_choice")}
             for v, m in loaded.items() if v not in PEERS}
     n_params = _parameters(loaded)
     return {"model": model, "parameters": n_params, "variants": list(variants), "ks": list(ks), "repeats": repeats,

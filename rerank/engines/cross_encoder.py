@@ -5,9 +5,13 @@ fine-tuned folder), keeping the raw logit.
   (folder, models/<name>/, HF cache, hub), picks device and dtype once (`retrieval.device.choose_device`:
   GPU → float16, CPU → float32) and checks that the weight file really holds every tensor the config needs.
 - Where the forward pass runs (`options.backend`): `torch` (`rerank.engines.scorers`, any device), or on the CPU
-  `onnx` / `openvino` on a cached, parity-checked export (`rerank.engines.exported`).
+  `onnx` / `openvino` on a cached, parity-checked export (`rerank.engines.exported`); `auto` takes torch on a GPU
+  (and for bfloat16), and on a CPU in float32 whichever of torch and ONNX Runtime was measured faster on this
+  machine at the same top-10 (`rerank.engines.exported.choose_cpu_backend`; `info().backend_choice` says why).
 - Reduced precision on the CPU, opt-in: `dtype="bfloat16"` (fast where the CPU has AMX/AVX512-BF16) or int8
-  (`backend="onnx", quantize=True`), served under the policy of `rerank.engines.precision`.
+  (`backend="onnx", quantize=True`), served under the policy of `rerank.engines.precision`: near-ties of the top N
+  re-scored in float32, and a call whose re-scoring would redo more than `exact_max_share` of its candidates
+  scored by float32 directly (never slower than float32; `info().exact_choice` says which and why).
 - `score(query, texts)`: candidate text HTML-cleaned; long passages split into windows with the query whole
   (`rerank.windows`); pairs scored in length-sorted batches; the raw logit is kept (identity activation) and
   `score = sigmoid(raw)`; Python floats in input order.
@@ -80,6 +84,8 @@ class CrossEncoderReranker(EngineBase):
         self._batch_limit = self.batch_size
         self._oom_halvings = 0
         self._fallback: str | None = None
+        self._backend_choice: dict[str, Any] | None = None  # with backend auto: which one, why, what was measured
+        self._auto_torch: Scorer | None = None  # the PyTorch scorer timed by backend auto, kept if torch wins
 
     # ---- description -------------------------------------------------------------------------------------------
     @property
@@ -124,6 +130,8 @@ class CrossEncoderReranker(EngineBase):
             "exact_margin": self._near_ties.margin if self._near_ties else None,
             "exact_rescored": self._near_ties.stats if self._near_ties else None,
             "agreement": self._agreement, "warning": self._warning,
+            "exact_choice": self._near_ties.choice if self._near_ties else None,
+            "backend_choice": self._backend_choice,
             "details": {**details, "model_type": (self._config or {}).get("model_type"),
                         "allow_remote_code": self.options.allow_remote_code},
         }
@@ -165,9 +173,12 @@ class CrossEncoderReranker(EngineBase):
             if choice.dtype == "bfloat16" and getattr(self._model, "dtype", choice.dtype) != choice.dtype:
                 choice = DeviceChoice(**{**choice.to_dict(), "dtype": self._model.dtype,
                                          "reason": f"{choice.reason}; bfloat16 failed its agreement check"})
+            if self._backend_choice is not None:  # backend auto: the choice says which runtime and why
+                choice = DeviceChoice(**{**choice.to_dict(),
+                                         "reason": f"{choice.reason}; {self._backend_choice['reason']}"})
             self._resolved, self._config, self._choice = resolved, config, choice
             if self.options.batch_size is None:
-                self.batch_size = self._batch_limit = default_batch(choice.device, self.options.backend)
+                self.batch_size = self._batch_limit = default_batch(choice.device, self._model.backend)
             self._load_ms = round((time.perf_counter() - started) * 1000, 1)
             log.info("reranker %s loaded from %s on %s/%s (%s)", self._name, resolved.path, choice.device,
                      choice.dtype, choice.reason)
@@ -208,7 +219,7 @@ class CrossEncoderReranker(EngineBase):
         from retrieval.device import choose_device
 
         o = self.options
-        if o.backend not in CPU_ONLY:
+        if o.backend not in CPU_ONLY:  # torch, or auto (which picks its runtime from this choice)
             return choose_device(o.device, o.dtype)
         if o.device.startswith("cuda"):
             raise RerankerParameterError("device", o.device, f"cpu or auto with backend={o.backend}",
@@ -219,23 +230,55 @@ class CrossEncoderReranker(EngineBase):
         cpu = choose_device("cpu", "float32")
         return DeviceChoice(**{**cpu.to_dict(), "reason": f"backend {o.backend} runs on the CPU in float32"})
 
-    def _build(self, resolved, choice: DeviceChoice) -> Scorer:
-        o = self.options
-        if o.backend != "torch":
-            from .exported import load_exported
+    def _auto_backend(self, resolved, choice: DeviceChoice) -> str:
+        """Backend auto: torch on a GPU and for bfloat16, onnx for int8, else the faster exact CPU backend as
+        measured on this machine (`rerank.engines.exported.choose_cpu_backend`). Sets `_backend_choice`."""
+        from .exported import choose_cpu_backend
 
-            built = load_exported(self._name, resolved.path, resolved.origin, o)
-            self._near_ties, self._quantized, self._agreement = built.near_ties, built.quantized, built.agreement
-            self._warning, self._details = built.warning, built.details
-            return built.scorer
-        cpu_bf16 = choice.device == "cpu" and choice.dtype == "bfloat16"
+        o = self.options
+        if choice.device.startswith("cuda"):
+            backend, reason = "torch", "a GPU: torch (the only GPU backend)"
+        elif o.quantize:
+            backend, reason = "onnx", "quantize (int8) runs on ONNX Runtime"
+        elif choice.dtype != "float32":
+            backend, reason = "torch", f"{choice.dtype} on a CPU runs on torch"
+        else:
+            def torch_scorer() -> Scorer:
+                self._auto_torch = self._torch_scorer(resolved, choice.device, "float32")
+                return self._auto_torch
+
+            backend, record = choose_cpu_backend(
+                self._name, resolved.path, resolved.origin, o, torch_scorer,
+                lambda b: o.batch_size if o.batch_size is not None else default_batch("cpu", b))
+            self._backend_choice = record
+            return backend
+        self._backend_choice = {"backend": backend, "reason": reason}
+        return backend
+
+    def _torch_scorer(self, resolved, device: str, dtype: str) -> TorchScorer:
+        o = self.options
         try:
-            scorer = TorchScorer(resolved.path, choice.device, "float32" if cpu_bf16 else choice.dtype,
-                                 self.max_length, o.allow_remote_code, o.threads)
+            return TorchScorer(resolved.path, device, dtype, self.max_length, o.allow_remote_code, o.threads)
         except Exception as exc:  # tokenizer or weights that transformers cannot read
             raise RerankerLoadError(f"reranker {self._name!r} could not be loaded from {resolved.path} "
                                     f"({exc.__class__.__name__}: {str(exc)[:200]}); run "
                                     f"`kb models check {resolved.path}`") from exc
+
+    def _build(self, resolved, choice: DeviceChoice) -> Scorer:
+        o = self.options
+        backend = self._auto_backend(resolved, choice) if o.backend == "auto" else o.backend
+        if backend != "torch":
+            from .exported import exported_options, load_exported
+
+            self._auto_torch = None  # timed against ONNX Runtime and slower: its memory goes
+            built = load_exported(self._name, resolved.path, resolved.origin, exported_options(o, backend))
+            self._near_ties, self._quantized, self._agreement = built.near_ties, built.quantized, built.agreement
+            self._warning, self._details = built.warning, built.details
+            return built.scorer
+        cpu_bf16 = choice.device == "cpu" and choice.dtype == "bfloat16"
+        scorer, self._auto_torch = self._auto_torch, None
+        if scorer is None:
+            scorer = self._torch_scorer(resolved, choice.device, "float32" if cpu_bf16 else choice.dtype)
         self._details = scorer.describe()
         return self._to_bfloat16(scorer) if cpu_bf16 else scorer
 
@@ -244,12 +287,22 @@ class CrossEncoderReranker(EngineBase):
         set and `rerank.engines.precision.decide` chooses."""
         from rerank.validation.agreement import check_set, compare
 
-        from .precision import decide
+        from .precision import check_set_rescored, decide
 
         pairs, groups = check_set()
         reduced = float32.reduced_copy("bfloat16")
-        agreement = compare(float32.predict(pairs), reduced.predict(pairs), groups)
-        served = decide(self._name, "bfloat16", agreement, reduced, lambda: float32, self.options, "float32")
+        seconds = {}
+        scores = {}
+        for label, scorer in (("float32", float32), ("bfloat16", reduced)):
+            scorer.predict(pairs[:2])  # warm-up: the first call pays allocations, not the arithmetic timed below
+            t0 = time.perf_counter()
+            scores[label] = scorer.predict(pairs)
+            seconds[label] = time.perf_counter() - t0
+        agreement = compare(scores["float32"], scores["bfloat16"], groups)
+        top = self.options.exact_top
+        served = decide(self._name, "bfloat16", agreement, reduced, lambda: float32, self.options, "float32",
+                        rescored_on_check=lambda margin: check_set_rescored(scores["bfloat16"], groups, top, margin),
+                        speed_ratio=seconds["bfloat16"] / seconds["float32"] if seconds["float32"] > 0 else None)
         native = cpu_has_native_bf16()
         self._near_ties, self._agreement = served.near_ties, agreement.to_dict()
         self._warning = served.warning or (None if native else "this CPU has no AMX-BF16 or AVX512-BF16: bfloat16 "
@@ -294,17 +347,36 @@ class CrossEncoderReranker(EngineBase):
         thread and counts its tokens before choosing whom to score together)."""
         self._require_loaded()
         pairs = [(r.query, w.text) for r in requests for ws in r.windows for w in ws]
-        raws = self._run(pairs, [w.n_tokens for r in requests for ws in r.windows for w in ws]) if pairs else []
+        lengths = [w.n_tokens for r in requests for ws in r.windows for w in ws]
+        nt = self._near_ties
+        if nt is not None and pairs and not nt.reduce([len(r.windows) for r in requests]):
+            # re-scoring would cost more than the reduced pass saves: float32 scores every candidate, once
+            nt.direct(sum(len(r.windows) for r in requests))
+            raws = self._run(pairs, lengths, exact=True)
+            nt = None
+        else:
+            t0 = time.perf_counter()
+            raws = self._run(pairs, lengths) if pairs else []
+            reduced_s = time.perf_counter() - t0
+        exact_work = {"s": 0.0, "tokens": 0}
+
+        def exact_run(query: str, ws: list[Window]) -> list[float]:
+            t = time.perf_counter()
+            got = self._run([(query, w.text) for w in ws], [w.n_tokens for w in ws], exact=True)
+            exact_work["s"] += time.perf_counter() - t
+            exact_work["tokens"] += sum(w.n_tokens for w in ws)
+            return got
+
         out, start = [], 0
         for r in requests:  # pairs keep each request's windows together, in order
             mine = aggregate_windows(r.windows, raws[start:start + r.n_pairs], self.long_passage)
             start += r.n_pairs
-            if self._near_ties is not None and mine:  # the top order becomes float32's (rerank.engines.precision)
-                mine = self._near_ties.rescore(mine, lambda again, r=r: score_windows(
-                    [r.windows[i] for i in again], lambda ws, r=r: self._run([(r.query, w.text) for w in ws],
-                                                                             [w.n_tokens for w in ws], exact=True),
-                    self.long_passage))
+            if nt is not None and mine:  # the top order becomes float32's (rerank.engines.precision)
+                mine = nt.rescore(mine, lambda again, r=r: score_windows(
+                    [r.windows[i] for i in again], lambda ws, r=r: exact_run(r.query, ws), self.long_passage))
             out.append([(raw, sigmoid(raw)) for raw in mine])
+        if nt is not None:
+            nt.observe_speed(reduced_s, sum(lengths), exact_work["s"], exact_work["tokens"])
         return out
 
     def _run(self, pairs: list[tuple[str, str]], lengths: list[int], exact: bool = False) -> list[float]:

@@ -5,6 +5,11 @@ the CPU by ONNX Runtime (`OnnxScorer`) or OpenVINO (`OpenVinoScorer`): the same 
   int8 dynamic-quantised copy, under the reduced-precision policy (`rerank.engines.precision`).
 - OpenVINO: float32 inference precision (OpenVINO would pick bfloat16 by itself on CPUs with AMX, which changes
   scores).
+- Backend auto on a CPU (`choose_cpu_backend`): export once, time the float32 export under ONNX Runtime against
+  PyTorch on the same pairs, each at its own CPU batch size, interleaved (`time_backends`), record the figures in
+  the export's manifest per machine, and serve ONNX Runtime only where it was faster (`AUTO_MIN_GAIN`) with the
+  same top-10 orders; both are float32, so scores agree to ~1e-6 either way. The first load says what it does
+  on the `kb.progress` logger (the CLI shows it), since the export takes minutes for a model of v2-m3's size.
 Why not `CrossEncoder(..., backend="onnx")`: it needs optimum-onnx, one more package that pins transformers to a
 narrow range of its own; the export (`torch.onnx.export`) and the session (`onnxruntime`) are used directly, so the
 backend follows whatever transformers the rest of the project runs.
@@ -12,8 +17,11 @@ backend follows whatever transformers the rest of the project runs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import logging
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +30,14 @@ from rerank.types import RerankerOptions
 
 from .precision import NearTies, decide
 from .scorers import Scorer, available_cores
+
+# one-time first-load steps (export, timing) a person waits for: not under `rerank`, whose logs the CLI quiets
+progress = logging.getLogger("kb.progress")
+
+# ONNX Runtime serves under backend auto when PyTorch took at least this many times as long on the timing pairs:
+# below it the two are within the noise of a shared machine, and torch needs no export on disk
+AUTO_MIN_GAIN = 1.05
+TIMING_ROUNDS = 3
 
 _INSTALL = {"onnx": "pip install 'kb-search[onnx]' (onnxruntime and onnx)",
             "openvino": "pip install 'kb-search[openvino]' (openvino, plus onnxruntime and onnx for the export)"}
@@ -180,3 +196,137 @@ def load_exported(name: str, path: str, origin: str | None, options: RerankerOpt
     details = {**scorer.describe(), "export_dir": str(exported.folder),
                "export_parity_max_raw_diff": exported.manifest["parity"]["max_raw_diff"]}
     return ExportedModel(scorer, near_ties, quantized, agreement.to_dict() if agreement else None, warning, details)
+
+
+# ---- backend auto: the faster exact CPU backend, measured once per model and machine ------------------------------
+def onnx_installed() -> bool:
+    """Whether ONNX Runtime and onnx (for the export) can be imported."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
+
+
+def timing_pairs(per_pair: int = 4) -> tuple[list[tuple[str, str]], list[int]]:
+    """(query, passage) pairs for timing the backends, and each pair's query index: the check set's passages
+    joined `per_pair` at a time, so pairs run to ~100–200 tokens, nearer real chunks than one sentence."""
+    from rerank.validation.agreement import CHECK_QUERIES
+
+    pairs, groups = [], []
+    for g, (query, passages) in enumerate(CHECK_QUERIES):
+        for start in range(0, len(passages), per_pair):
+            joiner = "" if any("\u4e00" <= c <= "\u9fff" for c in passages[0]) else " "
+            pairs.append((query, joiner.join(passages[start:start + per_pair])))
+            groups.append(g)
+    return pairs, groups
+
+
+def machine_key(threads: int) -> str:
+    """Which machine a timing belongs to: the CPU model and the threads the scorers used."""
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {threads} threads"
+
+
+def time_backends(runners: dict[str, Callable[[], list[float]]], rounds: int = TIMING_ROUNDS) -> dict[str, Any]:
+    """Time each of `runners` (backend → a call scoring the timing pairs, raw logits in order) `rounds` times,
+    interleaved in rotating order after one untimed warm-up call each. Returns per backend the median seconds and
+    the last scores, and `ratio` (torch's seconds over onnx's, the median of per-round ratios)."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1; got {rounds}")
+    names = list(runners)
+    seconds: dict[str, list[float]] = {n: [] for n in names}
+    scores: dict[str, list[float]] = {n: runners[n]() for n in names}  # warm-up: first-call allocations, JIT
+    for r in range(rounds):
+        for n in names[r % len(names):] + names[:r % len(names)]:
+            t0 = time.perf_counter()
+            scores[n] = runners[n]()
+            seconds[n].append(time.perf_counter() - t0)
+    out: dict[str, Any] = {n: {"median_s": round(statistics.median(seconds[n]), 4), "scores": scores[n]}
+                           for n in names}
+    if {"torch", "onnx"} <= set(names):
+        out["ratio"] = round(statistics.median(t / o for t, o in zip(seconds["torch"], seconds["onnx"])), 3)
+    return out
+
+
+def pick_backend(figures: dict[str, Any], min_gain: float = AUTO_MIN_GAIN) -> tuple[str, str]:
+    """(backend, reason) from recorded timing `figures` (`ratio`: torch's seconds over ONNX Runtime's;
+    `top10_identical`): onnx where it was at least `min_gain` times faster with the same top-10 orders, else
+    torch."""
+    ratio, same = figures["ratio"], figures["top10_identical"]
+    measured = (f"measured on this CPU: ONNX Runtime float32 {ratio:.2f}× PyTorch's speed on {figures['pairs']} "
+                f"pairs")
+    if not same:
+        return "torch", f"{measured}, but its top-10 order differed from PyTorch's: torch serves"
+    if ratio >= min_gain:
+        return "onnx", f"{measured}, same top-10 orders: ONNX Runtime serves"
+    return "torch", f"{measured} (needs ≥ {min_gain:.2f}×): torch serves"
+
+
+def choose_cpu_backend(name: str, path: str, origin: str | None, options: RerankerOptions,
+                       torch_scorer: Callable[[], Scorer], batch: Callable[[str], int]) -> tuple[str, dict[str, Any]]:
+    """Backend auto on a CPU in float32: ("onnx" or "torch", the choice record for `info().backend_choice`).
+    Without ONNX Runtime: torch. Else the cached export (made and checked now if missing) and the cached timing
+    for this machine (timed now if missing, `torch_scorer()` giving the PyTorch float32 scorer and `batch(backend)`
+    each backend's pairs per pass) decide (`pick_backend`). An export that fails leaves torch serving, with why."""
+    from rerank.batching import score_in_batches
+    from rerank.validation.agreement import compare
+    from rerank.validation.onnx_export import ensure_exported, export_dir, record_speed, recorded_speed
+
+    if not onnx_installed():
+        return "torch", {"backend": "torch", "reason": "ONNX Runtime is not installed (pip install "
+                         "'kb-search[onnx]' to let the engine time it against PyTorch): torch serves"}
+    started = time.perf_counter()
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=options.allow_remote_code)
+    folder = export_dir(path, origin, name, options.models_dir)
+    threads = options.threads if options.threads is not None else available_cores()
+    machine = machine_key(threads)
+    try:
+        from rerank.validation.onnx_export import read_manifest
+
+        if read_manifest(folder) is None:
+            progress.warning("reranker %s: first load on a CPU: exporting it to ONNX in %s, once (a model of "
+                             "bge-reranker-v2-m3's size takes minutes and 2.3 GB on disk) to time ONNX Runtime "
+                             "against PyTorch; KB_RERANK_BACKEND=torch skips this", name, folder)
+        exported = ensure_exported(path, folder, tokenizer, options.max_length, options.allow_remote_code,
+                                   open_scorer=lambda f, names: OnnxScorer(f, tokenizer, names, options.max_length))
+    except RerankerLoadError as exc:
+        return "torch", {"backend": "torch", "reason": f"the ONNX export failed ({exc}): torch serves"}
+    figures = recorded_speed(exported, machine)
+    if figures is None:
+        progress.warning("reranker %s: timing ONNX Runtime against PyTorch on this CPU (once per machine, %d rounds)",
+                         name, TIMING_ROUNDS)
+        pairs, groups = timing_pairs()
+        lengths = [len(ids) for ids in tokenizer([q for q, _ in pairs], [t for _, t in pairs], truncation=True,
+                                                 max_length=options.max_length)["input_ids"]]
+        onnx = OnnxScorer(exported.fp32_file, tokenizer, exported.input_names, options.max_length, options.threads)
+        torch = torch_scorer()
+        timed = time_backends({
+            "torch": lambda: score_in_batches(pairs, lengths, batch("torch"), torch.predict).scores,
+            "onnx": lambda: score_in_batches(pairs, lengths, batch("onnx"), onnx.predict).scores})
+        agreement = compare(timed["torch"]["scores"], timed["onnx"]["scores"], groups)
+        figures = {"ratio": timed["ratio"], "torch_s": timed["torch"]["median_s"], "onnx_s": timed["onnx"]["median_s"],
+                   "pairs": len(pairs), "tokens": sum(lengths), "rounds": TIMING_ROUNDS,
+                   "batch": {"torch": batch("torch"), "onnx": batch("onnx")},
+                   "top10_identical": agreement.top_k_identical, "max_raw_diff": agreement.max_raw_diff,
+                   "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        exported = record_speed(exported, machine, figures)
+        del onnx, torch
+    backend, reason = pick_backend(figures)
+    first_load_s = round(time.perf_counter() - started, 1)
+    if first_load_s >= 1.0:
+        progress.warning("reranker %s: %s (%.1f s)", name, reason, first_load_s)
+    return backend, {"backend": backend, "reason": reason, "machine": machine, "measured": figures,
+                     "export_dir": str(exported.folder), "choose_s": first_load_s}
+
+
+def exported_options(options: RerankerOptions, backend: str) -> RerankerOptions:
+    """`options` with `backend` set (auto resolved to onnx)."""
+    return replace(options, backend=backend)

@@ -35,8 +35,9 @@ def create_reranker(name: str, options: RerankerOptions | None = None) -> Rerank
     if is_llm_reranker(name, config):
         from .llm import LLMReranker
 
-        if options.backend != "torch" or options.quantize:
-            raise RerankerParameterError("backend", options.backend if options.backend != "torch" else "torch+quantize",
+        if options.backend not in ("torch", "auto") or options.quantize:  # auto: torch is its only runtime
+            raise RerankerParameterError("backend", options.backend if options.backend not in ("torch", "auto")
+                                         else f"{options.backend}+quantize",
                                          f"torch without quantize for the LLM reranker {name!r}",
                                          "set KB_RERANK_BACKEND=torch and KB_RERANK_QUANTIZE=false")
         return LLMReranker(name, options)

@@ -5,8 +5,9 @@
   longest pair of the batch). The only backend for CUDA (FP16 there); on a CPU also bfloat16.
 - `OnnxScorer`, `OpenVinoScorer` (`rerank.engines.exported`): the model exported once to ONNX, on the CPU.
 
-The default is `torch`: ONNX Runtime in float32 is not clearly faster than PyTorch on the CPU measured
-(docs/PERFORMANCE.md), and int8 changes scores, so the faster paths are a choice, never a surprise.
+Which one serves by default is measured, not assumed: ONNX Runtime float32 was slower than PyTorch on one CPU and
+faster on others (docs/PERFORMANCE.md), so backend auto times both once per model and machine
+(`rerank.engines.exported.choose_cpu_backend`); int8 changes scores, so it stays a choice, never a surprise.
 """
 
 from __future__ import annotations

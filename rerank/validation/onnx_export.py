@@ -5,7 +5,8 @@ else `<models_dir>/kb-onnx/<name>/` (a hub download in the Hugging Face cache is
 
     model.onnx (+ model.onnx.data for models over 2 GB)   float32, dynamic batch and sequence axes
     model_qint8.onnx                                      int8 dynamic quantisation (made on first request)
-    kb_export.json                                        what it was made from, and the checks it passed
+    kb_export.json                                        what it was made from, the checks it passed, and (for
+                                                          backend auto) torch against ONNX Runtime timed per machine
 
 The manifest holds a fingerprint of the source (config, tokenizer and weight files: size and mtime): when the
 weights change, the export is stale and made again. Nothing is published before its check passed: an export is
@@ -209,6 +210,20 @@ def _export(model_path: Path, out: Path, tokenizer, max_length: int, allow_remot
     return {"format": FORMAT, "inputs": names, "opset": 17, "torch": torch.__version__, "onnx": onnx.__version__,
             "onnxruntime": onnxruntime.__version__, "export_s": round(export_s, 1), "parity": parity.to_dict(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+def recorded_speed(exported: Exported, machine: str) -> dict[str, Any] | None:
+    """The torch-against-ONNX Runtime timing recorded for `machine` (a CPU and thread count), or None."""
+    return (exported.manifest.get("speed") or {}).get(machine)
+
+
+def record_speed(exported: Exported, machine: str, figures: dict[str, Any]) -> Exported:
+    """`exported` with `figures` (the timing of `rerank.engines.exported.time_backends`) recorded for `machine` in
+    its manifest, so later loads on this machine choose without timing again; the export is remade, and the timing
+    with it, when the weights change."""
+    manifest = {**exported.manifest, "speed": {**(exported.manifest.get("speed") or {}), machine: figures}}
+    _write_manifest(exported.folder, manifest)
+    return Exported(exported.folder, manifest)
 
 
 def ensure_quantized(exported: Exported, *, open_scorer: OpenScorer) -> Exported:

@@ -56,7 +56,8 @@ def test_near_ties_only_where_fast_scores_are_close():
 def test_bfloat16_with_re_scoring_ranks_like_float32_on_a_random_model(tmp_path):
     # random weights: candidates lie within bfloat16 noise of each other, the hardest case for the rule
     model = build_tiny_cross_encoder(tmp_path / "random", arch="xlmr", seed=1, max_position=128)
-    fp32, bf16 = _engine(model), _engine(model, dtype="bfloat16")
+    # exact_max_share 1: the re-scoring itself under test, never the float32 shortcut a crowded model would take
+    fp32, bf16 = _engine(model), _engine(model, dtype="bfloat16", exact_max_share=1.0)
     info = bf16.info()
     assert info.dtype == "bfloat16" and info.exact_top == 10 and info.exact_margin > 0
     assert bf16.cross_encoder.model.dtype.__str__() == "torch.bfloat16"
@@ -74,7 +75,7 @@ def test_a_trained_model_needs_few_re_scorings_and_keeps_bfloat16_alone(tmp_path
     model = build_tiny_cross_encoder(tmp_path / "trained", arch="bert", seed=0, max_position=128, hidden_size=64,
                                      num_heads=4)
     assert fit_to_separate(model) < 0.05
-    fp32, bf16 = _engine(model), _engine(model, dtype="bfloat16")
+    fp32, bf16 = _engine(model), _engine(model, dtype="bfloat16", exact_max_share=1.0)
     for query, passages in CHECK_QUERIES:
         assert top_k_order(_raw(bf16, query, passages), 10) == top_k_order(_raw(fp32, query, passages), 10)
     stats = bf16.info().exact_rescored

@@ -46,12 +46,29 @@ def human_bytes(n: int) -> str:
 
 
 def exact_note(r: RerankerInfo) -> str:
-    """For a bfloat16 / int8 reranker: how many candidates its float32 re-scoring of near-ties took over so far."""
+    """For a bfloat16 / int8 reranker: how many candidates its float32 re-scoring of near-ties took over so far,
+    and how many calls float32 scored directly (where re-scoring would have cost more)."""
     if not r.exact_top:
         return ""
     done = r.exact_rescored or {}
     return (f"; {'int8' if r.quantized else r.dtype} with float32 re-scoring of top-{r.exact_top} "
-            f"near-ties ({done.get('rescored', 0)} of {done.get('candidates', 0)} candidates so far)")
+            f"near-ties ({done.get('rescored', 0)} of {done.get('candidates', 0)} candidates so far; "
+            f"{done.get('direct_calls', 0)} calls scored by float32 directly)")
+
+
+def scoring_rows(r: RerankerInfo, budget_ms: int | None, budget_set: bool) -> list[dict[str, str]]:
+    """How the reranker scores, for the Status page: the backend and why, the path of the last call under exact
+    re-scoring and why, and the latency budget a search gets when it sets none."""
+    rows = [{"Item": "backend", "Value": r.backend or "—",
+             "Why": (r.backend_choice or {}).get("reason") or "set (KB_RERANK_BACKEND)"}]
+    if r.exact_choice:
+        rows.append({"Item": "last call", "Value": r.exact_choice["path"], "Why": r.exact_choice["reason"]})
+    why = ("set (KB_RERANK_BUDGET_MS)" if budget_set else
+           "the CPU default (KB_RERANK_BUDGET_MS=0 reranks every candidate)" if budget_ms else
+           "none by default off a CPU")
+    rows.append({"Item": "latency budget", "Value": f"{budget_ms} ms (at least top-N reranked)" if budget_ms else
+                 "none: every candidate reranked", "Why": why})
+    return rows
 
 
 def cannot_read(scripts: list[str] | None) -> str:

@@ -19,8 +19,10 @@ from app.ui.components.status_info import (
     human_bytes,
     precision,
     reranker_unreadable,
+    scoring_rows,
     settings_rows,
 )
+from rerank.budget import effective_budget_ms
 from retrieval.storage import current_version
 
 who = session.current()
@@ -65,6 +67,11 @@ else:
                    "Device": None, "Precision": None,
                    "Details": "not loaded: see above" if svc.reranker_error else "switched off (reranker = none)"})
 st.dataframe(models, hide_index=True, width="stretch")
+
+if svc.reranker is not None:
+    st.subheader("How the reranker scores")
+    st.dataframe(scoring_rows(svc.reranker.info(), effective_budget_ms(svc.defaults.rerank_budget_ms, svc.reranker),
+                              svc.defaults.rerank_budget_ms is not None), hide_index=True, width="stretch")
 
 versions.render(live, who, resources.audit())
 

@@ -30,6 +30,7 @@ from retrieval.vocabulary import Vocabulary
 
 from .errors import KbError
 from .services.audit import AuditLog
+from .services.bestbets import BestBetsSource, BestBetsStore
 from .services.control import ControlStore, control_store
 from .services.events import EventLog, who_key
 from .services.library import IngestOptions, Library
@@ -56,6 +57,7 @@ def reranker_options(s: Settings) -> RerankerOptions:
     return RerankerOptions(device=s.device, dtype=s.reranker_dtype, batch_size=s.rerank_batch_size,
                            max_length=s.rerank_max_length, long_passage=s.long_passage, backend=s.rerank_backend,
                            quantize=s.rerank_quantize, threads=s.rerank_threads, exact_top=s.rerank_exact_top,
+                           exact_max_share=s.rerank_exact_max_share,
                            models_dir=str(s.models_dir), api_key=s.reranker_api_key,
                            allow_remote_code=s.rerank_allow_remote_code)
 
@@ -115,6 +117,18 @@ def vocabulary_store(s: Settings) -> VocabularyStore:
     """The user dictionary and synonyms in the shared database, importing the settings' files when it has none."""
     user_dict, synonyms = vocabulary_paths(s)
     return VocabularyStore(control(s), {"user_dict": user_dict, "synonyms": synonyms})
+
+
+def best_bets_store(s: Settings) -> BestBetsStore:
+    """The best bets in the shared database (the Vocabulary page, `kb bestbets`, /bestbets)."""
+    return BestBetsStore(control(s))
+
+
+def decisions(s: Settings):
+    """Accepting and dismissing what the search log suggests (`app.services.suggestion_decisions`)."""
+    from .services.suggestion_decisions import Decisions
+
+    return Decisions(control(s), vocabulary_store(s), best_bets_store(s))
 
 
 def rollout_store(s: Settings) -> RolloutStore:
@@ -315,7 +329,8 @@ def make_search(s: Settings, embedder: Embedder, index: KnowledgeIndex | None,
     (reranker, error) pair `load_reranker` returns, and the vocabulary read unless given. With `events` its
     searches are recorded. The serving reranker is the promoted one (`read_rollout`); with `trials` a canary
     reranks its share of searches too (what people are served: `kb search`, and the API and app through
-    `LiveSearch`) — never for tuning, evaluation or benchmarks, whose figures belong to the serving model."""
+    `LiveSearch`) — never for tuning, evaluation or benchmarks, whose figures belong to the serving model. Its best
+    bets are followed from the shared database (reread when changed, asked at most every `vocabulary_reload_s`)."""
     state, rollout_error = read_rollout(s)
     if rollout_error:
         log.warning("serving the reranker setting %r", s.reranker)
@@ -333,7 +348,9 @@ def make_search(s: Settings, embedder: Embedder, index: KnowledgeIndex | None,
                          index_dir=Path(s.index_dir), reranker_name=name if reranker is None else s.reranker,
                          reranker_error=error, calibration_error=calibration_error, events=events,
                          vocabulary=vocabulary if vocabulary is not None else load_vocab(s), canary=canary,
-                         canary_share=state.canary.share if canary is not None else 0.0)
+                         canary_share=state.canary.share if canary is not None else 0.0,
+                         # reread when changed, checked at most every vocabulary_reload_s: every replica follows
+                         best_bets=BestBetsSource(best_bets_store(s), s.vocabulary_reload_s))
 
 
 def build_search(s: Settings, embedder: Embedder | None = None, need_index: bool = True,

@@ -20,6 +20,7 @@ from ..settings import Settings, get_settings
 from . import errors
 from .guards import Authenticate, CrossSiteCheck, HostCheck
 from .limits import BodyLimit, EarlyReject, Limit
+from .routes_bestbets import router as bestbets_router
 from .routes_documents import router as documents_router
 from .routes_events import router as events_router
 from .routes_ops import router as ops_router
@@ -56,7 +57,7 @@ def create_app(settings: Settings | None = None, service: SearchService | None =
     app = FastAPI(title="kb-search", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.kb = state
     errors.install(app)
-    for router in (search_router, documents_router, events_router, ops_router):
+    for router in (search_router, documents_router, events_router, ops_router, bestbets_router):
         app.include_router(router)
 
     @app.middleware("http")

@@ -12,7 +12,22 @@ import sys
 
 import typer
 
-from . import analytics, bench, crawl, evaluate, ingest, models, rerank, search, serve, tune, ui, vocabulary, watch
+from . import (
+    analytics,
+    bench,
+    bestbets,
+    crawl,
+    evaluate,
+    ingest,
+    models,
+    rerank,
+    search,
+    serve,
+    tune,
+    ui,
+    vocabulary,
+    watch,
+)
 from .common import err
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -20,7 +35,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Enterprise knowledge-base search: ingest documents, search them, rerank, evaluate, serve.")
 
-for group in (ingest, watch, crawl, search, evaluate, tune, analytics, rerank, models, vocabulary, bench, serve, ui):
+for group in (ingest, watch, crawl, search, evaluate, tune, analytics, rerank, models, vocabulary, bestbets, bench,
+              serve, ui):
     group.register(app)
 
 

@@ -31,13 +31,19 @@ def analytics(
     days: Annotated[int, typer.Option("--days", min=1, max=3650, help="the last this many days")] = 30,
     index: IndexOpt = None,
     as_json: JsonOpt = False,
+    suggestions: Annotated[bool, typer.Option("--suggestions", help="instead: synonym pairs and best bets learned "
+                                              "from reformulated and unanswered questions, with their counts "
+                                              "(accept or dismiss them with `kb vocabulary accept|dismiss ID`)")
+                           ] = False,
 ) -> None:
     """Searches per day, P50/P95 latency, the share with no answer, top queries, the no-answer and low-score
-    queries (content gaps) and thumbs per document."""
+    queries (content gaps), thumbs per document and per best bet."""
     from ..components import read_index
 
     s = settings_for(index)
     store = _events(s)
+    if suggestions:
+        return _suggestions(s, store, days, as_json)
     try:
         with guard():
             report = store.analytics(days)
@@ -61,7 +67,8 @@ def analytics(
                               ("weak answers", report["low_score_queries"], ("query", "count", "last")),
                               ("thumbs per document", report["per_document"], ("title", "up", "down", "source")),
                               ("per reranker model", report["by_reranker"],
-                               ("reranker", "searches", "no_answer_share", "mean_ms", "up", "down", "none_answers"))):
+                               ("reranker", "searches", "no_answer_share", "mean_ms", "up", "down", "none_answers")),
+                              ("best bets", report["best_bets"], ("bet_id", "label", "shown", "up", "down"))):
         if not rows:
             continue
         table = Table(title=title)
@@ -70,6 +77,31 @@ def analytics(
         for r in rows:
             table.add_row(*(str(r[c]) for c in cols))
         out.print(table)
+
+
+def _suggestions(s, store, days: int, as_json: bool) -> None:
+    from ..components import decisions
+
+    try:
+        with guard():
+            found = decisions(s).open(store.history(days))
+    finally:
+        store.close()
+    if as_json:
+        print(json.dumps({"days": days, "suggestions": [x.to_dict() for x in found]}, ensure_ascii=False))
+        return
+    if not found:
+        out.print(f"no suggestions from the last {days} days", highlight=False)
+        return
+    table = Table(title=f"suggestions from the last {days} days")
+    table.add_column("id", no_wrap=True)
+    for c in ("kind", "terms", "document", "count", "people", "why"):
+        table.add_column(c, overflow="fold")
+    for x in found:
+        table.add_row(x.suggestion_id, x.kind, " = ".join(x.terms) if x.kind == "synonyms" else x.terms[0],
+                      x.doc_id or ("-" if x.kind == "synonyms" else "choose one (--doc)"), str(x.count),
+                      str(x.people), x.reason)
+    out.print(table)
 
 
 @feedback_app.command("export")

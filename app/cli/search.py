@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from .common import EmbedderOpt, IndexOpt, JsonOpt, fail, guard, load_embedder, out, quiet_libraries, settings_for, warn
@@ -24,6 +25,11 @@ def _print_result(res, as_json: bool, admin: bool = True, said: set[str] | None 
             warn(w)
     if res.also_searched:
         out.print(f"also searched: {', '.join(res.also_searched)}", highlight=False)
+    for p in res.pinned:  # best bets: above the results, labelled, never scored
+        c = p.chunk
+        where = " › ".join(x for x in (c.title, c.section) if x) + (f" p.{c.page}" if c.page else "")
+        out.print(f"[bold]★ {escape(p.label)}[/] ({escape(where)}): {escape(c.text[:300])}", highlight=False,
+                  soft_wrap=True)
     table = Table(title=f"{res.query}  ({res.timings_ms['total']:.0f} ms)", show_lines=True, expand=True)
     for col in ("rank", "score", "band", "raw", "retrieval"):
         table.add_column(col, no_wrap=True)

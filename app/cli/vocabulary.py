@@ -1,7 +1,10 @@
 """`kb vocabulary show | set KIND [FILE]`: the synonyms and the user dictionary in the shared database, the same
 words the app's Vocabulary page edits. Running APIs and apps, on any machine, use a change within
 `vocabulary_reload_s` seconds. KIND is `synonyms` or `user_dict`; lines the reader cannot use are printed (with
-their numbers) and skipped, the rest applies."""
+their numbers) and skipped, the rest applies.
+
+`kb vocabulary accept | dismiss ID`: decide a suggestion of `kb analytics --suggestions` (a synonym pair is added
+to the synonyms; a best bet is pinned); both are written to the audit log."""
 
 from __future__ import annotations
 
@@ -15,6 +18,23 @@ import typer
 from .common import IndexOpt, JsonOpt, err, guard, operator, settings_for, warn
 
 KindArg = Annotated[str, typer.Argument(help="synonyms | user_dict")]
+IdArg = Annotated[str, typer.Argument(help="a suggestion's id (`kb analytics --suggestions`)")]
+DaysOpt = Annotated[int, typer.Option("--days", min=1, max=3650, help="the searches of the last this many days")]
+
+
+def _suggestion(s, suggestion_id: str, days: int):
+    """(the open suggestion `suggestion_id`, the decisions) from the events store."""
+    from ..components import decisions
+    from ..services.suggestions import find
+    from .analytics import _events
+
+    store = _events(s)
+    try:
+        with guard():
+            chosen = decisions(s)
+            return find(chosen.open(store.history(days)), suggestion_id), chosen
+    finally:
+        store.close()
 
 
 def register(app: typer.Typer) -> None:
@@ -65,3 +85,39 @@ def register(app: typer.Typer) -> None:
         if applied:
             typer.echo(f"the corpus's BM25 terms were made again with it (revision {applied}); replicas serve it "
                        f"within {s.index_reload_s:g} s")
+
+    @group.command("accept")
+    def accept(suggestion_id: IdArg, doc: Annotated[Optional[str], typer.Option(
+                   "--doc", help="for a best bet: the document that answers it (default: the one liked)")] = None,
+               days: DaysOpt = 30, index: IndexOpt = None, as_json: JsonOpt = False) -> None:
+        """Apply a suggestion: a synonym pair is added to the synonyms, a best bet pinned (exact) to its question."""
+        from ..components import audit_log, read_index
+        from ..services.pinning import target
+
+        s = settings_for(index)
+        found, chosen = _suggestion(s, suggestion_id, days)
+        with guard():
+            if found.kind == "best_bet" and (doc or found.doc_id):
+                doc = target(read_index(s), doc or found.doc_id, None)[0]
+            written = chosen.accept(found, operator().who, doc)
+        audit_log(s).record(operator(), "accept suggestion", suggestion_id=suggestion_id, count=found.count,
+                            **written)
+        if as_json:
+            print(json.dumps({"suggestion_id": suggestion_id, **written}, ensure_ascii=False))
+            return
+        typer.echo(f"accepted {suggestion_id}: " + (f"synonyms line '{written['line']}' added (version "
+                                                    f"{written['version']})" if written["kind"] == "synonyms"
+                                                    else f"best bet {written['bet_id']} pinned"))
+
+    @group.command("dismiss")
+    def dismiss(suggestion_id: IdArg, days: DaysOpt = 30, index: IndexOpt = None) -> None:
+        """Never suggest this again."""
+        from ..components import audit_log
+
+        s = settings_for(index)
+        found, chosen = _suggestion(s, suggestion_id, days)
+        with guard():
+            chosen.dismiss(suggestion_id, operator().who)
+        audit_log(s).record(operator(), "dismiss suggestion", suggestion_id=suggestion_id, kind=found.kind,
+                            terms=list(found.terms), count=found.count)
+        typer.echo(f"dismissed {suggestion_id}")

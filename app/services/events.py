@@ -131,6 +131,22 @@ class EventStats:
 
 
 @dataclass(frozen=True)
+class SearchEvent:
+    """One recorded search as `EventLog.history` gives it: who asked what, when, whether a result passed the
+    threshold, the documents its asker gave a thumbs-up (`liked`), and whether they gave a thumbs-down or said
+    "none of these answers" (`disliked`)."""
+
+    query_id: str
+    at: float
+    who: str
+    query: str
+    normalized: str
+    answered: bool
+    liked: tuple[str, ...] = ()
+    disliked: bool = False
+
+
+@dataclass(frozen=True)
 class _Search:
     who: str
     shown: frozenset[str]
@@ -230,11 +246,14 @@ class EventLog:
     def record_search(self, result: SearchResult, caller: Caller) -> None:
         """Queue one search (never blocks, never raises: a full queue drops it and counts the drop)."""
         shown = result.results
+        # best bets first, rank 0 and no score: judged like any result shown, and told apart by `best_bet`
+        pins = [{"chunk_id": p.chunk.chunk_id, "doc_id": p.chunk.doc_id, "rank": 0, "score": None, "raw_score": None,
+                 "best_bet": p.bet_id, "label": p.label} for p in result.pinned]
         row = {"query_id": result.query_id, "at": self._clock(), "who": self.who(caller),
                "groups": None if caller.groups is None else list(caller.groups), "query": result.query[:4000],
                "normalized": normalize_query(result.query), "params": result.params,
-               "shown": [{"chunk_id": r.hit.chunk.chunk_id, "doc_id": r.hit.chunk.doc_id, "rank": r.rank,
-                          "score": r.score, "raw_score": r.raw_score} for r in shown],
+               "shown": pins + [{"chunk_id": r.hit.chunk.chunk_id, "doc_id": r.hit.chunk.doc_id, "rank": r.rank,
+                                 "score": r.score, "raw_score": r.raw_score} for r in shown],
                "timings": result.timings_ms, "total_ms": float(result.timings_ms.get("total", 0.0)),
                "answered": bool(shown),
                "top_score": max((r.score for r in shown if r.score is not None), default=None),
@@ -384,10 +403,38 @@ class EventLog:
                 yield {"query_id": r.query_id, "query": r.query, "groups": r.groups, "chunk_id": r.chunk_id,
                        "doc_id": r.doc_id, "useful": r.useful, "comment": r.comment, "at": r.at}
 
+    def history(self, days: int = 30) -> list[SearchEvent]:
+        """Every search of the last `days` with what its asker thought of it, by asker then time: the material
+        `app.services.suggestions` learns vocabulary from."""
+        if days < 1:
+            raise KbError("validation", f"days must be at least 1; got {days}")
+        since = self._clock() - days * DAY
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(searches.c.query_id, searches.c.at, searches.c.who, searches.c.query,
+                                       searches.c.normalized, searches.c.answered)
+                                .where(searches.c.at >= since)).all()
+            fb = conn.execute(select(feedback.c.query_id, feedback.c.who, feedback.c.doc_id, feedback.c.useful)
+                              .join(searches, feedback.c.query_id == searches.c.query_id)
+                              .where(searches.c.at >= since).order_by(feedback.c.id)).all()
+        liked: dict[str, list[str]] = {}
+        disliked: set[str] = set()
+        askers = {r.query_id: r.who for r in rows}
+        for f in fb:
+            if f.who != askers.get(f.query_id):  # an admin judging someone else's search says nothing of theirs
+                continue
+            if f.useful and f.doc_id:
+                liked.setdefault(f.query_id, []).append(f.doc_id)
+            elif not f.useful:
+                disliked.add(f.query_id)
+        return sorted((SearchEvent(r.query_id, r.at, r.who, r.query, r.normalized, bool(r.answered),
+                                   tuple(dict.fromkeys(liked.get(r.query_id, ()))), r.query_id in disliked)
+                       for r in rows), key=lambda e: (e.who, e.at, e.query_id))
+
     def analytics(self, days: int = 30, low_score: float = 0.7, top: int = 20) -> dict[str, Any]:
         """Searches per day, latency, the share with no answer, top queries, the content gaps (no-answer and
-        low-score queries by normalised text), thumbs per document, and searches, answers and thumbs per reranker
-        model (`by_reranker`: how a canary fares against the serving model) over the last `days`."""
+        low-score queries by normalised text), thumbs per document, searches, answers and thumbs per reranker
+        model (`by_reranker`: how a canary fares against the serving model), and per best bet how many searches
+        showed it and its thumbs (`best_bets`) over the last `days`."""
         from ..quality.latency import percentiles
 
         if days < 1:
@@ -396,9 +443,10 @@ class EventLog:
         with self._engine.connect() as conn:
             rows = conn.execute(select(searches.c.at, searches.c.total_ms, searches.c.answered,
                                        searches.c.top_score, searches.c.normalized, searches.c.query,
-                                       searches.c.reranker)
+                                       searches.c.reranker, searches.c.shown)
                                 .where(searches.c.at >= since)).all()
-            fb = conn.execute(select(feedback.c.doc_id, feedback.c.chunk_id, feedback.c.useful, searches.c.reranker)
+            fb = conn.execute(select(feedback.c.doc_id, feedback.c.chunk_id, feedback.c.useful, searches.c.reranker,
+                                     searches.c.shown)
                               .join(searches, feedback.c.query_id == searches.c.query_id)
                               .where(feedback.c.at >= since)).all()
         per_day: dict[str, dict[str, int]] = {}
@@ -460,7 +508,28 @@ class EventLog:
                                  "mean_ms": round(v["total_ms"] / v["searches"], 1) if v["searches"] else None,
                                  "up": v["up"], "down": v["down"], "none_answers": v["none_answers"]}
                                 for k, v in sorted(models.items(), key=lambda kv: (-kv[1]["searches"], kv[0]))],
+                "best_bets": _best_bets(rows, fb),
                 "events": {"dropped": self.stats.dropped, "write_errors": self.stats.write_errors}}
+
+
+def _best_bets(rows: list[Any], fb: list[Any]) -> list[dict[str, Any]]:
+    """Per best bet (`shown` entries marked `best_bet` by `record_search`): the searches that showed it and the
+    thumbs up and down given to its passage there, most shown first."""
+    bets: dict[str, dict[str, Any]] = {}
+
+    def bet(entry: dict[str, Any]) -> dict[str, Any]:
+        return bets.setdefault(entry["best_bet"], {"bet_id": entry["best_bet"], "label": entry.get("label", ""),
+                                                   "doc_id": entry.get("doc_id"), "shown": 0, "up": 0, "down": 0})
+
+    for r in rows:
+        for entry in r.shown or ():
+            if entry.get("best_bet"):
+                bet(entry)["shown"] += 1
+    for f in fb:
+        pinned = [e for e in f.shown or () if e.get("best_bet") and e.get("chunk_id") == f.chunk_id]
+        if f.chunk_id is not None and pinned:
+            bet(pinned[0])["up" if f.useful else "down"] += 1
+    return sorted(bets.values(), key=lambda b: (-b["shown"], b["bet_id"]))
 
 
 def who_key(path: Path) -> bytes:

@@ -1,15 +1,18 @@
-"""What a search gives back: `SearchResult` (the results shown, the rest, timings, what served it) and its JSON
-shape (`to_dict`, `result_dict`: the API's and `kb search --json`'s, DESIGN's CLI contract), and what a caller may
-see of recall scores (`as_seen_by`)."""
+"""What a search gives back: `SearchResult` (the results shown, the rest, timings, what served it, the best bets
+pinned above them) and its JSON shape (`to_dict`, `result_dict`: the API's and `kb search --json`'s, DESIGN's CLI
+contract), and what a caller may see of recall scores (`as_seen_by`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rerank.types import Scored
 from retrieval.types import Hit
+
+if TYPE_CHECKING:
+    from ingest.types import Chunk
 
 
 def result_dict(r: Scored, reranker: str | None = None) -> dict[str, Any]:
@@ -37,6 +40,38 @@ def as_seen_by(hits: list[Hit], groups: Sequence[str] | None) -> list[Hit]:
 
 
 @dataclass(frozen=True)
+class Pinned:
+    """A best bet's passage shown above the results (`app.services.bestbets`): no score, a label instead."""
+
+    bet_id: str
+    label: str  # e.g. "recommended by HR"
+    match: str  # how the question called for it: exact, contains or synonyms
+    chunk: Chunk
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.chunk
+        return {"bet_id": self.bet_id, "label": self.label, "match": self.match, "chunk_id": c.chunk_id,
+                "doc_id": c.doc_id, "source": c.meta.get("source", ""), "title": c.title, "section": c.section,
+                "page": c.page, "text": c.text}
+
+
+def with_pins(result: SearchResult, pins: list[Pinned]) -> SearchResult:
+    """`result` with `pins` above it; a pinned passage is taken out of the results (and of the hidden and cut
+    lists) so that it is not shown twice, and the results left are ranked 1, 2, ... again. Nothing else moves:
+    best bets never hide a normal result."""
+    if not pins:
+        return result
+    ids = {p.chunk.chunk_id for p in pins}
+
+    def rest(items: list[Scored]) -> list[Scored]:
+        return [r for r in items if r.hit is None or r.hit.chunk.chunk_id not in ids]
+
+    shown = [replace(r, rank=i) for i, r in enumerate(rest(result.results), start=1)]
+    return replace(result, pinned=pins, results=shown, below_threshold=rest(result.below_threshold),
+                   not_shown=rest(result.not_shown))
+
+
+@dataclass(frozen=True)
 class SearchResult:
     query: str
     query_id: str  # what feedback on this search refers to (new for every search, cached or not; "" for a preview)
@@ -58,6 +93,7 @@ class SearchResult:
     reranker_role: str | None = None  # "serving" or "canary": which of the two scored it
     reranked: int = 0  # how many of the `candidates` the reranker scored (fewer under a latency budget)
     preview: bool = False  # `SearchService.preview`: recall order only, the reranked result is still to come
+    pinned: list[Pinned] = field(default_factory=list)  # best bets shown above the results (`with_pins`)
 
     def to_dict(self, include_hidden: bool = False, show_cached: bool = True) -> dict[str, Any]:
         """The JSON shape of the API and `kb search --json`. `show_cached` False (a caller who is not an admin)
@@ -65,6 +101,7 @@ class SearchResult:
         out = {"query": self.query, "query_id": self.query_id, "embedder": self.embedder, "reranker": self.reranker,
                "device": self.device, "dtype": self.dtype, "timings_ms": self.timings_ms, "params": self.params,
                "reranker_role": self.reranker_role,
+               "best_bets": [p.to_dict() for p in self.pinned],
                "results": [result_dict(r, self.reranker) for r in self.results],
                "hidden": len(self.below_threshold),
                "more": len(self.not_shown), "also_searched": self.also_searched,

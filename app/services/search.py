@@ -14,6 +14,11 @@ With a latency budget (`rerank_budget_ms`, `rerank.budget`) only the best-recall
 reranked; the rest follow the reranked results in recall order, with None scores too, and `SearchResult.reranked`
 says how many were reranked of `candidates`. What is shown of the candidates (threshold, top-N, the per-document
 cap, merged neighbours) is decided in the rerank layer (`rerank.rank.select`).
+
+Best bets (`app.services.bestbets`) are pinned above the results of every search people make (`with_pins`), after
+the query cache: the cache holds the ranked results alone, and the bets that apply are looked up, with the caller's
+groups and filters, at each search (`app.services.pinning`), so a bet added or removed shows at once and a cached
+result never carries a passage pinned for someone else.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rerank.budget import Meters, rerank_within
+from rerank.budget import Meters, effective_budget_ms, rerank_within
 from rerank.calibration import Calibrator
 from rerank.protocol import Reranker
 from rerank.rank import calibrated, select
@@ -43,9 +48,10 @@ from retrieval.vocabulary import Vocabulary
 from ..errors import KbError
 from ..identity import Caller
 from .request import SearchDefaults, SearchRequest
-from .results import SearchResult, as_seen_by
+from .results import Pinned, SearchResult, as_seen_by, with_pins
 
 if TYPE_CHECKING:
+    from .bestbets import BestBetsSource
     from .events import EventLog
     from .model_stats import ModelStats
     from .shadow import ShadowRunner
@@ -155,15 +161,16 @@ class SearchService:
     shadow: ShadowRunner | None = None  # a candidate that scores every search in the background, for comparison
     stats: ModelStats | None = None  # latency and scores per model (and the shadow's agreement)
     meters: Meters = field(default_factory=Meters)  # each reranker's measured speed, for the latency budget
+    best_bets: BestBetsSource | None = None  # passages pinned to questions (None: none shown)
 
     def with_index(self, index: KnowledgeIndex | None) -> SearchService:
         """The same models and cache over another index (or version of it); this service is unchanged."""
         return replace(self, index=index, index_dir=index.root if index is not None else self.index_dir)
 
     def unrecorded(self) -> SearchService:
-        """The same service, its searches not recorded as people's: for tuning, evaluation and benchmarks, whose
-        searches are no one's question."""
-        return replace(self, events=None)
+        """The same service, its searches not recorded as people's and shown no best bets: for tuning, evaluation
+        and benchmarks, whose searches are no one's question and whose figures are the ranking's own."""
+        return replace(self, events=None, best_bets=None)
 
     def scorer_for(self, query: str) -> tuple[Reranker | None, str | None]:
         """(the reranker that scores `query`, its role: "serving" or "canary"); (None, None) when recall-only."""
@@ -181,17 +188,17 @@ class SearchService:
         rerank, keep scores ≥ `threshold`, at most `max_per_doc` per document, cut to `top_n` (every knob the
         request leaves None takes the defaults).
 
-        The caller's groups and the filters are enforced inside recall, so a restricted caller gets a full K of
-        chunks it may see and no count of the others. The lexical leg also searches the synonyms of the query's
-        terms (`result.also_searched`). `merge` joins neighbouring chunks of one document into one passage. With
-        `rerank_budget_ms` (0: none) only the best-recalled candidates that fit are reranked (at least `top_n`;
-        `rerank.budget`): the reranked results come first, and while fewer than `top_n` are shown the rest follow
-        in recall order with None scores (`result.reranked` of `result.candidates`, and a warning). Repeated
-        identical searches on the same index version and vocabulary come from an LRU cache (`result.cached`); a
-        result the budget cut short is never cached, so a complete one is never replaced by it. A caller restricted
-        to groups gets each hit's `retrieval_score` as 1 / its recall position, never the raw BM25 or fused score
-        (`as_seen_by`). Raises KbError: validation for an unknown filter key or a bad date; not_ready when there is
-        no index."""
+        The caller's groups and the filters are enforced inside recall, so a restricted caller gets a full K of chunks
+        it may see and no count of the others. The lexical leg also searches the synonyms of the query's terms
+        (`result.also_searched`). `merge` joins neighbouring chunks of one document into one passage. With
+        `rerank_budget_ms` (0: none; unset: a default on a CPU, none on a GPU) only the best-recalled candidates that
+        fit are reranked (at least `top_n`; `rerank.budget`): the reranked results come first, and while fewer than
+        `top_n` are shown the rest follow in recall order with None scores (`result.reranked` of `result.candidates`,
+        and a warning). Repeated identical searches on the same index version and vocabulary come from an LRU cache
+        (`result.cached`); a result the budget cut short is never cached, so a complete one is never replaced by it. A
+        caller restricted to groups gets each hit's `retrieval_score` as 1 / its recall position, never the raw BM25 or
+        fused score (`as_seen_by`). Raises KbError: validation for an unknown filter key or a bad date; not_ready
+        when there is no index."""
         plan = self.plan(request, caller)
         found = self.cached(plan)
         return found if found is not None else self.rank(plan, self.recall(plan))
@@ -205,11 +212,15 @@ class SearchService:
         req = request.resolved(self.defaults)
         groups = None if caller.groups is None else list(caller.groups)
         reranker, role = self.scorer_for(req.query)
+        # no budget set: a default on a CPU, none on a GPU (rerank.budget); 0 from here on means none
+        req = replace(req, rerank_budget_ms=effective_budget_ms(req.rerank_budget_ms, reranker) or 0)
         calibrator = self.calibrator if role == "serving" else None  # fitted on the serving model's scale only
         # no budget in the key: only complete results are cached, and they answer a budgeted search too
         key = (req.query, req.top_k, req.top_n, req.threshold, req.mode, req.max_per_doc, req.merge, caller.groups,
                index.version, reranker.name if reranker else None, id(calibrator),
-               req.filters.key() if req.filters else (), self.vocabulary.key())
+               req.filters.key() if req.filters else (), self.vocabulary.key(),
+               # the cache holds no pins, but the app keeps each session's last result whole (pins included)
+               self.best_bets.current().version if self.best_bets is not None else None)
         return Plan(req, caller, index, groups, reranker, role, calibrator, key)
 
     def cached(self, plan: Plan) -> SearchResult | None:
@@ -217,7 +228,7 @@ class SearchService:
         hit = self.cache.get(plan.key)
         if hit is None:
             return None
-        return self._recorded(replace(hit, query_id=uuid.uuid4().hex, cached=True), plan.caller)
+        return self._recorded(replace(hit, query_id=uuid.uuid4().hex, cached=True), plan)
 
     def recall(self, plan: Plan) -> Recalled:
         """The candidates: up to `top_k` chunks the caller may read, best first, with the scores it may see
@@ -246,10 +257,11 @@ class SearchService:
         e = self.embedder
         timings = {"embed": round(recalled.embed_ms, 2), "recall": round(recalled.recall_ms, 2), "rerank": 0.0,
                    "total": round(recalled.embed_ms + recalled.recall_ms, 2)}
-        return SearchResult(r.query, "", e.name, None, e.choice.device, e.choice.dtype, timings, chosen.shown,
-                            not_shown=chosen.more, params=plan.params, warnings=[recalled.note] if recalled.note
-                            else [], index_version=plan.index.version, candidates=len(recalled.hits),
-                            also_searched=recalled.also, preview=True)
+        found = SearchResult(r.query, "", e.name, None, e.choice.device, e.choice.dtype, timings, chosen.shown,
+                             not_shown=chosen.more, params=plan.params, warnings=[recalled.note] if recalled.note
+                             else [], index_version=plan.index.version, candidates=len(recalled.hits),
+                             also_searched=recalled.also, preview=True)
+        return with_pins(found, self.pins(plan))
 
     def rank(self, plan: Plan, recalled: Recalled) -> SearchResult:
         """Rerank the recalled candidates (within the request's budget), calibrate, and choose what is shown
@@ -257,7 +269,7 @@ class SearchService:
         r, reranker = plan.request, plan.reranker
         query_id = uuid.uuid4().hex
         if not plan.index.chunks:
-            return self._recorded(self._empty(plan, query_id), plan.caller)
+            return self._recorded(self._empty(plan, query_id), plan)
         hits = recalled.hits
         t1 = time.perf_counter()
         scored: list[Scored] | None = None
@@ -291,7 +303,7 @@ class SearchService:
             reranker_role=plan.role, reranked=n)
         if not cut:  # a budget-cut result would later be served as if complete
             self.cache.put(plan.key, result)
-        return self._recorded(result, plan.caller)
+        return self._recorded(result, plan)
 
     # ---- helpers -----------------------------------------------------------------------------------------------
     def _empty(self, plan: Plan, query_id: str) -> SearchResult:
@@ -320,7 +332,22 @@ class SearchService:
         return [f"reranker {self.reranker.name} cannot read this query's {cov.describe()}: its scores say little "
                 "about these results; use a multilingual reranker (e.g. BAAI/bge-reranker-v2-m3)"]
 
-    def _recorded(self, result: SearchResult, caller: Caller) -> SearchResult:
+    def pins(self, plan: Plan) -> list[Pinned]:
+        """The best bets this plan's caller sees for its question (`app.services.pinning`), the question read with
+        its synonyms whatever the recall mode."""
+        if self.best_bets is None:
+            return []
+        bets = self.best_bets.current()
+        if not bets.bets:
+            return []
+        from .pinning import pinned  # here: most processes never hold a bet
+
+        r = plan.request
+        return pinned(bets, r.query, self.vocabulary.synonyms.expand(r.query), plan.index, plan.groups, r.filters)
+
+    def _recorded(self, result: SearchResult, plan: Plan) -> SearchResult:
+        """`result` with the plan's best bets pinned above it, recorded (with them) as the caller's search."""
+        result = with_pins(result, self.pins(plan))
         if self.events is not None:  # queued, never waited for (app.services.events)
-            self.events.record_search(result, caller)
+            self.events.record_search(result, plan.caller)
         return result

@@ -1,5 +1,5 @@
 """Analytics page (admins): what employees ask, how fast it answers, what goes unanswered (the content gaps) and
-which documents people find useful, from the events store."""
+which documents people find useful, from the events store; and how each best bet fares (shown, thumbs)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from app.components import best_bets_store
 from app.ui import resources, session
 
 who = session.current()
@@ -72,6 +73,11 @@ table("Thumbs per document", [{"document": _doc(d["doc_id"]), **d} for d in repo
       "thumbs-per-document.csv", "Judgments on results, by the document they came from.")
 table("Per reranker model", report["by_reranker"], "per-reranker.csv",
       "Searches, answers and judgments by the model that scored them: a canary against the serving model.")
+phrases = {b.bet_id: " | ".join(b.phrases) for b in best_bets_store(live.settings).load().bets}
+table("Best bets", [{"label": b["label"], "phrases": phrases.get(b["bet_id"], "(removed)"),
+                     "document": _doc(b["doc_id"]), "shown": b["shown"], "up": b["up"], "down": b["down"],
+                     "bet_id": b["bet_id"]} for b in report["best_bets"]], "best-bets.csv",
+      "Passages pinned on the Vocabulary page: how many searches showed each, and its thumbs there.")
 if report["events"]["dropped"] or report["events"]["write_errors"]:
     st.warning(f"{report['events']['dropped']} searches were dropped (queue full) and "
                f"{report['events']['write_errors']} could not be written since this app started.")

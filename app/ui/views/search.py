@@ -10,6 +10,7 @@ from app.errors import KbError
 from app.ui import history, resources, session
 from app.ui.components import controls, rows
 from app.ui.components.cards import render_cards
+from app.ui.components.pinned import render_pinned
 
 EXAMPLES = ["试用期员工离职需要办理哪些手续？", "How do I reset my VPN token?", "年假可以休几天",
             "expense claim deadline"]
@@ -63,6 +64,7 @@ def _summary(res, threshold: float) -> str:
 
 
 def _show_preview(res) -> None:
+    render_pinned(res.pinned, query, key="search-preview-pinned")
     st.markdown(_summary(res, params.threshold))
     render_cards(rows.from_search(res), query, key="search-preview", caller=searcher)
 
@@ -122,6 +124,8 @@ with st.container():
     shown = [r for r in all_rows if r.shown]
     # the expander holds what the threshold hid; results cut by N are in the raw data table
     hidden = [r for r in all_rows if not r.shown and r.score is not None and r.score < params.threshold]
+    judge = _judge if svc.events is not None else None
+    render_pinned(res.pinned, query, key=f"search-{res.query_id}", judge=judge)  # best bets: above, labelled
     st.markdown(_summary(res, params.threshold))
     if res.also_searched:
         st.caption("Also searched: " + ", ".join(res.also_searched) + " (synonyms of your words)")
@@ -131,9 +135,8 @@ with st.container():
     if not shown:
         st.info("Nothing scored above the threshold. Lower it in the sidebar, or look below the threshold.")
 
-    judge = _judge if svc.events is not None else None
     render_cards(shown, query, key=f"search-{res.query_id}", caller=searcher, judge=judge)
-    if judge is not None and (shown or hidden):
+    if judge is not None and (shown or hidden or res.pinned):
         st.button("None of these answers my question", icon=":material/thumb_down:", on_click=_judge,
                   args=(None,), key=f"kb-none-{res.query_id}", type="tertiary")
     if hidden:

@@ -55,7 +55,7 @@ def test_vocabulary_page_saves_reports_and_applies(app_test, kb, tmp_path, monke
     at = app_test()
     at.switch_page("views/vocabulary.py").run()
     assert not at.exception
-    [synonyms, user_dict] = at.text_area
+    synonyms = at.text_area[0]  # then the user dictionary, then the best bets' phrases
     synonyms.input("holiday, annual leave\nlonely\n")
     next(b for b in at.button if b.label == "Save").click()  # the first form: synonyms
     at.run()

@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from ..errors import TABLE, KbError, outcome_of
 
@@ -85,8 +86,11 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": _allowed(request)}
         return JSONResponse(body(str(exc.detail), _BY_STATUS.get(exc.status_code, "http_error")),
-                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+                            status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(Exception)
     async def _other(request: Request, exc: Exception):
@@ -95,3 +99,14 @@ def install(app: FastAPI) -> None:
             return JSONResponse(body(str(exc), outcome.error_type), status_code=outcome.status)
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse(body("internal error (a bug): see the server log", "internal_error"), status_code=500)
+
+
+def _allowed(request: Request) -> str:
+    """The methods of every route at the request's path: the router's own 405 names only the first route it tried,
+    and a path served by two routes (GET and POST /bestbets) would then seem to take one method."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))

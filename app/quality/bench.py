@@ -48,17 +48,10 @@ DEFAULT_QUERIES = ["试用期员工离职需要提前几天通知公司？", "Ho
 # ---- shared -------------------------------------------------------------------------------------------------------
 def machine() -> dict[str, Any]:
     """Where the figures were taken: CPU model, cores this process may use, load average, library versions."""
-    from rerank.engines.scorers import available_cores
+    from rerank.engines.scorers import available_cores, cpu_model
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    out = {"cpu": cpu, "cores": available_cores(), "load_average": [round(x, 2) for x in os.getloadavg()],
+    out = {"cpu": cpu_model() or platform.processor() or platform.machine(), "cores": available_cores(),
+           "load_average": [round(x, 2) for x in os.getloadavg()],
            "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M")}
     import torch
 

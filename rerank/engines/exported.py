@@ -29,7 +29,7 @@ from rerank.errors import RerankerLoadError
 from rerank.types import RerankerOptions
 
 from .precision import NearTies, decide
-from .scorers import Scorer, available_cores
+from .scorers import Scorer, available_cores, cpu_model
 
 # one-time first-load steps (export, timing) a person waits for: not under `rerank`, whose logs the CLI quiets
 progress = logging.getLogger("kb.progress")
@@ -222,15 +222,7 @@ def timing_pairs(per_pair: int = 4) -> tuple[list[tuple[str, str]], list[int]]:
 
 def machine_key(threads: int) -> str:
     """Which machine a timing belongs to: the CPU model and the threads the scorers used."""
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {threads} threads"
+    return f"{cpu_model() or 'unknown CPU'}, {threads} threads"
 
 
 def time_backends(runners: dict[str, Callable[[], list[float]]], rounds: int = TIMING_ROUNDS) -> dict[str, Any]:

@@ -35,6 +35,17 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name from /proc/cpuinfo; None where it cannot be read (not Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 in hardware (AMX-BF16 or AVX512-BF16, read from /proc/cpuinfo): there
     oneDNN runs bfloat16 matrix products several times faster than float32; elsewhere bfloat16 is emulated, slower."""

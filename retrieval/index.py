@@ -299,6 +299,10 @@ class KnowledgeIndex:
         """The chunks of this version with these ids (unknown ids are left out)."""
         return {cid: self.chunks[cid] for cid in chunk_ids if cid in self.chunks}
 
+    def document_chunks(self, doc_id: str) -> list[Chunk]:
+        """The chunks of document `doc_id` in this version, in no set order ([] when it is not here)."""
+        return [c for c in self.chunks.values() if c.doc_id == doc_id]
+
     def problem(self) -> str | None:
         """Why searches cannot be served now: never, for a version read whole into memory."""
         return None

@@ -175,6 +175,13 @@ class SharedIndex:
         found = self.corpus.get(chunk_ids, self.revision)
         return {cid: c for cid, (c, gen) in found.items() if self.alive(c, gen)}
 
+    def document_chunks(self, doc_id: str) -> list[Chunk]:
+        """The chunks of document `doc_id` in this revision, in no set order: Milvus is asked for its rows only,
+        not the whole revision."""
+        if not self.revision:
+            return []
+        return [c for c, gen in self.corpus.chunks(self.revision, [doc_id]) if self.alive(c, gen)]
+
     def problem(self) -> str | None:
         """Why searches cannot be served now (Milvus unreachable), or None; asked of Milvus at most every
         PROBE_S seconds per process, so health probes cost it nothing."""

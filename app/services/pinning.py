@@ -30,13 +30,6 @@ _first: weakref.WeakKeyDictionary[Any, dict[str, str]] = weakref.WeakKeyDictiona
 _first_lock = threading.Lock()
 
 
-def _document_chunks(index: Any, doc_id: str) -> list[Chunk]:
-    corpus = getattr(index, "corpus", None)
-    if corpus is not None:  # a shared corpus: ask Milvus for this document's rows only, not the whole revision
-        return [c for c, gen in corpus.chunks(index.revision, [doc_id]) if index.alive(c, gen)]
-    return [c for c in index.chunks.values() if c.doc_id == doc_id]
-
-
 def first_passage(index: Any, doc_id: str) -> Chunk | None:
     """The first passage of `doc_id` in this index version (None: no such document, or it has no text); found
     once per version and document."""
@@ -46,7 +39,7 @@ def first_passage(index: Any, doc_id: str) -> Chunk | None:
         found = index.fetch([known]).get(known)
         if found is not None:
             return found
-    chunks = _document_chunks(index, doc_id)
+    chunks = index.document_chunks(doc_id)
     if not chunks:
         return None
     first = min(chunks, key=lambda c: (c.meta.get("position", 0), c.chunk_id))

@@ -110,6 +110,9 @@ def test_a_reader_keeps_its_revision_whole_and_a_dead_writer_leaves_nothing(open
     assert sorted(c.text for c, _ in last.lexical_hits("annual leave rules", 5)) == \
         ["annual leave, new rules 0", "annual leave, new rules 1"]
     assert sorted(c.chunk_id.split("-")[0] for c in last.chunks.values()) == ["a", "a", "c", "d"]
+    # one document's rows, of the revision each reader is on (a best bet's first passage)
+    assert sorted(c.text for c in last.document_chunks("a")) == ["annual leave, new rules 0", "annual leave, new rules 1"]
+    assert [c.text for c in reader.document_chunks("a")] == ["annual leave 0"] and last.document_chunks("b") == []
 
 
 def test_each_caller_reads_only_its_groups_even_when_a_row_is_tampered_with(opener, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
 import pytest
@@ -167,14 +168,15 @@ def test_searches_keep_answering_while_an_upload_lands(tmp_path, embedder, tiny_
 
     served = make_service(tmp_path, embedder, tiny_reranker, cache_size=0)
     docs = [(f"note-{i}.md", f"# Note {i}\n\nThe canteen on floor {i} opens at noon.\n".encode()) for i in range(30)]
-    answers: list[tuple[int, str]] = []
+    answers: list[tuple[int, str, float, float]] = []  # status, version, when asked, when answered
     done = threading.Event()
     with live_server(served.app()) as url:
         def ask() -> None:
             with httpx.Client(base_url=url, timeout=60) as c:
                 while not done.is_set():
+                    asked = time.monotonic()
                     r = c.post("/search", json={"query": "when does the canteen open", "threshold": 0.0})
-                    answers.append((r.status_code, r.json().get("index_version", "")))
+                    answers.append((r.status_code, r.json().get("index_version", ""), asked, time.monotonic()))
 
         readers = [threading.Thread(target=ask) for _ in range(2)]
         for t in readers:
@@ -186,8 +188,10 @@ def test_searches_keep_answering_while_an_upload_lands(tmp_path, embedder, tiny_
         for t in readers:
             t.join()
     assert r.status_code == 200 and len(r.json()["added"]) == len(docs)
-    assert answers and {status for status, _ in answers} == {200}
-    versions = [v for _, v in answers]
-    first_new = versions.index(r.json()["index_version"]) if r.json()["index_version"] in versions else len(versions)
-    assert all(v == r.json()["index_version"] for v in versions[first_new:])  # once new, never old again
+    assert answers and {a[0] for a in answers} == {200}
+    new = r.json()["index_version"]
+    # once new, never old again: no search asked after a search was answered from the new version is answered from
+    # an older one (answers arrive from two threads, so a search asked before the switch may be answered after it)
+    first_new = min((answered for _, v, _, answered in answers if v == new), default=float("inf"))
+    assert all(v == new for _, v, asked, _ in answers if asked > first_new)
     assert after["index_version"] == r.json()["index_version"] and {n for n, _ in docs} <= listed

@@ -116,16 +116,22 @@ def table_and_bm25(name: str, chunks: list[Chunk]) -> dict:
         tracemalloc.start()
         lex = LexicalIndex.load(Path(tmp))  # the real loader: one string per distinct term
         interned_bytes = tracemalloc.get_traced_memory()[0]
+        lex.set_bigrams(list(table.values()))  # the bigram field, as the loader makes it from the chunk table
+        bigram_bytes = tracemalloc.get_traced_memory()[0] - interned_bytes
         tracemalloc.stop()
     assert plain == lex.tokens
     bm25 = lex._ensure()
     matrix = sum(a.nbytes for a in bm25.scores.values() if isinstance(a, np.ndarray))
+    grams = lex.bigrams.bm25()
+    gram_matrix = sum(a.nbytes for a in grams.scores.values() if isinstance(a, np.ndarray)) if grams else 0
     terms = sum(len(t) for t in lex.tokens)
     return {"corpus": name, "chunks": n, "chars_per_chunk": round(sum(len(c.context_text()) for c in chunks) / n),
             "terms_per_chunk": round(terms / n), "nonzeros_per_chunk": round(int(bm25.scores["data"].size) / n),
             "chunk_table_bytes_per_chunk": round(table_bytes / n), "bm25_tokens_bytes_per_chunk":
             round(tokens_bytes / n), "bm25_tokens_interned_bytes_per_chunk": round(interned_bytes / n),
-            "bm25_matrix_bytes_per_chunk": round(matrix / n), "table_size": len(table)}
+            "bm25_matrix_bytes_per_chunk": round(matrix / n), "bigrams_per_chunk":
+            round(sum(len(t) for t in lex.bigrams.tokens) / n), "bigram_tokens_bytes_per_chunk": round(bigram_bytes / n),
+            "bigram_matrix_bytes_per_chunk": round(gram_matrix / n), "table_size": len(table)}
 
 
 # ---- --replica: a serving replica's memory, FAISS mode vs Milvus mode; latency and ingest on Milvus Lite -------------

@@ -33,6 +33,20 @@ def _stemmer():
     return Stemmer.Stemmer("english")
 
 
+_CJK_RUN = re.compile(rf"[{_CJK}]+")
+
+
+def cjk_bigrams(text: str) -> list[str]:
+    """The Chinese text of `text` as overlapping character bigrams, each run of Chinese characters on its own (a
+    one-character run is itself), as Elasticsearch's `cjk_bigram` makes them; Latin text gives none. A second
+    lexical field beside jieba's words: it matches a word however jieba cut it in the question and the document."""
+    out: list[str] = []
+    for match in _CJK_RUN.finditer(text):
+        run = match.group(0)
+        out.extend([run] if len(run) == 1 else [run[i:i + 2] for i in range(len(run) - 1)])
+    return out
+
+
 def has_cjk(text: str) -> bool:
     """Whether the text holds any Chinese character."""
     return _IS_CJK.search(text) is not None

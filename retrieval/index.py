@@ -27,6 +27,7 @@ from .lexical import LexicalIndex
 from .storage import current_version, new_version_dir, publish, writer_lock
 from .stores.base import StoreFactory, VectorStore, allowed_by_groups
 from .stores.faiss import FaissStoreFactory
+from .synonyms import Expansion
 
 FORMAT_VERSION = 1
 MASKS_KEPT = 256  # lexical group masks kept per index version (`lexical_mask`)
@@ -153,7 +154,7 @@ class KnowledgeIndex:
                 index.chunks[c.chunk_id] = c
         index.dense = stores.load(folder / "dense", root)
         if manifest.get("analyzer", {}).get("user_dict", "") == analyzer.fingerprint:
-            index.lexical = LexicalIndex.load(folder / "lexical", analyzer)
+            index.lexical = LexicalIndex.load(folder / "lexical", analyzer, list(index.chunks.values()))
         else:  # the saved token lists were cut with another dictionary: not read, made again
             index.lexical = LexicalIndex.of(index.ordered_chunks(), analyzer)
             index.reanalyzed = True
@@ -290,9 +291,10 @@ class KnowledgeIndex:
         return [(self.chunks[cid], s) for cid, s in hits if self.readable(cid, groups, docs)]
 
     def lexical_hits(self, query: str, k: int, groups: Sequence[str] | None = None,
-                     docs: Collection[str] | None = None, also: Sequence[str] = ()) -> list[tuple[Chunk, float]]:
-        """The BM25 leg: up to k (chunk, score), best first, with synonyms `also` weighted below the query's words."""
-        hits = self.lexical.search(query, k, self.lexical_mask(groups, docs), also)
+                     docs: Collection[str] | None = None,
+                     synonyms: Sequence[Expansion] = ()) -> list[tuple[Chunk, float]]:
+        """The BM25 leg: up to k (chunk, score), best first, with the query's `synonyms` each scored as one term."""
+        hits = self.lexical.search(query, k, self.lexical_mask(groups, docs), synonyms)
         return [(self.chunks[cid], s) for cid, s in hits if self.readable(cid, groups, docs)]
 
     def fetch(self, chunk_ids: Sequence[str]) -> dict[str, Chunk]:

@@ -3,7 +3,7 @@
 Access groups and metadata filters are applied inside each leg's scoring, so a restricted caller gets a full K of
 chunks they may see (and that match the filters) and no count of the others; each leg's hits are then checked
 again against the version's own records (`dense_hits`, `lexical_hits`), so a store that answers with a chunk it
-should have filtered out (a tampered Milvus row) returns nothing the caller may not read. Synonyms (`also`) widen
+should have filtered out (a tampered Milvus row) returns nothing the caller may not read. Synonyms widen
 the lexical leg only: the dense leg already places 年假 near 年休假 when its model can read them.
 """
 
@@ -20,6 +20,7 @@ from .embedder import Embedder
 from .filters import Filters
 from .fusion import rrf
 from .index import KnowledgeIndex
+from .synonyms import Expansion
 from .types import Hit, Mode, check_mode, check_top_k
 
 if TYPE_CHECKING:
@@ -38,10 +39,10 @@ class RecallResult:
 def recall(index: KnowledgeIndex | SharedIndex, embedder: Embedder, query: str, top_k: int = 50, mode: Mode = "hybrid",
            groups: Sequence[str] | None = None, dense_weight: float = 1.0, lexical_weight: float = 1.0,
            rrf_k: int = 60, depth: int | None = None, filters: Filters | None = None,
-           also: Sequence[str] = ()) -> RecallResult:
+           synonyms: Sequence[Expansion] = ()) -> RecallResult:
     """Up to `top_k` hits, best first, among the chunks `groups` may read of the documents that meet `filters`
-    (FilterError for an unknown key). Each leg retrieves `depth` (default max(top_k, 100)) before fusion; `also`
-    are synonyms the lexical leg searches too, weighted below the query's own words."""
+    (FilterError for an unknown key). Each leg retrieves `depth` (default max(top_k, 100)) before fusion;
+    `synonyms` are the query's expansions (`Synonyms.expansions`), which the lexical leg scores as one term each."""
     check_mode(mode)
     check_top_k(top_k)
     depth = max(top_k, 100) if depth is None else depth
@@ -74,7 +75,7 @@ def recall(index: KnowledgeIndex | SharedIndex, embedder: Embedder, query: str, 
         timings["embed"], timings["dense"] = (t1 - t0) * 1000, (time.perf_counter() - t1) * 1000
     if mode in ("hybrid", "lexical"):
         t0 = time.perf_counter()
-        lexical = index.lexical_hits(query, depth if mode == "hybrid" else top_k, groups, docs, also)
+        lexical = index.lexical_hits(query, depth if mode == "hybrid" else top_k, groups, docs, synonyms)
         timings["lexical"] = (time.perf_counter() - t0) * 1000
     t0 = time.perf_counter()
     chunks = {c.chunk_id: c for c, _ in (*dense, *lexical)}
@@ -92,5 +93,5 @@ def recall(index: KnowledgeIndex | SharedIndex, embedder: Embedder, query: str, 
         hits.append(Hit(chunk=chunks[cid], retrieval_score=float(score), leg=leg,
                         dense_rank=d_rank.get(cid), lexical_rank=l_rank.get(cid)))
     timings["fuse"] = (time.perf_counter() - t0) * 1000
-    used = list(also) if mode != "dense" else []
+    used = list(dict.fromkeys(t for e in synonyms for t in e.also)) if mode != "dense" else []
     return RecallResult(hits=hits, timings_ms=timings, mode=mode, note=note, also=used)

@@ -4,7 +4,7 @@ serving processes hold models only and any number of them, on any number of mach
 
 - Reading. `SharedOpener.open` reads the published revision R from the catalog and the document records alive at R
   (small: one per document; what metadata filters, the Library and incremental sync need); chunks stay in Milvus.
-  Recall's legs (`dense_hits`, `lexical_hits`, and the synonym leg as its own BM25 search) are Milvus searches with
+  Recall's legs (`dense_hits`, `lexical_hits`, and each synonym rule as its own BM25 search) are Milvus searches with
   one access/metadata expression; each row that comes back is checked again against the catalog: its document must
   be alive at R in the version that wrote the row, and both the document's and the chunk's groups must admit the
   caller. Queries are analysed with the user dictionary R was built with (carried in R's manifest), so a query's
@@ -33,14 +33,15 @@ import numpy as np
 from ingest.files import private_dir
 from ingest.types import Chunk, Document
 
-from .analyzer import DEFAULT, Analyzer, parse_user_dict
+from .analyzer import DEFAULT, Analyzer, cjk_bigrams, parse_user_dict
 from .catalog import Catalog, Revision
 from .filters import Filters, matching_visible, visible
 from .index import FORMAT_VERSION, DocRecord, IndexNotFound, KnowledgeIndex, embedder_signature
-from .lexical import EXPANSION_WEIGHT
+from .lexical import BIGRAM_WEIGHT, bigram_members, synonym_members
 from .storage import current_version
 from .stores.base import allowed_by_groups
 from .stores.milvus import MilvusConfig, MilvusCorpus, MilvusStoreError, Row, is_lite
+from .synonyms import Expansion
 
 log = logging.getLogger(__name__)
 
@@ -152,21 +153,35 @@ class SharedIndex:
         return self._check(self.corpus.dense(vectors, k, self.revision, groups, docs), groups, docs)
 
     def lexical_hits(self, query: str, k: int, groups: Sequence[str] | None = None,
-                     docs: Collection[str] | None = None, also: Sequence[str] = ()) -> list[tuple[Chunk, float]]:
-        """The BM25 leg: up to k (chunk, score), best first. Synonyms (`also`) are a second BM25 search whose scores
-        count EXPANSION_WEIGHT of the query's own words', added to the first's (as the embedded index does)."""
+                     docs: Collection[str] | None = None,
+                     synonyms: Sequence[Expansion] = ()) -> list[tuple[Chunk, float]]:
+        """The BM25 leg: up to k (chunk, score), best first, words + BIGRAM_WEIGHT × bigrams as the folder index
+        scores them (`retrieval.lexical`). In each field the query's terms that its `synonyms` stand for are left
+        out of its own search, and each expansion is one more BM25 search of all its terms' tokens, added at the
+        same weight. Milvus exposes neither term statistics nor a synonym query, so a rule here is scored as its
+        tokens' BM25 summed (each its own document frequency, a phrase as its tokens), not as the one term the
+        folder index scores it as; docs/VOCABULARY.md."""
         if not self.revision:
             return []
-        own = self.analyzer.analyze(query)
-        extra = [t for t in dict.fromkeys(self.analyzer.analyze(" ".join(also))) if t not in own]
+        searches: list[tuple[list[str], bool, float]] = []
+        for analyze, members, grams, weight in ((self.analyzer.analyze, self._word_members, False, 1.0),
+                                                (cjk_bigrams, bigram_members, True, BIGRAM_WEIGHT)):
+            said = {t for e in synonyms for m in members(e.said) for t in m}
+            searches.append(([t for t in analyze(query) if t not in said], grams, weight))
+            searches += [(list(dict.fromkeys(t for m in members(e.searched) for t in m)), grams, weight)
+                         for e in synonyms]
         scores: dict[str, float] = {}
         chunks: dict[str, Chunk] = {}
-        for terms, weight in ((own, 1.0), (extra, EXPANSION_WEIGHT)):
-            for chunk, score in self._check(self.corpus.lexical(terms, k, self.revision, groups, docs), groups, docs):
+        for terms, grams, weight in searches:
+            found = self.corpus.lexical(terms, k, self.revision, groups, docs, grams=grams)
+            for chunk, score in self._check(found, groups, docs):
                 chunks[chunk.chunk_id] = chunk
                 scores[chunk.chunk_id] = scores.get(chunk.chunk_id, 0.0) + weight * score
         ranked = sorted(scores.items(), key=lambda kv: -kv[1])[:k]
         return [(chunks[cid], s) for cid, s in ranked]
+
+    def _word_members(self, terms: Sequence[str]) -> list[tuple[str, ...]]:
+        return synonym_members(self.analyzer, terms)
 
     def fetch(self, chunk_ids: Sequence[str]) -> dict[str, Chunk]:
         """The chunks of this revision with these ids (unknown ids are left out)."""
@@ -416,7 +431,9 @@ class SharedOpener:
         index._previous_collection = corpus.collection
         corpus.check()
         corpus.sweep(current.number)
-        if manifest.get("analyzer", {}).get("user_dict", "") != self.analyzer.fingerprint:
+        # another user dictionary means other terms; a collection without the bigram field gets one: either way
+        # the rows are copied into a new collection (vectors kept), published by this writer's next save
+        if manifest.get("analyzer", {}).get("user_dict", "") != self.analyzer.fingerprint or not corpus.has_grams():
             fresh = self._corpus(root, physical_name(self.name, _next_number(current)), embedder["dim"],
                                  manifest.get("index_type"))
             fresh.create()

@@ -42,8 +42,8 @@ class Vocabulary:
 
     @property
     def counts(self) -> dict[str, int]:
-        """How many user dictionary words and synonym sets are in use."""
-        return {"user_dict": len(self.analyzer.entries), "synonyms": len(self.synonyms.sets)}
+        """How many user dictionary words and synonym rules (sets and one-way rules) are in use."""
+        return {"user_dict": len(self.analyzer.entries), "synonyms": len(self.synonyms.rules)}
 
     def key(self) -> tuple[str, str]:
         """What search results depend on (for the query cache)."""

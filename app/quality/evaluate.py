@@ -330,7 +330,7 @@ def evaluate_set(es: EvalSet, embedder: Embedder, mode: str, top_k: int = 100, r
     for n, q in enumerate(es.queries, start=1):
         t0 = time.perf_counter()
         res = recall(es.index, embedder, q.text, top_k, mode, q.groups, dense_weight, lexical_weight, rrf_k,
-                     also=synonyms.expand(q.text))
+                     synonyms=synonyms.expansions(q.text))
         latency["recall"].append((time.perf_counter() - t0) * 1000)
         runs["recall"][q.qid] = ranked_run([es.unit_of(h.chunk) for h in res.hits])
         best["recall"][q.qid] = 1.0 if res.hits else 0.0

@@ -240,7 +240,8 @@ class SearchService:
         t0 = time.perf_counter()
         try:
             rec = recall(plan.index, self.embedder, r.query, r.top_k, r.mode, plan.groups, d.dense_weight,
-                         d.lexical_weight, d.rrf_k, filters=r.filters, also=self.vocabulary.synonyms.expand(r.query))
+                         d.lexical_weight, d.rrf_k, filters=r.filters,
+                         synonyms=self.vocabulary.synonyms.expansions(r.query))
         except FilterError as exc:
             raise KbError("validation", str(exc)) from None
         total_ms = (time.perf_counter() - t0) * 1000

@@ -44,6 +44,8 @@ import numpy as np
 
 from ingest.types import Chunk
 
+from ..analyzer import cjk_bigrams
+
 log = logging.getLogger(__name__)
 
 INDEX_TYPES = ("FLAT", "HNSW", "IVF_FLAT", "DISKANN", "AUTOINDEX")
@@ -60,6 +62,9 @@ QUERY_LIMIT = 16_384  # rows one query returns at most (Milvus's limit)
 TIMEOUT_S = 20.0  # per call: a Milvus that stopped answering is reported, not waited for
 CONNECT_S = 5.0  # to connect
 FIELDS = ("row_id", "chunk_id", "doc_id", "acl", "public", "gen", "died", "chunk", "terms", "vector", "sparse")
+# The bigram field (`retrieval.lexical`): a collection made before it has neither, and is served by its words alone
+# until the next writer copies its rows into a collection that has them (`retrieval.shared`).
+GRAM_FIELDS = ("grams", "sparse_grams")
 
 _CLIENTS: dict[tuple[str, str], Any] = {}  # one client per server and credentials, shared by every corpus object
 _CLIENTS_LOCK = threading.Lock()
@@ -93,6 +98,14 @@ def term_word(term: str) -> str:
 def terms_text(terms: Sequence[str]) -> str:
     """The `terms` field (or a BM25 query) for these analyzer terms, repeats kept (they are term frequency)."""
     return " ".join(term_word(t) for t in terms)
+
+
+def _fitted(words: str) -> str:
+    """`words` cut to what a Milvus VARCHAR holds: only an absurd chunk (thousands of terms) gets cut, keeping its
+    first terms."""
+    while len(words) > MAX_TEXT_BYTES:
+        words = words[:words.rfind(" ", 0, MAX_TEXT_BYTES)]
+    return words
 
 
 def visible(revision: int) -> str:
@@ -164,6 +177,7 @@ class MilvusCorpus:
                              "(set KB_MILVUS_INDEX)")
         check_name(collection)
         self.uri, self.collection, self.dim, self.index_type, self.token = str(uri), collection, dim, index_type, token
+        self._grams: bool | None = None  # whether the collection has the bigram field (asked once)
 
     @property
     def kind(self) -> str:
@@ -211,6 +225,17 @@ class MilvusCorpus:
     def exists(self) -> bool:
         return bool(self._call("look for the collection", "has_collection", self.collection))
 
+    def has_grams(self) -> bool:
+        """Whether the collection has the bigram field (one made by an older kb-search has not)."""
+        if self._grams is None:
+            desc = self._call("describe the collection", "describe_collection", self.collection)
+            self._grams = all(f in {d["name"] for d in desc["fields"]} for f in GRAM_FIELDS)
+        return self._grams
+
+    def _stored(self) -> tuple[str, ...]:
+        """The fields a row is written with (not those Milvus computes)."""
+        return FIELDS[:-1] + (("grams",) if self.has_grams() else ())
+
     def create(self) -> None:
         """Create the collection (dropping one of that name first)."""
         from pymilvus import DataType, Function, FunctionType
@@ -234,6 +259,11 @@ class MilvusCorpus:
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
         schema.add_function(Function(name="bm25", function_type=FunctionType.BM25, input_field_names=["terms"],
                                      output_field_names=["sparse"]))
+        schema.add_field("grams", DataType.VARCHAR, max_length=MAX_TEXT_BYTES, enable_analyzer=True,
+                         analyzer_params={"tokenizer": "standard"})
+        schema.add_field("sparse_grams", DataType.SPARSE_FLOAT_VECTOR)
+        schema.add_function(Function(name="bm25_grams", function_type=FunctionType.BM25,
+                                     input_field_names=["grams"], output_field_names=["sparse_grams"]))
 
         lite = self.lite()
 
@@ -242,12 +272,13 @@ class MilvusCorpus:
             build = {"HNSW": {"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION},
                      "IVF_FLAT": {"nlist": IVF_NLIST}}.get(self.index_type, {})
             params.add_index("vector", index_type=self.index_type, metric_type="IP", params=build)
-            params.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25",
-                             params={"bm25_k1": K1, "bm25_b": B})
+            for sparse in ("sparse", "sparse_grams"):
+                params.add_index(sparse, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25",
+                                 params={"bm25_k1": K1, "bm25_b": B})
             if lite:
                 # pymilvus sends index parameters as separate keys, which servers read; Milvus Lite 3.2 reads
                 # only a JSON `params` key and would otherwise score BM25 with k1 = 1.5, b = 0.75
-                for spec, tuned in zip(params, (build, {"bm25_k1": K1, "bm25_b": B})):
+                for spec, tuned in zip(params, (build, {"bm25_k1": K1, "bm25_b": B}, {"bm25_k1": K1, "bm25_b": B})):
                     spec._configs["params"] = tuned
             for name in scalars:
                 params.add_index(name, index_type="INVERTED")
@@ -270,6 +301,7 @@ class MilvusCorpus:
             self._call("create the collection", "create_collection", self.collection, schema=schema,
                        index_params=index_params(tuple(n for n in scalars if n != "acl")),
                        consistency_level="Strong")
+        self._grams = True
 
     def check(self) -> None:
         """MilvusStoreError unless the collection exists and was made for this corpus's rows and dimension."""
@@ -325,28 +357,29 @@ class MilvusCorpus:
         if len(body.encode("utf-8")) > MAX_TEXT_BYTES:
             raise ValueError(f"chunk {chunk.chunk_id} of {chunk.doc_id}: its text and fields take more than "
                              f"{MAX_TEXT_BYTES} bytes, which a Milvus row cannot hold; lower KB_CHUNK_MAX_TOKENS")
-        words = terms_text(terms)
-        while len(words) > MAX_TEXT_BYTES:  # only an absurd chunk (thousands of terms) gets here: keep its first
-            words = words[:words.rfind(" ", 0, MAX_TEXT_BYTES)]
-        return {"row_id": f"{chunk.chunk_id}#{gen}", "chunk_id": chunk.chunk_id, "doc_id": chunk.doc_id, "acl": acl,
-                "public": not acl, "gen": int(gen), "died": LIVE, "chunk": body, "terms": words,
-                "vector": np.asarray(vector, dtype=np.float32).tolist()}
+        row = {"row_id": f"{chunk.chunk_id}#{gen}", "chunk_id": chunk.chunk_id, "doc_id": chunk.doc_id, "acl": acl,
+               "public": not acl, "gen": int(gen), "died": LIVE, "chunk": body, "terms": _fitted(terms_text(terms)),
+               "vector": np.asarray(vector, dtype=np.float32).tolist()}
+        if self.has_grams():
+            row["grams"] = _fitted(terms_text(cjk_bigrams(chunk.context_text())))
+        return row
 
     def insert(self, rows: Sequence[dict[str, Any]]) -> None:
         for start in range(0, len(rows), WRITE_BATCH):
             self._call("write rows", "upsert", self.collection, list(rows[start:start + WRITE_BATCH]))
 
-    def _query(self, expr: str, fields: Sequence[str] = FIELDS[:-1]) -> list[dict[str, Any]]:
-        """The rows matching `expr` (all fields but the computed BM25 vector), at most QUERY_LIMIT of them.
+    def _query(self, expr: str, fields: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """The rows matching `expr` (`fields`, else all but the computed BM25 vectors), at most QUERY_LIMIT of them.
 
         pymilvus's query iterator pages with an unescaped `pk > "last"` clause, which a chunk id holding a quote
         (it comes from a file path or URL) turns into another expression: rows are read by document batches
         instead (`_rows_of`), or by a query that drains itself (`sweep`)."""
-        return list(self._call("read rows", "query", self.collection, filter=expr, output_fields=list(fields),
+        return list(self._call("read rows", "query", self.collection, filter=expr,
+                               output_fields=list(fields or self._stored()),
                                limit=QUERY_LIMIT))
 
     def _rows_of(self, doc_ids: Sequence[str], expr: str,
-                 fields: Sequence[str] = FIELDS[:-1]) -> Iterator[dict[str, Any]]:
+                 fields: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
         """The rows of these documents that match `expr`, a batch of documents per query (halved when a batch
         holds more rows than one query returns)."""
         ids = list(dict.fromkeys(doc_ids))
@@ -363,7 +396,8 @@ class MilvusCorpus:
 
     def _remark(self, rows: Iterable[dict[str, Any]], died: int) -> int:
         """Write these rows again with `died` set (Milvus has no partial update)."""
-        batch = [{**{k: v for k, v in row.items() if k != "sparse"}, "died": died} for row in rows]
+        batch = [{**{k: v for k, v in row.items() if k not in ("sparse", "sparse_grams")}, "died": died}
+                 for row in rows]
         self.insert(batch)
         return len(batch)
 
@@ -392,9 +426,14 @@ class MilvusCorpus:
         batch: list[dict[str, Any]] = []
         n = 0
         for row in source._rows_of(doc_ids, visible(revision)):
-            row.pop("sparse", None)
+            for computed in ("sparse", "sparse_grams"):
+                row.pop(computed, None)
             chunk = Chunk.from_dict(json.loads(row["chunk"]))
-            row["terms"] = terms_text(analyze(chunk.context_text()))
+            row["terms"] = _fitted(terms_text(analyze(chunk.context_text())))
+            if self.has_grams():
+                row["grams"] = _fitted(terms_text(cjk_bigrams(chunk.context_text())))
+            else:
+                row.pop("grams", None)
             batch.append(row)
             if len(batch) >= WRITE_BATCH:
                 self.insert(batch)
@@ -430,11 +469,13 @@ class MilvusCorpus:
         return self._hits(res, bm25=False)
 
     def lexical(self, terms: Sequence[str], k: int, revision: int, groups: Sequence[str] | None = None,
-                docs: Collection[str] | None = None) -> list[Row]:
-        """Up to k rows of `revision` by BM25 of these analyzer terms, best first, with the same restrictions."""
-        if k <= 0 or not terms or (docs is not None and not docs):
+                docs: Collection[str] | None = None, grams: bool = False) -> list[Row]:
+        """Up to k rows of `revision` by BM25 of these analyzer terms (of these bigrams with `grams`), best first,
+        with the same restrictions."""
+        if k <= 0 or not terms or (docs is not None and not docs) or (grams and not self.has_grams()):
             return []
-        res = self._call("search", "search", self.collection, data=[terms_text(terms)], anns_field="sparse",
+        res = self._call("search", "search", self.collection, data=[terms_text(terms)],
+                         anns_field="sparse_grams" if grams else "sparse",
                          limit=min(k, MAX_TOP_K), filter=visible(revision) + readable_by(groups, docs),
                          output_fields=["chunk", "gen"], search_params={"metric_type": "BM25"})
         return [r for r in self._hits(res, bm25=True) if r.score > 0]

@@ -1,12 +1,15 @@
-"""BM25 with jieba: Chinese words match inside unsegmented text, English is stemmed, filters are inside scoring."""
+"""BM25 with jieba: Chinese words match inside unsegmented text, English is stemmed, filters are inside scoring; a
+second field of Chinese character bigrams finds a word jieba cut otherwise, and leaves English alone."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ingest.types import Chunk
-from retrieval.analyzer import analyze
+from ingest.types import Chunk, Document
+from retrieval.analyzer import analyze, cjk_bigrams
+from retrieval.index import KnowledgeIndex
 from retrieval.lexical import LexicalIndex
+from retrieval.synonyms import parse_synonyms
 
 
 def test_chinese_and_mixed_tokenisation():
@@ -36,9 +39,51 @@ def test_token_lists_share_one_string_per_term_after_a_save_and_load(tmp_path):
     index = LexicalIndex()
     index.set_chunks(chunks)
     index.save(tmp_path / "bm25")
-    loaded = LexicalIndex.load(tmp_path / "bm25")
+    loaded = LexicalIndex.load(tmp_path / "bm25", chunks=chunks)
     assert loaded.tokens == index.tokens and loaded.chunk_ids == index.chunk_ids
+    assert loaded.bigrams.tokens == index.bigrams.tokens and loaded.bigrams.tokens[0][:2] == ["试用", "用期"]
     for lists in (index.tokens, loaded.tokens):
         vpn = [t for toks in lists for t in toks if t == "vpn"]
         assert len(vpn) == 50 and all(t is vpn[0] for t in vpn)  # one object, not fifty
     assert loaded.search("试用期离职", 3) == index.search("试用期离职", 3)
+
+
+def test_bigrams_find_a_word_that_jieba_cut_otherwise():
+    chunks = [Chunk(chunk_id="shop", doc_id="a", text="乒乓球拍卖完了，请下周再来。"),
+              Chunk(chunk_id="other", doc_id="b", text="羽毛球场周末开放。")]
+    assert "球拍" not in analyze(chunks[0].text)  # jieba reads 乒乓球 / 拍卖
+    assert cjk_bigrams("乒乓球拍 VPN 卖") == ["乒乓", "乓球", "球拍", "卖"]
+    words_only = LexicalIndex(bigram_weight=0)
+    words_only.set_chunks(chunks)
+    both = LexicalIndex()
+    both.set_chunks(chunks)
+    assert words_only.search("球拍", 5) == [] and [cid for cid, _ in both.search("球拍", 5)] == ["shop"]
+    # a synonym's Chinese term is a phrase of bigrams there: found where its characters stand together
+    found = both.search("paddle", 5, synonyms=parse_synonyms("paddle, 球拍")[0].expansions("paddle"))
+    assert [cid for cid, _ in found] == ["shop"]
+    assert both.search("羽球", 5) == []  # its bigram 羽球 is nowhere: characters apart are not a match
+
+
+def test_english_is_scored_by_its_words_alone():
+    chunks = [Chunk(chunk_id=f"c{i}", doc_id="d", text=t) for i, t in
+              enumerate(["Reset your VPN token in the portal.", "The VPN is available worldwide.", "Payroll runs monthly."])]
+    words_only = LexicalIndex(bigram_weight=0)
+    words_only.set_chunks(chunks)
+    both = LexicalIndex()
+    both.set_chunks(chunks)
+    assert both.search("reset vpn token", 5) == words_only.search("reset vpn token", 5)
+
+
+def test_a_saved_index_has_its_bigram_field_when_opened(tmp_path):
+    from retrieval.stores.faiss import FaissStoreFactory
+
+    emb = {"name": "test-embedder", "dim": 4, "path": None}
+    index = KnowledgeIndex(tmp_path, emb, {}, FaissStoreFactory())
+    doc = Document(doc_id="shop", source="/kb/shop.md", title="shop", text="乒乓球拍卖完了",
+                   meta={"content_hash": "h", "format": "md"})
+    index.replace_documents([(doc, [Chunk(chunk_id="shop-0", doc_id="shop", text="乒乓球拍卖完了，请下周再来。")])],
+                            np.ones((1, 4), dtype=np.float32) / 2)
+    version = index.save()
+    assert sorted(p.name for p in (version / "lexical").iterdir()) == ["tokens.jsonl"]  # bigrams are made, not read
+    opened = KnowledgeIndex.open(tmp_path, emb, {})
+    assert [c.chunk_id for c, _ in opened.lexical_hits("球拍", 5)] == ["shop-0"]

@@ -26,6 +26,7 @@ from retrieval.index import IndexMismatch, IndexNotFound
 from retrieval.lexical import LexicalIndex
 from retrieval.shared import SharedOpener
 from retrieval.stores.milvus import MilvusConfig, MilvusCorpus, MilvusStoreError
+from retrieval.synonyms import parse_synonyms
 from tests.databases import postgres_url
 
 REPO = Path(__file__).resolve().parents[2]
@@ -259,3 +260,74 @@ def test_a_collection_already_named_like_the_corpus_does_not_stop_a_publish(open
     write(op, root, [doc("a", "annual leave")], rng)
     assert op.published(root) == "r1" and seen(op.open(root, EMB, {})) == {"a"}
     assert "must be dropped for the alias to work" in caplog.text
+
+
+def test_synonyms_in_milvus_search_the_rule_in_place_of_what_the_query_said(opener, tmp_path):
+    rng, root, op = np.random.default_rng(8), tmp_path / "index", opener()
+    write(op, root, [doc("wfh", "WFH is allowed on Fridays"), doc("remote", "远程办公须经主管批准"),
+                     doc("leave", "年休假天数根据累计工作时间确定"), doc("other", "报销发票须在月底前提交")], rng)
+    index = op.open(root, EMB, {})
+
+    def hits(rules: str, query: str) -> list[str]:
+        expansions = parse_synonyms(rules)[0].expansions(query)
+        return [c.doc_id for c, _ in index.lexical_hits(query, 10, synonyms=expansions)]
+
+    assert hits("", "wfh") == ["wfh"]
+    assert hits("wfh => 远程办公", "wfh") == ["remote"]  # what the query said is searched as the right side only
+    assert sorted(hits("wfh => wfh, 远程办公", "wfh")) == ["remote", "wfh"]
+    assert hits("年假, 年休假, annual leave", "annual leave") == ["leave"]
+    assert hits("年假, 年休假, annual leave", "年休假") == ["leave"]  # the user's word, once
+
+
+def test_a_collection_made_before_the_bigram_field_serves_words_and_the_next_writer_adds_bigrams(opener, tmp_path,
+                                                                                                database):
+    """An upgrade: a corpus whose collection has no bigram field (made by the previous kb-search) keeps serving by
+    its words, and the next writer copies its rows into a collection that has one (vectors kept)."""
+    from pymilvus import DataType, Function, FunctionType
+    from sqlalchemy import create_engine, text
+
+    from retrieval.shared import physical_name
+    from retrieval.stores.milvus import _client
+
+    rng, root, op = np.random.default_rng(9), tmp_path / "index", opener()
+    write(op, root, [doc("shop", "乒乓球拍卖完了请下周再来"), doc("vpn", "Reset the VPN token")], rng)
+    new = op.open(root, EMB, {})
+    # the collection the previous version made: the same fields without `grams` / `sparse_grams`
+    old = MilvusCorpus(new.corpus.uri, physical_name(op.name, 7), 8, "FLAT")
+    client = _client(new.corpus.uri, None)
+    schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+    for name, kind, extra in (("row_id", DataType.VARCHAR, {"is_primary": True, "max_length": 4200}),
+                              ("chunk_id", DataType.VARCHAR, {"max_length": 4096}),
+                              ("doc_id", DataType.VARCHAR, {"max_length": 4096}),
+                              ("acl", DataType.ARRAY, {"element_type": DataType.VARCHAR, "max_capacity": 64,
+                                                       "max_length": 256}),
+                              ("public", DataType.BOOL, {}), ("gen", DataType.INT64, {}), ("died", DataType.INT64, {}),
+                              ("chunk", DataType.VARCHAR, {"max_length": 65535}),
+                              ("terms", DataType.VARCHAR, {"max_length": 65535, "enable_analyzer": True,
+                                                           "analyzer_params": {"tokenizer": "standard"}}),
+                              ("sparse", DataType.SPARSE_FLOAT_VECTOR, {}), ("vector", DataType.FLOAT_VECTOR, {"dim": 8})):
+        schema.add_field(name, kind, **extra)
+    schema.add_function(Function(name="bm25", function_type=FunctionType.BM25, input_field_names=["terms"],
+                                 output_field_names=["sparse"]))
+    params = client.prepare_index_params()
+    params.add_index("vector", index_type="FLAT", metric_type="IP")
+    params.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+    client.create_collection(old.collection, schema=schema, index_params=params, consistency_level="Strong")
+    rows = [{k: v for k, v in r.items() if k != "grams"} for r in new.corpus._rows_of(["shop", "vpn"], "gen >= 0")]
+    old.insert(rows)
+    old.flush()
+    with create_engine(database).begin() as conn:  # the published revision names the old collection
+        conn.execute(text("UPDATE kb_revisions SET manifest = replace(manifest, :a, :b)"),
+                     {"a": f'"{new.corpus.collection}"', "b": f'"{old.collection}"'})
+
+    reader = op.open(root, EMB, {})
+    assert reader.corpus.collection == old.collection and not reader.corpus.has_grams()
+    assert [c.doc_id for c, _ in reader.lexical_hits("乒乓球", 5)] == ["shop"]  # served by its words
+    assert reader.lexical_hits("球拍", 5) == []  # jieba cut 乒乓球 / 拍卖: only bigrams find 球拍
+
+    write(op, root, [], rng)  # a writer with nothing to change copies the rows into a collection with bigrams
+    after = op.open(root, EMB, {})
+    assert after.corpus.collection not in (old.collection, new.corpus.collection) and after.corpus.has_grams()
+    assert [c.doc_id for c, _ in after.lexical_hits("球拍", 5)] == ["shop"]
+    assert {r["chunk_id"]: r["vector"] for r in after.corpus._rows_of(["shop", "vpn"], "gen >= 0")} == \
+        {r["chunk_id"]: r["vector"] for r in rows}  # not re-embedded

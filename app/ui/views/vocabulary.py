@@ -43,9 +43,10 @@ for problem in vocab.problems:
 
 TABS = {
     "synonyms": ("Synonyms",
-                 "One set a line, terms separated by commas, any language; a term may be several words. A search "
-                 "for one term also searches the others (weighted below the words typed) and says so.",
-                 "年假, 年休假, annual leave\nWFH, 远程办公, work from home"),
+                 "One set a line, terms separated by commas, any language; a term may be several words (matched "
+                 "as a phrase). A search naming one term searches the set as one word and says so. `a, b => c`: "
+                 "a search naming a or b searches c instead (one way).",
+                 "年假, 年休假, annual leave\nWFH, out of office => 远程办公"),
     "user_dict": ("User dictionary",
                   "jieba's format: `word [frequency] [tag]` a line, for names and terms jieba would split "
                   "(钉钉, 飞书审批). Saving analyses BM25 again from the stored text (no re-embedding).",

@@ -129,8 +129,9 @@ def table_and_bm25(name: str, chunks: list[Chunk]) -> dict:
             "terms_per_chunk": round(terms / n), "nonzeros_per_chunk": round(int(bm25.scores["data"].size) / n),
             "chunk_table_bytes_per_chunk": round(table_bytes / n), "bm25_tokens_bytes_per_chunk":
             round(tokens_bytes / n), "bm25_tokens_interned_bytes_per_chunk": round(interned_bytes / n),
-            "bm25_matrix_bytes_per_chunk": round(matrix / n), "bigrams_per_chunk":
-            round(sum(len(t) for t in lex.bigrams.tokens) / n), "bigram_tokens_bytes_per_chunk": round(bigram_bytes / n),
+            "bm25_matrix_bytes_per_chunk": round(matrix / n),
+            "bigrams_per_chunk": round(sum(len(t) for t in lex.bigrams.tokens) / n),
+            "bigram_tokens_bytes_per_chunk": round(bigram_bytes / n),
             "bigram_matrix_bytes_per_chunk": round(gram_matrix / n), "table_size": len(table)}
 
 

@@ -7,7 +7,10 @@ temporary folder (about 2.3 GB, plus its ONNX export and int8 copy) and deleted 
 Candidates are real chunks of data/samples/docs cut to fit 512 tokens with the query; the naive baseline
 (`CrossEncoder(path).predict(pairs)`, default settings) and the engine variants run interleaved in the same process.
 `auto` (the engine's CPU default) exports the model to ONNX and times it against PyTorch on its first load (in the
-temporary folder, so every run pays it: `load_s`).
+temporary folder, so every run pays it: `load_s`). `defaults` is the engine as a CPU install builds it with no setting
+(`app.quality.bench` variant `defaults`: backend auto, dtype auto, exact top-10), which may serve bfloat16 + exact
+re-scoring where the CPU has AMX/AVX512-BF16 and the load measured it faster. `--reranker DIR` benchmarks a model
+folder (e.g. the trained proxy of `benchmarks/train_proxy_reranker.py`) instead of the random one.
 """
 
 from __future__ import annotations
@@ -51,10 +54,14 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--k", default="10,50")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--variants", default="naive,flagembedding,auto,torch,torch-bf16+exact-forced,"
-                        "torch-bf16+exact,onnx", help="before/after of issue 31: torch (the old CPU default) and "
-                        "auto (the new one); torch-bf16+exact-forced (re-scoring whatever it costs, as before) and "
-                        "torch-bf16+exact (float32 directly where re-scoring would redo too many)")
+    parser.add_argument("--variants", default="naive,flagembedding,defaults,auto,torch,torch-bf16+exact-forced,"
+                        "torch-bf16+exact,onnx", help="before/after of issue 31: torch (the old CPU default), auto "
+                        "(float32: the faster of torch and ONNX Runtime) and defaults (no setting given: auto, which "
+                        "may pick bfloat16 + exact); torch-bf16+exact-forced (re-scoring whatever it costs, as "
+                        "before) and torch-bf16+exact (float32 directly where re-scoring would redo too many)")
+    parser.add_argument("--reranker", type=Path, default=None,
+                        help="a model folder to benchmark instead of the random-weight one (copied to a temporary "
+                        "folder, so its ONNX export is made and timed afresh)")
     parser.add_argument("--layers", type=int, default=24, help="fewer for a quick trial (the figure needs 24)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="the engine variants' batch [the engine's default: 8 on a CPU] (naive: its default, 32)")
@@ -66,14 +73,20 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        path = build_m3_sized(Path(tmp) / "m3_sized", num_hidden_layers=args.layers)
+        if args.reranker is not None:
+            import shutil
+
+            path = Path(shutil.copytree(args.reranker, Path(tmp) / args.reranker.name,
+                                        ignore=shutil.ignore_patterns("kb-onnx")))
+        else:
+            path = build_m3_sized(Path(tmp) / "m3_sized", num_hidden_layers=args.layers)
         build_s = time.perf_counter() - t0
         report = bench_rerank(str(path), [args.corpus], [int(k) for k in args.k.split(",")], args.repeats,
                               args.variants.split(","),
                               options=RerankerOptions(batch_size=args.batch_size, models_dir=str(Path(tmp) / "models")),
                               progress=lambda msg: print(msg, file=sys.stderr, flush=True))
-    report["model"] = f"XLMRobertaForSequenceClassification, bge-reranker-v2-m3 shape ({args.layers} layers), " \
-                      "random weights"
+    report["model"] = str(args.reranker) if args.reranker is not None else \
+        f"XLMRobertaForSequenceClassification, bge-reranker-v2-m3 shape ({args.layers} layers), random weights"
     report["build_model_s"] = round(build_s, 1)
     print(json.dumps(report) if args.json else json.dumps(report, indent=1))
 

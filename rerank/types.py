@@ -53,7 +53,9 @@ class RerankerOptions:
 
     `batch_size` None lets the engine choose (8 pairs on a CPU, 32 on a GPU; 16 for an LLM reranker).
     `backend` "auto": on a GPU torch; on a CPU the faster of torch and ONNX Runtime float32 as measured once on
-    this machine (cached with the export), both exact (`rerank.engines.cross_encoder.choose_backend`).
+    this machine (cached with the export), both exact (`rerank.engines.exported.choose_cpu_backend`), and, with
+    `dtype` "auto", exact_top > 0 and a CPU with AMX-BF16 or AVX512-BF16, bfloat16 whose top-N near-ties that
+    float32 backend re-scores, where the load measured it faster (`rerank.engines.auto`).
     `exact_top`, `exact_max_share`, `quantize_max_shift` and `quantize_policy` are the reduced-precision policy
     (`rerank.exact`, `rerank.engines.precision`). `api_key` goes to a remote (TEI) reranker only and is never shown.
     """

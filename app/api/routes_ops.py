@@ -80,7 +80,7 @@ def _reranking(svc) -> dict | None:
         return None
     info = r.info()
     exact = info.exact_choice
-    return {"backend": info.backend, "backend_reason": (info.backend_choice or {}).get("reason"),
+    return {"backend": info.backend, "dtype": info.dtype, "backend_reason": (info.backend_choice or {}).get("reason"),
             "exact_path": exact["path"] if exact else None, "exact_reason": exact["reason"] if exact else None,
             "budget_ms": effective_budget_ms(svc.defaults.rerank_budget_ms, r),
             "budget_reason": "set" if svc.defaults.rerank_budget_ms is not None else

@@ -56,12 +56,13 @@ def rerank_command(
     k: Annotated[str, typer.Option("--k", help="candidate counts, comma-separated")] = "10,50",
     repeats: Annotated[int, typer.Option("--repeats", help="interleaved repetitions per variant and K")] = 3,
     variants: Annotated[str, typer.Option("--variants", help="comma-separated: naive (always), flagembedding "
-                                          "(FlagEmbedding's FlagReranker, a second peer), auto (the CPU default: "
-                                          "the faster exact backend), torch, torch-bf16, torch-bf16+exact, "
+                                          "(FlagEmbedding's FlagReranker, a second peer), defaults (the engine "
+                                          "with no KB_RERANK_* setting), auto (float32: the faster exact backend), "
+                                          "torch, torch-bf16, torch-bf16+exact, "
                                           "torch-bf16+exact-forced, onnx, onnx-int8, onnx-int8+exact, openvino "
                                           "(+exact: float32 re-scoring of top-10 near-ties, or float32 directly "
                                           "where that would redo too many; -forced: always re-score)")
-                         ] = "naive,flagembedding,auto,torch,torch-bf16+exact",
+                         ] = "naive,flagembedding,defaults,auto,torch,torch-bf16+exact",
     batch_size: Annotated[Optional[int], typer.Option("--batch-size")] = None,
     max_length: Annotated[Optional[int], typer.Option("--max-length")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for the engine variants")] = None,

@@ -34,12 +34,14 @@ if TYPE_CHECKING:
 # "+exact": the reduced-precision pass, then float32 on the near-ties of the top 10 (rerank.exact), or float32
 # directly where re-scoring would redo more than `exact_max_share` of the candidates; "+exact-forced": always the
 # reduced pass and its re-scoring (exact_max_share 1, the engine before that choice existed). "auto": the engine's
-# CPU default (backend auto: the faster exact one of torch and ONNX Runtime, timed once on this machine). The peers
+# backend auto in float32 (the faster exact one of torch, ONNX Runtime and OpenVINO, timed once on this machine).
+# "defaults": the engine exactly as a CPU install builds it with no KB_RERANK_* setting (backend auto, dtype auto,
+# exact top-10: it may serve bfloat16 + exact where this machine measured it faster, `rerank.engines.auto`). The peers
 # are what a user would write without this engine: sentence-transformers' CrossEncoder and FlagEmbedding's
 # FlagReranker.
 PEERS = ("naive", "flagembedding")
-RERANK_VARIANTS = (*PEERS, "auto", "torch", "torch-bf16", "torch-bf16+exact", "torch-bf16+exact-forced", "onnx",
-                   "onnx-int8", "onnx-int8+exact", "openvino")
+RERANK_VARIANTS = (*PEERS, "defaults", "auto", "torch", "torch-bf16", "torch-bf16+exact", "torch-bf16+exact-forced",
+                   "onnx", "onnx-int8", "onnx-int8+exact", "openvino")
 DEFAULT_QUERIES = ["试用期员工离职需要提前几天通知公司？", "How many days of annual leave do new employees get?",
                    "报销差旅费需要哪些发票？", "How do I reset my VPN token when I lost it?",
                    "加班工资怎么计算？", "Who approves remote work days?"]
@@ -95,7 +97,16 @@ def candidate_texts(corpus: Sequence[Path], count_tokens: Callable[[str], int], 
 def variant_options(variant: str, options: RerankerOptions) -> RerankerOptions:
     """`options` (batch size, max length, threads, models folder) set up for a `RERANK_VARIANTS` engine variant:
     on the CPU, its backend and precision, reduced copies used even when they fail their check (the benchmark
-    reports the agreement instead)."""
+    reports the agreement instead). `defaults`: the reranking settings' defaults (a benchmark's batch size does not
+    apply), as `app.components` builds them from `Settings()` with no KB_RERANK_* variable set."""
+    if variant == "defaults":
+        from app.settings import Settings
+
+        fields = Settings.model_fields
+        return replace(options, device="cpu", dtype=fields["rerank_dtype"].default or fields["dtype"].default,
+                       batch_size=fields["rerank_batch_size"].default, backend=fields["rerank_backend"].default,
+                       quantize=fields["rerank_quantize"].default, exact_top=fields["rerank_exact_top"].default,
+                       exact_max_share=fields["rerank_exact_max_share"].default)
     forced = variant.endswith("+exact-forced")
     base = variant.removesuffix("+exact-forced").removesuffix("+exact")
     exact = forced or variant.endswith("+exact")

@@ -7,7 +7,9 @@ fine-tuned folder), keeping the raw logit.
 - Where the forward pass runs (`options.backend`): `torch` (`rerank.engines.scorers`, any device), or on the CPU
   `onnx` / `openvino` on a cached, parity-checked export (`rerank.engines.exported`); `auto` takes torch on a GPU
   (and for bfloat16), and on a CPU in float32 whichever of torch and ONNX Runtime was measured faster on this
-  machine at the same top-10 (`rerank.engines.exported.choose_cpu_backend`; `info().backend_choice` says why).
+  machine at the same top-10 (`rerank.engines.exported.choose_cpu_backend`; `info().backend_choice` says why);
+  with no dtype set and a CPU with AMX-BF16/AVX512-BF16 it then measures bfloat16 + exact re-scoring by that
+  float32 backend and serves it where it is expected faster (`rerank.engines.auto`; the record keeps the figures).
 - Reduced precision on the CPU, opt-in: `dtype="bfloat16"` (fast where the CPU has AMX/AVX512-BF16) or int8
   (`backend="onnx", quantize=True`), served under the policy of `rerank.engines.precision`: near-ties of the top N
   re-scored in float32, and a call whose re-scoring would redo more than `exact_max_share` of its candidates
@@ -42,7 +44,7 @@ from retrieval.device import DeviceChoice
 
 from .base import EngineBase, aggregate_windows, score_windows
 from .precision import NearTies
-from .scorers import CPU_ONLY, Scorer, TorchScorer, cpu_has_native_bf16
+from .scorers import CPU_ONLY, Scorer, TorchScorer, cpu_has_native_bf16, native_bf16_flags
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,9 @@ class CrossEncoderReranker(EngineBase):
         self._fallback: str | None = None
         self._backend_choice: dict[str, Any] | None = None  # with backend auto: which one, why, what was measured
         self._auto_torch: Scorer | None = None  # the PyTorch scorer timed by backend auto, kept if torch wins
+        self._auto_exported = None  # the exported model opened by backend auto's bfloat16 trial, kept if it serves
+        self._auto_served: Scorer | None = None  # the bfloat16 copy backend auto chose, with its near-tie re-scorer
+        self._exact_batch: int | None = None  # the re-scorer's pairs per pass, where it is another backend
 
     # ---- description -------------------------------------------------------------------------------------------
     @property
@@ -170,6 +175,8 @@ class CrossEncoderReranker(EngineBase):
             self._check_weights(resolved.path, config)
             choice = self._choose_device()
             self._model = self._build(resolved, choice)
+            if (self._backend_choice or {}).get("dtype") == "bfloat16":  # backend auto measured bfloat16 + exact faster
+                choice = DeviceChoice(**{**choice.to_dict(), "dtype": "bfloat16"})
             if choice.dtype == "bfloat16" and getattr(self._model, "dtype", choice.dtype) != choice.dtype:
                 choice = DeviceChoice(**{**choice.to_dict(), "dtype": self._model.dtype,
                                          "reason": f"{choice.reason}; bfloat16 failed its agreement check"})
@@ -250,10 +257,66 @@ class CrossEncoderReranker(EngineBase):
             backend, record = choose_cpu_backend(
                 self._name, resolved.path, resolved.origin, o, torch_scorer,
                 lambda b: o.batch_size if o.batch_size is not None else default_batch("cpu", b))
-            self._backend_choice = record
-            return backend
+            self._backend_choice = self._auto_bfloat16(resolved, backend, record)
+            return self._backend_choice["backend"]
         self._backend_choice = {"backend": backend, "reason": reason}
         return backend
+
+    def _auto_bfloat16(self, resolved, backend: str, record: dict[str, Any]) -> dict[str, Any]:
+        """Backend auto's third candidate (`rerank.engines.auto`): where the options and the CPU allow it, measure
+        bfloat16 + exact re-scoring by the float32 `backend` just chosen, and serve it where it is expected faster
+        (sets `_auto_served` and the near-tie re-scorer). Returns the choice record, with what was measured."""
+        from .auto import NAMES, measure_bfloat16, pick_bfloat16, recorded, why_not_bfloat16
+        from .auto import record as keep
+        from .exported import exported_options, load_exported, progress
+
+        o = self.options
+        flags = native_bf16_flags()
+        why_not = why_not_bfloat16(o.dtype, o.exact_top, o.quantize, flags)
+        if why_not is not None:
+            return {**record, "bfloat16": {"tried": False, "flags": flags, "reason": why_not}}
+        figures = recorded(record.get("export_dir"), record.get("machine"), backend, o.exact_top)
+        if figures is not None and not pick_bfloat16(figures, o.exact_max_share)[0]:  # decided on an earlier load
+            reason = pick_bfloat16(figures, o.exact_max_share)[1]
+            return {**record, "reason": f"{record['reason']}; {reason}",
+                    "bfloat16": {"tried": True, "flags": flags, "serves": False, "reason": reason, "measured": figures}}
+        float32 = self._auto_torch or self._torch_scorer(resolved, "cpu", "float32")
+        self._auto_torch = None
+        reduced = float32.reduced_copy("bfloat16")
+        if backend == "torch":
+            exact = float32
+        else:
+            self._auto_exported = load_exported(self._name, resolved.path, resolved.origin,
+                                                exported_options(o, backend))
+            exact = self._auto_exported.scorer
+
+        def batch(b: str) -> int:
+            return o.batch_size if o.batch_size is not None else default_batch("cpu", b)
+
+        def lengths(pairs: list[tuple[str, str]]) -> list[int]:
+            return [len(ids) for ids in reduced.tokenizer([q for q, _ in pairs], [t for _, t in pairs],
+                                                          truncation=True, max_length=self.max_length)["input_ids"]]
+
+        if figures is None:
+            progress.warning("reranker %s: this CPU has %s: timing bfloat16 + exact re-scoring against %s (once per "
+                             "machine)", self._name, " and ".join(flags), NAMES[backend])
+            figures = measure_bfloat16(reduced, exact, batch, lengths, o.exact_top)
+            keep(record.get("export_dir"), record.get("machine"), figures)
+        serves, reason = pick_bfloat16(figures, o.exact_max_share)
+        progress.warning("reranker %s: %s", self._name, reason)
+        trial = {"tried": True, "flags": flags, "serves": serves, "reason": reason, "measured": figures}
+        out = {**record, "reason": f"{record['reason']}; {reason}", "bfloat16": trial}
+        if not serves:
+            self._auto_torch = float32 if backend == "torch" else None  # serves, or its memory goes
+            return out
+        self._auto_exported = None
+        self._near_ties = NearTies(exact, figures["margin"], o.exact_top, o.exact_max_share,
+                                   figures["rescored_per_query"], figures["speed_ratio"], "bfloat16")
+        self._exact_batch = batch(exact.backend)
+        self._agreement = figures["agreement"]
+        self._details = {**reduced.describe(), "cpu_bf16_native": True, "float32_backend": exact.backend}
+        self._auto_served = reduced
+        return {**out, "backend": "torch", "dtype": "bfloat16", "float32_backend": backend}
 
     def _torch_scorer(self, resolved, device: str, dtype: str) -> TorchScorer:
         o = self.options
@@ -267,11 +330,16 @@ class CrossEncoderReranker(EngineBase):
     def _build(self, resolved, choice: DeviceChoice) -> Scorer:
         o = self.options
         backend = self._auto_backend(resolved, choice) if o.backend == "auto" else o.backend
+        if self._auto_served is not None:  # backend auto: bfloat16 + exact (`_auto_bfloat16` set it all up)
+            scorer, self._auto_served = self._auto_served, None
+            return scorer
         if backend != "torch":
             from .exported import exported_options, load_exported
 
             self._auto_torch = None  # timed against ONNX Runtime and slower: its memory goes
-            built = load_exported(self._name, resolved.path, resolved.origin, exported_options(o, backend))
+            built, self._auto_exported = self._auto_exported, None
+            if built is None:
+                built = load_exported(self._name, resolved.path, resolved.origin, exported_options(o, backend))
             self._near_ties, self._quantized, self._agreement = built.near_ties, built.quantized, built.agreement
             self._warning, self._details = built.warning, built.details
             return built.scorer
@@ -385,7 +453,8 @@ class CrossEncoderReranker(EngineBase):
         fallback)."""
         with self._lock:
             if exact:
-                return score_in_batches(pairs, lengths, self._batch_limit, self._near_ties.exact.predict).scores
+                return score_in_batches(pairs, lengths, self._exact_batch or self._batch_limit,
+                                        self._near_ties.exact.predict).scores
             try:
                 run = score_in_batches(pairs, lengths, self._batch_limit, self._model.predict)
             except CudaOOMExhausted as exc:

@@ -5,11 +5,13 @@ the CPU by ONNX Runtime (`OnnxScorer`) or OpenVINO (`OpenVinoScorer`): the same 
   int8 dynamic-quantised copy, under the reduced-precision policy (`rerank.engines.precision`).
 - OpenVINO: float32 inference precision (OpenVINO would pick bfloat16 by itself on CPUs with AMX, which changes
   scores).
-- Backend auto on a CPU (`choose_cpu_backend`): export once, time the float32 export under ONNX Runtime against
-  PyTorch on the same pairs, each at its own CPU batch size, interleaved (`time_backends`), record the figures in
-  the export's manifest per machine, and serve ONNX Runtime only where it was faster (`AUTO_MIN_GAIN`) with the
-  same top-10 orders; both are float32, so scores agree to ~1e-6 either way. The first load says what it does
-  on the `kb.progress` logger (the CLI shows it), since the export takes minutes for a model of v2-m3's size.
+- Backend auto on a CPU (`choose_cpu_backend`): export once, time the float32 export under ONNX Runtime (and
+  OpenVINO where it is installed) against PyTorch on the same pairs, each at its own CPU batch size, interleaved
+  (`time_backends`), record the figures in the export's manifest per machine, and serve the fastest runtime only
+  where it was faster than PyTorch (`AUTO_MIN_GAIN`) with the same top-10 orders; all are float32, so scores agree
+  to ~1e-6 either way. (On a CPU with native bfloat16, `rerank.engines.auto` then weighs bfloat16 + exact.)
+  The first load says what it does on the `kb.progress` logger (the CLI shows it), since the export takes
+  minutes for a model of v2-m3's size.
 Why not `CrossEncoder(..., backend="onnx")`: it needs optimum-onnx, one more package that pins transformers to a
 narrow range of its own; the export (`torch.onnx.export`) and the session (`onnxruntime`) are used directly, so the
 backend follows whatever transformers the rest of the project runs.
@@ -206,6 +208,13 @@ def onnx_installed() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
 
 
+def openvino_installed() -> bool:
+    """Whether OpenVINO can be imported (it runs the same export, so backend auto times it too)."""
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
+
+
 def timing_pairs(per_pair: int = 4) -> tuple[list[tuple[str, str]], list[int]]:
     """(query, passage) pairs for timing the backends, and each pair's query index: the check set's passages
     joined `per_pair` at a time, so pairs run to ~100–200 tokens, nearer real chunks than one sentence."""
@@ -220,15 +229,28 @@ def timing_pairs(per_pair: int = 4) -> tuple[list[tuple[str, str]], list[int]]:
     return pairs, groups
 
 
+def load_average() -> list[float] | None:
+    """The machine's 1/5/15-minute load averages while a timing was taken (a busy machine slows PyTorch's OpenMP
+    threads far more than ONNX Runtime's, which sleep when idle): kept with the figures so a reader can judge them."""
+    import os
+
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def machine_key(threads: int) -> str:
     """Which machine a timing belongs to: the CPU model and the threads the scorers used."""
     return f"{cpu_model() or 'unknown CPU'}, {threads} threads"
 
 
-def time_backends(runners: dict[str, Callable[[], list[float]]], rounds: int = TIMING_ROUNDS) -> dict[str, Any]:
+def time_backends(runners: dict[str, Callable[[], list[float]]], rounds: int = TIMING_ROUNDS,
+                  ratio: tuple[str, str] = ("torch", "onnx")) -> dict[str, Any]:
     """Time each of `runners` (backend → a call scoring the timing pairs, raw logits in order) `rounds` times,
     interleaved in rotating order after one untimed warm-up call each. Returns per backend the median seconds and
-    the last scores, and `ratio` (torch's seconds over onnx's, the median of per-round ratios)."""
+    the last scores, and `ratio` (the seconds of `ratio[0]` over those of `ratio[1]`, by default torch's over
+    onnx's, the median of per-round ratios) when both were timed."""
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1; got {rounds}")
     names = list(runners)
@@ -239,33 +261,46 @@ def time_backends(runners: dict[str, Callable[[], list[float]]], rounds: int = T
             t0 = time.perf_counter()
             scores[n] = runners[n]()
             seconds[n].append(time.perf_counter() - t0)
-    out: dict[str, Any] = {n: {"median_s": round(statistics.median(seconds[n]), 4), "scores": scores[n]}
-                           for n in names}
-    if {"torch", "onnx"} <= set(names):
-        out["ratio"] = round(statistics.median(t / o for t, o in zip(seconds["torch"], seconds["onnx"])), 3)
+    out: dict[str, Any] = {n: {"median_s": round(statistics.median(seconds[n]), 4), "scores": scores[n],
+                               "seconds": seconds[n]} for n in names}
+    a, b = ratio
+    if {a, b} <= set(names):
+        out["ratio"] = round(statistics.median(t / o for t, o in zip(seconds[a], seconds[b])), 3)
     return out
 
 
 def pick_backend(figures: dict[str, Any], min_gain: float = AUTO_MIN_GAIN) -> tuple[str, str]:
     """(backend, reason) from recorded timing `figures` (`ratio`: torch's seconds over ONNX Runtime's;
-    `top10_identical`): onnx where it was at least `min_gain` times faster with the same top-10 orders, else
+    `top10_identical`; where OpenVINO was timed too, `openvino_ratio`, `openvino_top10_identical` and
+    `openvino_max_raw_diff`): the fastest exported runtime that was at least `min_gain` times faster than PyTorch
+    with the same top-10 orders (OpenVINO also within the export's parity tolerance of PyTorch's logits), else
     torch."""
-    ratio, same = figures["ratio"], figures["top10_identical"]
-    measured = (f"measured on this CPU: ONNX Runtime float32 {ratio:.2f}× PyTorch's speed on {figures['pairs']} "
-                f"pairs")
-    if not same:
-        return "torch", f"{measured}, but its top-10 order differed from PyTorch's: torch serves"
-    if ratio >= min_gain:
-        return "onnx", f"{measured}, same top-10 orders: ONNX Runtime serves"
-    return "torch", f"{measured} (needs ≥ {min_gain:.2f}×): torch serves"
+    from rerank.validation.onnx_export import PARITY_TOLERANCE
+
+    timed = [("onnx", "ONNX Runtime", figures["ratio"], figures["top10_identical"])]
+    if figures.get("openvino_ratio") is not None:
+        exact = figures["openvino_top10_identical"] and figures.get("openvino_max_raw_diff", 0.0) <= PARITY_TOLERANCE
+        timed.append(("openvino", "OpenVINO", figures["openvino_ratio"], exact))
+    measured = "measured on this CPU: " + ", ".join(f"{label} float32 {ratio:.2f}×" for _, label, ratio, _ in timed) \
+        + f" PyTorch's speed on {figures['pairs']} pairs"
+    differed = [label for _, label, _, same in timed if not same]
+    kept = [t for t in timed if t[3] and t[2] >= min_gain]
+    differs = f" ({' and '.join(differed)}: top-10 order or logits differed from PyTorch's)" if differed else ""
+    if kept:
+        backend, label, _, _ = max(kept, key=lambda t: t[2])
+        return backend, f"{measured}{differs}, same top-10 orders: {label} serves"
+    if len(differed) == len(timed):
+        return "torch", f"{measured}, but the top-10 order differed from PyTorch's: torch serves"
+    return "torch", f"{measured}{differs} (needs ≥ {min_gain:.2f}×): torch serves"
 
 
 def choose_cpu_backend(name: str, path: str, origin: str | None, options: RerankerOptions,
                        torch_scorer: Callable[[], Scorer], batch: Callable[[str], int]) -> tuple[str, dict[str, Any]]:
-    """Backend auto on a CPU in float32: ("onnx" or "torch", the choice record for `info().backend_choice`).
-    Without ONNX Runtime: torch. Else the cached export (made and checked now if missing) and the cached timing
-    for this machine (timed now if missing, `torch_scorer()` giving the PyTorch float32 scorer and `batch(backend)`
-    each backend's pairs per pass) decide (`pick_backend`). An export that fails leaves torch serving, with why."""
+    """Backend auto on a CPU in float32: ("onnx", "openvino" or "torch", the choice record for
+    `info().backend_choice`). Without ONNX Runtime: torch. Else the cached export (made and checked now if
+    missing) and the cached timing for this machine (timed now if missing, `torch_scorer()` giving the PyTorch
+    float32 scorer and `batch(backend)` each backend's pairs per pass) decide (`pick_backend`). An export that
+    fails leaves torch serving, with why."""
     from rerank.batching import score_in_batches
     from rerank.validation.agreement import compare
     from rerank.validation.onnx_export import ensure_exported, export_dir, record_speed, recorded_speed
@@ -292,25 +327,41 @@ def choose_cpu_backend(name: str, path: str, origin: str | None, options: Rerank
     except RerankerLoadError as exc:
         return "torch", {"backend": "torch", "reason": f"the ONNX export failed ({exc}): torch serves"}
     figures = recorded_speed(exported, machine)
+    openvino = openvino_installed()
+    if figures is not None and openvino and "openvino_ratio" not in figures:
+        figures = None  # timed before OpenVINO was installed (or before it was a candidate): time all again
     if figures is None:
-        progress.warning("reranker %s: timing ONNX Runtime against PyTorch on this CPU (once per machine, %d rounds)",
-                         name, TIMING_ROUNDS)
+        progress.warning("reranker %s: timing ONNX Runtime%s against PyTorch on this CPU (once per machine, %d "
+                         "rounds)", name, " and OpenVINO" if openvino else "", TIMING_ROUNDS)
         pairs, groups = timing_pairs()
         lengths = [len(ids) for ids in tokenizer([q for q, _ in pairs], [t for _, t in pairs], truncation=True,
                                                  max_length=options.max_length)["input_ids"]]
-        onnx = OnnxScorer(exported.fp32_file, tokenizer, exported.input_names, options.max_length, options.threads)
-        torch = torch_scorer()
-        timed = time_backends({
-            "torch": lambda: score_in_batches(pairs, lengths, batch("torch"), torch.predict).scores,
-            "onnx": lambda: score_in_batches(pairs, lengths, batch("onnx"), onnx.predict).scores})
+        scorers = {"torch": torch_scorer(),
+                   "onnx": OnnxScorer(exported.fp32_file, tokenizer, exported.input_names, options.max_length,
+                                      options.threads)}
+        if openvino:
+            try:
+                scorers["openvino"] = OpenVinoScorer(exported.fp32_file, tokenizer, exported.input_names,
+                                                     options.max_length, options.threads)
+            except RerankerLoadError as exc:
+                progress.warning("reranker %s: %s; OpenVINO is not timed", name, exc)
+        timed = time_backends({b: (lambda s=s, b=b: score_in_batches(pairs, lengths, batch(b), s.predict).scores)
+                               for b, s in scorers.items()})
         agreement = compare(timed["torch"]["scores"], timed["onnx"]["scores"], groups)
         figures = {"ratio": timed["ratio"], "torch_s": timed["torch"]["median_s"], "onnx_s": timed["onnx"]["median_s"],
                    "pairs": len(pairs), "tokens": sum(lengths), "rounds": TIMING_ROUNDS,
-                   "batch": {"torch": batch("torch"), "onnx": batch("onnx")},
+                   "batch": {b: batch(b) for b in scorers},
                    "top10_identical": agreement.top_k_identical, "max_raw_diff": agreement.max_raw_diff,
-                   "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                   "measured": time.strftime("%Y-%m-%dT%H:%M:%S"), "load_average": load_average()}
+        if "openvino" in timed:
+            ov = compare(timed["torch"]["scores"], timed["openvino"]["scores"], groups)
+            figures.update(openvino_s=timed["openvino"]["median_s"], openvino_ratio=round(statistics.median(
+                t / o for t, o in zip(timed["torch"]["seconds"], timed["openvino"]["seconds"])), 3),
+                openvino_top10_identical=ov.top_k_identical, openvino_max_raw_diff=ov.max_raw_diff)
+        elif openvino:
+            figures["openvino_ratio"] = None  # could not compile: not timed again on every load
         exported = record_speed(exported, machine, figures)
-        del onnx, torch
+        del scorers
     backend, reason = pick_backend(figures)
     first_load_s = round(time.perf_counter() - started, 1)
     if first_load_s >= 1.0:

@@ -35,25 +35,36 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def cpu_model() -> str | None:
-    """The CPU's model name from /proc/cpuinfo; None where it cannot be read (not Linux)."""
+# where the CPU's model name and feature flags are read (Linux); tests point it at a file of their own
+CPUINFO = Path("/proc/cpuinfo")
+NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def _cpuinfo_field(name: str) -> str | None:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        for line in CPUINFO.read_text().splitlines():
+            if line.startswith(name):
+                return line.split(":", 1)[1].strip() if ":" in line else ""
     except OSError:
         pass
     return None
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name from /proc/cpuinfo (`CPUINFO`); None where it cannot be read (not Linux)."""
+    return _cpuinfo_field("model name")
+
+
+def native_bf16_flags() -> list[str]:
+    """The flags of `NATIVE_BF16_FLAGS` this CPU has (read from `CPUINFO`); empty where none or unreadable."""
+    flags = set((_cpuinfo_field("flags") or "").split())
+    return [f for f in NATIVE_BF16_FLAGS if f in flags]
+
+
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 in hardware (AMX-BF16 or AVX512-BF16, read from /proc/cpuinfo): there
     oneDNN runs bfloat16 matrix products several times faster than float32; elsewhere bfloat16 is emulated, slower."""
-    try:
-        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
-    except OSError:
-        return False
-    return bool({"amx_bf16", "avx512_bf16"} & set(flags.split()))
+    return bool(native_bf16_flags())
 
 
 class TorchScorer:

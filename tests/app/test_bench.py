@@ -4,6 +4,7 @@ the figures are consistent with what was run (no timing thresholds)."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from typer.testing import CliRunner
@@ -129,3 +130,23 @@ def test_bench_ingest_json(isolated_settings, corpus):
     lo, hi = row["seconds"] - 0.0005, row["seconds"] + 0.0005
     assert row["documents"] / hi * 0.99 <= row["documents_per_s"] <= row["documents"] / max(lo, 1e-9) * 1.01
     assert 0 < row["parse_chunk_share"] <= 1
+
+
+def test_the_defaults_variant_is_the_engine_with_no_setting_given(monkeypatch):
+    """`defaults` benchmarks what a CPU install builds when no KB_RERANK_* variable is set, whatever the
+    benchmark's own batch size or precision options say."""
+    from dataclasses import replace
+
+    from app.quality.bench import variant_options
+    from app.settings import Settings
+    from rerank.types import RerankerOptions
+
+    for name in [k for k in os.environ if k.startswith("KB_RERANK_") or k == "KB_DTYPE"]:
+        monkeypatch.delenv(name)
+    s = Settings()
+    o = variant_options("defaults", replace(RerankerOptions(), batch_size=3, dtype="float32", backend="torch",
+                                            exact_top=0))
+    assert (o.device, o.backend, o.dtype, o.batch_size, o.exact_top, o.exact_max_share, o.quantize) == \
+        ("cpu", s.rerank_backend, s.rerank_dtype or s.dtype, s.rerank_batch_size, s.rerank_exact_top,
+         s.rerank_exact_max_share, s.rerank_quantize)
+    assert (o.backend, o.exact_top) == ("auto", 10)

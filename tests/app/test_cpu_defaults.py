@@ -37,7 +37,7 @@ def test_info_says_how_the_reranker_scores(corpus, service):
     reranking = info["reranking"]
     assert reranking["backend"] == service.reranker.info().backend == "torch"
     assert reranking["budget_ms"] == DEFAULT_CPU_BUDGET_MS and reranking["budget_reason"] == "the CPU default"
-    assert reranking["exact_path"] is None  # float32: no reduced copy, no re-scoring
+    assert reranking["exact_path"] is None and reranking["dtype"] == "float32"  # no reduced copy, no re-scoring
     assert "exact_choice" in info["reranker"] and "backend_choice" in info["reranker"]  # the admin's full record
 
 

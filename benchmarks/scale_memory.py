@@ -120,7 +120,7 @@ def table_and_bm25(name: str, chunks: list[Chunk]) -> dict:
         bigram_bytes = tracemalloc.get_traced_memory()[0] - interned_bytes
         tracemalloc.stop()
     assert plain == lex.tokens
-    bm25 = lex._ensure()
+    bm25 = lex.words.bm25()
     matrix = sum(a.nbytes for a in bm25.scores.values() if isinstance(a, np.ndarray))
     grams = lex.bigrams.bm25()
     gram_matrix = sum(a.nbytes for a in grams.scores.values() if isinstance(a, np.ndarray)) if grams else 0

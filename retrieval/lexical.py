@@ -27,6 +27,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import bm25s
@@ -44,6 +45,33 @@ K1, B = 0.9, 0.4
 BIGRAM_WEIGHT = 0.5  # the bigram field's BM25 counts half of the words field's (docs/RETRIEVAL.md)
 
 Members = list[tuple[str, ...]]  # a synonym rule's terms, each as the tokens it is matched by (one, or a phrase)
+
+
+@dataclass(frozen=True)
+class FieldQuery:
+    """What one field is asked for a query: its plain `terms` and one clause per synonym expansion, its score
+    counted `weight` times (`grams`: the bigram field, else the words field)."""
+
+    grams: bool
+    weight: float
+    terms: list[str]
+    clauses: list[Members]
+
+
+def field_queries(analyzer: Analyzer, query: str, synonyms: Sequence[Expansion] = (),
+                  bigram_weight: float = BIGRAM_WEIGHT) -> list[FieldQuery]:
+    """The query as each field with a weight is asked for it, by both stores (the folder index here, Milvus in
+    `retrieval.shared`). The query's tokens its expansions stand for are scored through them, not again on their
+    own: each said term as its members match it (拖欠工资 itself, not the sub-words 拖欠 and 工资 that jieba's search
+    mode adds, which stay the user's own words; both words of "annual leave")."""
+    out = []
+    for grams, analyze, members, weight in ((False, analyzer.analyze, lambda t: synonym_members(analyzer, t), 1.0),
+                                            (True, cjk_bigrams, bigram_members, bigram_weight)):
+        if weight:
+            said = {t for e in synonyms for m in members(e.said) for t in m}
+            out.append(FieldQuery(grams, weight, [t for t in analyze(query) if t not in said],
+                                  [m for e in synonyms if (m := members(e.searched))]))
+    return out
 
 
 class _Field:
@@ -167,10 +195,6 @@ class LexicalIndex:
         fresh.set_chunks(chunks, known={})
         return fresh
 
-    def _ensure(self) -> bm25s.BM25 | None:
-        """The words field's bm25s index (built on first use)."""
-        return self.words.bm25()
-
     def search(self, query: str, k: int, allowed: np.ndarray | None = None,
                synonyms: Sequence[Expansion] = ()) -> list[tuple[str, float]]:
         """Up to k (chunk_id, bm25) pairs with a positive score, best first. `allowed` is a 0/1 mask over rows;
@@ -179,19 +203,10 @@ class LexicalIndex:
         if not self.chunk_ids or k <= 0:
             return []
         scores = None
-        for field, analyze, members, weight in ((self.words, self.analyzer.analyze, self._word_members, 1.0),
-                                                (self.bigrams, cjk_bigrams, bigram_members, self.bigram_weight)):
-            if not weight:
-                continue
-            # the query's tokens its expansions stand for are scored through them, not again on their own: each said
-            # term as its members match it (拖欠工资 itself, not the sub-words 拖欠 and 工资 that jieba's search mode
-            # adds, which stay the user's own words; both words of "annual leave")
-            said = {t for e in synonyms for m in members(e.said) for t in m}
-            terms = [t for t in analyze(query) if t not in said]
-            clauses = [m for e in synonyms if (m := members(e.searched))]
-            part = field.scores(terms, clauses)
+        for q in field_queries(self.analyzer, query, synonyms, self.bigram_weight):
+            part = (self.bigrams if q.grams else self.words).scores(q.terms, q.clauses)
             if part is not None:
-                scores = weight * part if scores is None else scores + weight * part
+                scores = q.weight * part if scores is None else scores + q.weight * part
         if scores is None:
             return []
         if allowed is not None:
@@ -200,9 +215,6 @@ class LexicalIndex:
         part = np.argpartition(-scores, top - 1)[:top]
         order = part[np.argsort(-scores[part], kind="stable")]
         return [(self.chunk_ids[i], float(scores[i])) for i in order if scores[i] > 0]
-
-    def _word_members(self, terms: Sequence[str]) -> Members:
-        return synonym_members(self.analyzer, terms)
 
     def save(self, folder: Path) -> None:
         """tokens.jsonl: a `[chunk_id, words]` line per row. Bigrams are not saved: made from the chunk text

@@ -33,11 +33,11 @@ import numpy as np
 from ingest.files import private_dir
 from ingest.types import Chunk, Document
 
-from .analyzer import DEFAULT, Analyzer, cjk_bigrams, parse_user_dict
+from .analyzer import DEFAULT, Analyzer, parse_user_dict
 from .catalog import Catalog, Revision
 from .filters import Filters, matching_visible, visible
 from .index import FORMAT_VERSION, DocRecord, IndexNotFound, KnowledgeIndex, embedder_signature
-from .lexical import BIGRAM_WEIGHT, bigram_members, synonym_members
+from .lexical import field_queries
 from .storage import current_version
 from .stores.base import allowed_by_groups
 from .stores.milvus import MilvusConfig, MilvusCorpus, MilvusStoreError, Row, is_lite
@@ -164,12 +164,9 @@ class SharedIndex:
         if not self.revision:
             return []
         searches: list[tuple[list[str], bool, float]] = []
-        for analyze, members, grams, weight in ((self.analyzer.analyze, self._word_members, False, 1.0),
-                                                (cjk_bigrams, bigram_members, True, BIGRAM_WEIGHT)):
-            said = {t for e in synonyms for m in members(e.said) for t in m}
-            searches.append(([t for t in analyze(query) if t not in said], grams, weight))
-            searches += [(list(dict.fromkeys(t for m in members(e.searched) for t in m)), grams, weight)
-                         for e in synonyms]
+        for q in field_queries(self.analyzer, query, synonyms):
+            searches.append((q.terms, q.grams, q.weight))
+            searches += [(list(dict.fromkeys(t for m in c for t in m)), q.grams, q.weight) for c in q.clauses]
         scores: dict[str, float] = {}
         chunks: dict[str, Chunk] = {}
         for terms, grams, weight in searches:
@@ -179,9 +176,6 @@ class SharedIndex:
                 scores[chunk.chunk_id] = scores.get(chunk.chunk_id, 0.0) + weight * score
         ranked = sorted(scores.items(), key=lambda kv: -kv[1])[:k]
         return [(chunks[cid], s) for cid, s in ranked]
-
-    def _word_members(self, terms: Sequence[str]) -> list[tuple[str, ...]]:
-        return synonym_members(self.analyzer, terms)
 
     def fetch(self, chunk_ids: Sequence[str]) -> dict[str, Chunk]:
         """The chunks of this revision with these ids (unknown ids are left out)."""

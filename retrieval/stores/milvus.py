@@ -100,6 +100,11 @@ def terms_text(terms: Sequence[str]) -> str:
     return " ".join(term_word(t) for t in terms)
 
 
+def _grams_text(chunk: Chunk) -> str:
+    """The `grams` field of `chunk`: its Chinese bigrams as opaque words (`terms_text`)."""
+    return _fitted(terms_text(cjk_bigrams(chunk.context_text())))
+
+
 def _fitted(words: str) -> str:
     """`words` cut to what a Milvus VARCHAR holds: only an absurd chunk (thousands of terms) gets cut, keeping its
     first terms."""
@@ -310,6 +315,7 @@ class MilvusCorpus:
                                    "with `kb ingest PATH --rebuild`")
         desc = self._call("describe the collection", "describe_collection", self.collection)
         fields = {f["name"]: f for f in desc["fields"]}
+        self._grams = all(f in fields for f in GRAM_FIELDS)  # what `has_grams` would ask Milvus again
         missing = set(FIELDS) - set(fields)
         if missing:
             raise MilvusStoreError(f"Milvus collection {self.collection!r} at {self.uri} was not made by this "
@@ -361,7 +367,7 @@ class MilvusCorpus:
                "public": not acl, "gen": int(gen), "died": LIVE, "chunk": body, "terms": _fitted(terms_text(terms)),
                "vector": np.asarray(vector, dtype=np.float32).tolist()}
         if self.has_grams():
-            row["grams"] = _fitted(terms_text(cjk_bigrams(chunk.context_text())))
+            row["grams"] = _grams_text(chunk)
         return row
 
     def insert(self, rows: Sequence[dict[str, Any]]) -> None:
@@ -431,7 +437,7 @@ class MilvusCorpus:
             chunk = Chunk.from_dict(json.loads(row["chunk"]))
             row["terms"] = _fitted(terms_text(analyze(chunk.context_text())))
             if self.has_grams():
-                row["grams"] = _fitted(terms_text(cjk_bigrams(chunk.context_text())))
+                row["grams"] = _grams_text(chunk)
             else:
                 row.pop("grams", None)
             batch.append(row)

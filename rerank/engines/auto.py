@@ -29,8 +29,8 @@ from typing import Any
 
 from rerank.exact import margin_for, near_ties, rescore_limit
 
-from .exported import AUTO_MIN_GAIN, TIMING_ROUNDS, load_average, time_backends, timing_pairs
-from .scorers import Scorer
+from .exported import AUTO_MIN_GAIN, TIMING_ROUNDS, speed_ratio, time_backends, timing_pairs
+from .scorers import Scorer, load_average
 
 # bfloat16 + exact serves where its expected time is at most 1 / MIN_GAIN of the float32 backend's (the same noise
 # allowance as ONNX Runtime against PyTorch)
@@ -104,7 +104,8 @@ def measure_bfloat16(reduced: Scorer, exact: Scorer, batch: Callable[[str], int]
     pairs, _ = timing_pairs()
     n = lengths(pairs)
     timed = time_backends({"float32": lambda: run(exact, pairs, n), "bfloat16": lambda: run(reduced, pairs, n)},
-                          rounds, ratio=("bfloat16", "float32"))
+                          rounds)
+    ratio = speed_ratio(timed, "bfloat16", "float32")
     check, groups = check_set()
     n = lengths(check)
     agreement = compare(run(exact, check, n), run(reduced, check, n), groups)
@@ -114,14 +115,14 @@ def measure_bfloat16(reduced: Scorer, exact: Scorer, batch: Callable[[str], int]
     per_query = [len(near_ties([s for s, g in zip(scores, crowd_groups) if g == q], top, margin))
                  for q in sorted(set(crowd_groups))]
     share = sum(per_query) / len(scores)
-    return {"float32_backend": exact.backend, "speed_ratio": timed["ratio"],
+    return {"float32_backend": exact.backend, "speed_ratio": ratio,
             "float32_s": timed["float32"]["median_s"], "bfloat16_s": timed["bfloat16"]["median_s"],
             "pairs": len(pairs), "rounds": rounds, "batch": {"float32": batch(exact.backend),
                                                              "bfloat16": batch(reduced.backend)},
             "margin": round(margin, 5), "agreement": agreement.to_dict(),
             "candidates_per_query": len(scores) // len(per_query), "top": top,
             "rescored_per_query": round(sum(per_query) / len(per_query), 2), "rescored_share": round(share, 3),
-            "expected_cost": round(timed["ratio"] + share, 3), "load_average": load_average()}
+            "expected_cost": round(ratio + share, 3), "load_average": load_average()}
 
 
 def pick_bfloat16(figures: dict[str, Any], max_share: float, min_gain: float | None = None) -> tuple[bool, str]:

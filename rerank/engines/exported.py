@@ -31,7 +31,7 @@ from rerank.errors import RerankerLoadError
 from rerank.types import RerankerOptions
 
 from .precision import NearTies, decide
-from .scorers import Scorer, available_cores, cpu_model
+from .scorers import Scorer, available_cores, cpu_model, load_average
 
 # one-time first-load steps (export, timing) a person waits for: not under `rerank`, whose logs the CLI quiets
 progress = logging.getLogger("kb.progress")
@@ -229,28 +229,15 @@ def timing_pairs(per_pair: int = 4) -> tuple[list[tuple[str, str]], list[int]]:
     return pairs, groups
 
 
-def load_average() -> list[float] | None:
-    """The machine's 1/5/15-minute load averages while a timing was taken (a busy machine slows PyTorch's OpenMP
-    threads far more than ONNX Runtime's, which sleep when idle): kept with the figures so a reader can judge them."""
-    import os
-
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
-
-
 def machine_key(threads: int) -> str:
     """Which machine a timing belongs to: the CPU model and the threads the scorers used."""
     return f"{cpu_model() or 'unknown CPU'}, {threads} threads"
 
 
-def time_backends(runners: dict[str, Callable[[], list[float]]], rounds: int = TIMING_ROUNDS,
-                  ratio: tuple[str, str] = ("torch", "onnx")) -> dict[str, Any]:
+def time_backends(runners: dict[str, Callable[[], list[float]]], rounds: int = TIMING_ROUNDS) -> dict[str, Any]:
     """Time each of `runners` (backend → a call scoring the timing pairs, raw logits in order) `rounds` times,
-    interleaved in rotating order after one untimed warm-up call each. Returns per backend the median seconds and
-    the last scores, and `ratio` (the seconds of `ratio[0]` over those of `ratio[1]`, by default torch's over
-    onnx's, the median of per-round ratios) when both were timed."""
+    interleaved in rotating order after one untimed warm-up call each. Returns per backend the median seconds, the
+    seconds of each round and the last scores (`speed_ratio` compares two of them)."""
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1; got {rounds}")
     names = list(runners)
@@ -261,12 +248,14 @@ def time_backends(runners: dict[str, Callable[[], list[float]]], rounds: int = T
             t0 = time.perf_counter()
             scores[n] = runners[n]()
             seconds[n].append(time.perf_counter() - t0)
-    out: dict[str, Any] = {n: {"median_s": round(statistics.median(seconds[n]), 4), "scores": scores[n],
-                               "seconds": seconds[n]} for n in names}
-    a, b = ratio
-    if {a, b} <= set(names):
-        out["ratio"] = round(statistics.median(t / o for t, o in zip(seconds[a], seconds[b])), 3)
-    return out
+    return {n: {"median_s": round(statistics.median(seconds[n]), 4), "scores": scores[n], "seconds": seconds[n]}
+            for n in names}
+
+
+def speed_ratio(timed: dict[str, Any], slower: str, faster: str) -> float:
+    """The seconds of `slower` over those of `faster` in `time_backends`' result: the median of per-round ratios
+    (each round ran both under the same load)."""
+    return round(statistics.median(t / o for t, o in zip(timed[slower]["seconds"], timed[faster]["seconds"])), 3)
 
 
 def pick_backend(figures: dict[str, Any], min_gain: float = AUTO_MIN_GAIN) -> tuple[str, str]:
@@ -348,16 +337,17 @@ def choose_cpu_backend(name: str, path: str, origin: str | None, options: Rerank
         timed = time_backends({b: (lambda s=s, b=b: score_in_batches(pairs, lengths, batch(b), s.predict).scores)
                                for b, s in scorers.items()})
         agreement = compare(timed["torch"]["scores"], timed["onnx"]["scores"], groups)
-        figures = {"ratio": timed["ratio"], "torch_s": timed["torch"]["median_s"], "onnx_s": timed["onnx"]["median_s"],
-                   "pairs": len(pairs), "tokens": sum(lengths), "rounds": TIMING_ROUNDS,
+        figures = {"ratio": speed_ratio(timed, "torch", "onnx"), "torch_s": timed["torch"]["median_s"],
+                   "onnx_s": timed["onnx"]["median_s"], "pairs": len(pairs), "tokens": sum(lengths),
+                   "rounds": TIMING_ROUNDS,
                    "batch": {b: batch(b) for b in scorers},
                    "top10_identical": agreement.top_k_identical, "max_raw_diff": agreement.max_raw_diff,
                    "measured": time.strftime("%Y-%m-%dT%H:%M:%S"), "load_average": load_average()}
         if "openvino" in timed:
             ov = compare(timed["torch"]["scores"], timed["openvino"]["scores"], groups)
-            figures.update(openvino_s=timed["openvino"]["median_s"], openvino_ratio=round(statistics.median(
-                t / o for t, o in zip(timed["torch"]["seconds"], timed["openvino"]["seconds"])), 3),
-                openvino_top10_identical=ov.top_k_identical, openvino_max_raw_diff=ov.max_raw_diff)
+            figures.update(openvino_s=timed["openvino"]["median_s"],
+                           openvino_ratio=speed_ratio(timed, "torch", "openvino"),
+                           openvino_top10_identical=ov.top_k_identical, openvino_max_raw_diff=ov.max_raw_diff)
         elif openvino:
             figures["openvino_ratio"] = None  # could not compile: not timed again on every load
         exported = record_speed(exported, machine, figures)

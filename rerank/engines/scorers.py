@@ -50,6 +50,15 @@ def _cpuinfo_field(name: str) -> str | None:
     return None
 
 
+def load_average() -> list[float] | None:
+    """The machine's 1/5/15-minute load averages now (None where the system has none): kept with timings, since a
+    busy machine slows PyTorch's OpenMP threads far more than ONNX Runtime's, which sleep when idle."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def cpu_model() -> str | None:
     """The CPU's model name from /proc/cpuinfo (`CPUINFO`); None where it cannot be read (not Linux)."""
     return _cpuinfo_field("model name")
